@@ -1,0 +1,30 @@
+# The two commands: `make serve` and `make test`. Each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  ?= models/resnet18.pt
+
+.PHONY: serve test lint loadtest bench clean
+
+serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
+	$(BIN)/gunicorn -c gunicorn.conf.py
+
+test: $(STAMP) $(MODEL)  ## run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(MODEL): | $(STAMP)
+	$(BIN)/python scripts/export_model.py --out $(MODEL)
+
+clean:
+	rm -rf $(VENV) models/*.pt models/*.json

@@ -1,0 +1,251 @@
+"""The dynamic batcher: request threads submit tensors, one thread runs them through the model.
+
+Policy (docs/BENCHMARKS.md has the measurements behind it):
+- An idle model takes the first queued image at once: no wait tax at low load.
+- While the model is busy, images queue up; the next pass takes up to `max_batch` of them.
+- A partial batch waits (at most `max_wait_s` from its first image's arrival) only while
+  other admitted images are still being decoded, since only those can join it.
+- Admission is bounded: queued + decoding images never exceed `queue_max`; beyond that
+  `reserve` raises `Overloaded` at once instead of growing the queue.
+- An image whose deadline passed while queued gets `DeadlineExceeded` and never reaches
+  the model. A failing pass fails only the images in that pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """The queue is full; the caller should retry later."""
+
+
+class DeadlineExceeded(Exception):
+    """The image waited past its deadline and was not run."""
+
+
+class Stopped(Exception):
+    """The batcher is not accepting work."""
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One image's model output and where its time went."""
+
+    output: torch.Tensor
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the batcher reports after each forward pass (for metrics)."""
+
+    size: int
+    queue_waits_s: tuple[float, ...]
+    inference_s: float
+    expired: int
+
+
+@dataclass(eq=False)
+class _Item:
+    tensor: torch.Tensor
+    future: Future[Inference]
+    enqueued: float
+    deadline: float
+
+
+class Batcher:
+    """Merge concurrent single-image requests into batched calls of `run_batch`."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        queue_max: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
+        if queue_max < max_batch:
+            raise ValueError(f"queue_max ({queue_max}) must be >= max_batch ({max_batch})")
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.queue_max = queue_max
+        self._on_batch = on_batch
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._decoding = 0  # admitted images not yet submitted
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, warm_up: Callable[[], None] | None = None) -> None:
+        """Start the batching thread; it runs `warm_up` first, then sets `ready`."""
+        if self._thread is not None:
+            raise RuntimeError("batcher already started")
+        with self._cond:
+            self._accepting = True
+        self._thread = threading.Thread(
+            target=self._serve, args=(warm_up,), name="wanwu-batcher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new work, finish everything admitted, then end the thread."""
+        with self._cond:
+            self._accepting = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        """Images admitted and not yet taken into a forward pass."""
+        with self._cond:
+            return len(self._queue) + self._decoding
+
+    # -- request side ------------------------------------------------------------------------
+
+    def reserve(self, n: int, deadline: float) -> Reservation:
+        """Admit `n` images that the caller will decode and submit, or raise Overloaded."""
+        with self._cond:
+            if not self._accepting:
+                raise Stopped("the batcher is not running")
+            if len(self._queue) + self._decoding + n > self.queue_max:
+                raise Overloaded(f"{self.queue_max} images already queued")
+            self._decoding += n
+        return Reservation(self, n, deadline)
+
+    def _submit(self, tensor: torch.Tensor, deadline: float) -> Future[Inference]:
+        item = _Item(tensor, Future(), self._clock(), deadline)
+        with self._cond:
+            self._decoding -= 1
+            self._queue.append(item)
+            self._cond.notify_all()
+        return item.future
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._decoding -= n
+            self._cond.notify_all()
+
+    # -- batching thread ---------------------------------------------------------------------
+
+    def _serve(self, warm_up: Callable[[], None] | None) -> None:
+        if warm_up is not None:
+            warm_up()
+        self.ready.set()
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _collect(self) -> list[_Item] | None:
+        """Block for the next batch; None once stopped and drained."""
+        with self._cond:
+            while not self._queue:
+                if not self._accepting and self._decoding == 0:
+                    return None
+                self._cond.wait()
+            # Wait for stragglers only if some admitted image is still being decoded.
+            deadline = self._queue[0].enqueued + self.max_wait_s
+            while len(self._queue) < self.max_batch and self._decoding > 0:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            n = min(self.max_batch, len(self._queue))
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run(self, batch: list[_Item]) -> None:
+        start = self._clock()
+        live = [item for item in batch if item.deadline > start]
+        for item in batch:
+            if item.deadline <= start:
+                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+        if not live:
+            self._report(BatchStats(0, (), 0.0, len(batch)))
+            return
+        try:
+            outputs = self._run_batch(torch.stack([item.tensor for item in live]))
+            if len(outputs) != len(live):
+                raise RuntimeError(
+                    f"model returned {len(outputs)} outputs for a batch of {len(live)}"
+                )
+        except Exception as exc:  # one failing pass must not kill the thread
+            log.exception("forward pass of %d images failed", len(live))
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        inference_s = self._clock() - start
+        for item, output in zip(live, outputs, strict=True):
+            item.future.set_result(
+                Inference(
+                    output=output,
+                    queue_ms=(start - item.enqueued) * 1000,
+                    inference_ms=inference_s * 1000,
+                    batch_size=len(live),
+                )
+            )
+        self._report(
+            BatchStats(
+                size=len(live),
+                queue_waits_s=tuple(start - item.enqueued for item in live),
+                inference_s=inference_s,
+                expired=len(batch) - len(live),
+            )
+        )
+
+    def _report(self, stats: BatchStats) -> None:
+        if self._on_batch is not None:
+            try:
+                self._on_batch(stats)
+            except Exception:
+                log.exception("batch observer failed")
+
+
+class Reservation:
+    """Places in the queue held for one request while its images are decoded."""
+
+    def __init__(self, batcher: Batcher, n: int, deadline: float) -> None:
+        self._batcher = batcher
+        self._left = n
+        self.deadline = deadline
+
+    def submit(self, tensor: torch.Tensor) -> Future[Inference]:
+        """Queue one decoded image; its future resolves to an Inference."""
+        if self._left <= 0:
+            raise RuntimeError("more images submitted than reserved")
+        self._left -= 1
+        return self._batcher._submit(tensor, self.deadline)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Images that failed to decode give their places back.
+        if self._left:
+            self._batcher._release(self._left)
+            self._left = 0

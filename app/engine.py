@@ -1,0 +1,97 @@
+"""The inference engine of one worker: the classifier behind a dynamic batcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import torch
+
+from app import batcher as batching
+from app import errors, metrics, runtime
+from app.model import Classifier
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How long past its deadline a caller waits for a pass already running (it cannot be cancelled).
+_RUNNING_GRACE_S = 30.0
+
+
+class Engine:
+    """Own the classifier and the batcher; `start()` runs in the worker after fork."""
+
+    def __init__(self, classifier: Classifier, settings: Settings) -> None:
+        self.classifier = classifier
+        self.settings = settings
+        self.batcher = batching.Batcher(
+            classifier,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000,
+            queue_max=settings.queue_max,
+            on_batch=self._observe,
+        )
+
+    def start(self) -> None:
+        """Place the model on its device, then warm up and serve on the batcher thread."""
+        device = runtime.resolve_device(self.settings.device)
+        precision = runtime.resolve_precision(self.settings.precision, device)
+        self.classifier.place(device, precision)
+        metrics.MODEL_INFO.labels(
+            self.classifier.version, str(self.classifier.trained).lower(), str(device), precision
+        ).set(1)
+        self.batcher.start(warm_up=lambda: self.classifier.warm_up(self.settings.max_batch))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every admitted image, then stop the batcher thread."""
+        self.batcher.stop(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is placed and every batch size is warmed up."""
+        return self.batcher.ready.is_set()
+
+    def admit(self, n: int, started: float) -> batching.Reservation:
+        """Reserve queue places for `n` images or raise the matching ApiError."""
+        if not self.ready:
+            raise errors.NotReady("The model is still loading; retry shortly.", retry_after=1)
+        try:
+            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
+        except batching.Overloaded:
+            metrics.REJECTED.labels("overloaded").inc(n)
+            raise errors.Overloaded(
+                "The service is at capacity; retry shortly.", retry_after=1
+            ) from None
+        except batching.Stopped:
+            raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None
+        metrics.QUEUE_DEPTH.set(self.batcher.depth)
+        return reservation
+
+    def wait(self, future: Future[batching.Inference], deadline: float) -> batching.Inference:
+        """Wait for one image's result, mapping batcher failures to ApiErrors."""
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + _RUNNING_GRACE_S)
+        except batching.DeadlineExceeded:
+            raise errors.Timeout(
+                f"The request waited longer than {self.settings.timeout_ms:g} ms in the queue."
+            ) from None
+        except FutureTimeout:
+            raise errors.Timeout("The model did not answer in time.") from None
+        except Exception as exc:
+            log.error("inference failed: %s", exc)
+            raise errors.InternalError("Inference failed; the error was logged.") from None
+
+    def _observe(self, stats: batching.BatchStats) -> None:
+        metrics.observe_batch(stats)
+        metrics.QUEUE_DEPTH.set(self.batcher.depth)
+
+
+def top_k(probs: torch.Tensor, k: int, labels: tuple[str, ...]) -> list[dict[str, object]]:
+    """Return the k most probable classes of one probability row, most probable first."""
+    scores, indices = probs.topk(k)
+    return [
+        {"index": int(i), "label": labels[int(i)], "score": round(float(s), 6)}
+        for s, i in zip(scores, indices, strict=True)
+    ]

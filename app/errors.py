@@ -1,0 +1,41 @@
+"""The one JSON error shape and the status code of every error the service answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error a client sees as `{"error": {"code": ..., "message": ...}}`."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        """Return the JSON body for this error."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def _error(name: str, status: int, code: str) -> type[ApiError]:
+    return type(name, (ApiError,), {"status": status, "code": code, "__doc__": code})
+
+
+NoImage = _error("NoImage", 400, "no_image")
+UndecodableImage = _error("UndecodableImage", 400, "undecodable_image")
+Unauthorized = _error("Unauthorized", 401, "unauthorized")
+NotFound = _error("NotFound", 404, "not_found")
+MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed")
+PayloadTooLarge = _error("PayloadTooLarge", 413, "payload_too_large")
+ImageTooLarge = _error("ImageTooLarge", 413, "image_too_large")
+TooManyFiles = _error("TooManyFiles", 413, "too_many_files")
+UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type")
+InvalidParameter = _error("InvalidParameter", 422, "invalid_parameter")
+NotReady = _error("NotReady", 503, "not_ready")
+Overloaded = _error("Overloaded", 503, "overloaded")
+Timeout = _error("Timeout", 504, "timeout")
+InternalError = _error("InternalError", 500, "internal")

@@ -1,0 +1,84 @@
+"""Every Prometheus metric of the service, defined once.
+
+Gunicorn runs several workers, so gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before this
+module is imported; prometheus-client then keeps per-process files that /metrics sums up.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from app.batcher import BatchStats
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
+
+REQUESTS = Counter("wanwu_requests_total", "HTTP requests answered.", ["route", "status"])
+REQUEST_DURATION = Histogram(
+    "wanwu_request_duration_seconds",
+    "Time from request start to response.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+IMAGES = Counter("wanwu_images_total", "Images classified.")
+QUEUE_WAIT = Histogram(
+    "wanwu_queue_wait_seconds",
+    "Time an image waited in the batch queue.",
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE = Histogram(
+    "wanwu_inference_seconds", "Duration of one forward pass.", buckets=_LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "wanwu_batch_size", "Images per forward pass.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+)
+QUEUE_DEPTH = Gauge(
+    "wanwu_queue_depth",
+    "Images admitted and not yet in a forward pass.",
+    multiprocess_mode="livesum",
+)
+REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
+MODEL_INFO = Gauge(
+    "wanwu_model_info",
+    "The model each live worker serves (value 1).",
+    ["version", "trained", "device", "precision"],
+    multiprocess_mode="livemax",
+)
+
+
+def observe_batch(stats: BatchStats) -> None:
+    """Record one forward pass (the batcher's on_batch hook)."""
+    if stats.size:
+        BATCH_SIZE.observe(stats.size)
+        INFERENCE.observe(stats.inference_s)
+        IMAGES.inc(stats.size)
+        for wait in stats.queue_waits_s:
+            QUEUE_WAIT.observe(wait)
+    if stats.expired:
+        REJECTED.labels("deadline").inc(stats.expired)
+
+
+def exposition() -> tuple[bytes, str]:
+    """Render all metrics, summed over every worker when running under Gunicorn."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (Gunicorn's child_exit hook)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(pid)

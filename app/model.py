@@ -1,0 +1,72 @@
+"""The classifier: a TorchScript artifact with its manifest, placed on a device, ready to run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.artifact import read_manifest
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Classifier:
+    """Run batches of normalised images through the model and return probabilities."""
+
+    def __init__(self, module: torch.jit.ScriptModule, manifest: dict[str, Any]) -> None:
+        self.module = module
+        self.manifest = manifest
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Classifier:
+        """Load an artifact on the CPU without running it (safe before fork)."""
+        manifest = read_manifest(path)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+        return cls(module, manifest)
+
+    @property
+    def version(self) -> str:
+        """Short artifact hash clients see as the model version."""
+        return self.manifest["artifact_sha256"][:12]
+
+    @property
+    def trained(self) -> bool:
+        """Whether the weights are the pretrained ones (False: seeded random init)."""
+        return bool(self.manifest["trained"])
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        """Resize, crop, mean and std the model expects."""
+        return self.manifest["input"]
+
+    def info(self) -> dict[str, Any]:
+        """Describe the model for clients: `/v1/model` and every prediction."""
+        return {"name": self.manifest["name"], "version": self.version, "trained": self.trained}
+
+    def place(self, device: torch.device, precision: str) -> None:
+        """Move the weights to `device` in `precision`; call in the worker, after fork."""
+        dtype = DTYPES[precision]
+        if device != self.device or dtype != torch.float32:
+            self.module = self.module.to(device=device, dtype=dtype)
+        self.device, self.precision = device, precision
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return softmax probabilities (float32, on the CPU) for a batch of images."""
+        x = batch.to(self.device, DTYPES[self.precision], non_blocking=True)
+        logits = self.module(x)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch size once so that no request pays a first-call cost."""
+        crop = self.input_spec["crop"]
+        for n in range(1, max_batch + 1):
+            self(torch.zeros(n, 3, crop, crop))
+        log.info("warmed up batch sizes 1..%d on %s (%s)", max_batch, self.device, self.precision)

@@ -1,0 +1,112 @@
+"""Process-level set-up: torch threads, CPU affinity and device choice, before and after fork.
+
+The Gunicorn master loads the model but must not start OpenMP pools or touch CUDA:
+both break in forked children (docs/DESIGN notes in the README, FIELD-NOTES B). Workers
+set their own thread counts and pick their device after the fork.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import torch
+
+from app.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_master() -> None:
+    """Cap torch at one thread in the master so no OpenMP pool exists at fork time."""
+    torch.set_num_threads(1)
+
+
+def free_slot(taken: set[int]) -> int:
+    """Return the lowest worker slot not in `taken` (slots index disjoint CPU sets)."""
+    slot = 0
+    while slot in taken:
+        slot += 1
+    return slot
+
+
+def cpu_set(slot: int, threads: int, cpus: list[int]) -> list[int]:
+    """Return the CPUs of worker `slot`: `threads` consecutive CPUs, wrapping around."""
+    start = (slot * threads) % len(cpus)
+    return [cpus[(start + i) % len(cpus)] for i in range(min(threads, len(cpus)))]
+
+
+def configure_worker(settings: Settings, slot: int) -> dict[str, object]:
+    """Pin this worker's CPUs and torch threads; return what was set, for the log."""
+    threads = settings.torch_threads
+    pinned: list[int] | None = None
+    if settings.pin_cpus:
+        pinned = cpu_set(slot, threads, sorted(os.sched_getaffinity(0)))
+        os.sched_setaffinity(0, pinned)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)  # one inference thread: no inter-op pool needed
+    except RuntimeError:
+        pass  # already fixed in this process (e.g. a test that configures twice)
+    return {"slot": slot, "torch_threads": threads, "cpus": pinned}
+
+
+def visible_gpus() -> int:
+    """Count GPUs without touching CUDA (safe in the master): device nodes and the env mask."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    nodes = len(glob.glob("/dev/nvidia[0-9]*"))
+    if mask is not None:
+        return min(nodes, len([d for d in mask.split(",") if d.strip() and d.strip() != "-1"]))
+    return nodes
+
+
+def resolve_device(setting: str) -> torch.device:
+    """Turn WANWU_DEVICE into a device; call only in a worker (it initialises CUDA)."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        raise SettingsError(f"WANWU_DEVICE={setting} but no CUDA device is available")
+    device = torch.device(setting)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise SettingsError(
+            f"WANWU_DEVICE={setting} but only {torch.cuda.device_count()} CUDA devices exist"
+        )
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix support (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """Turn WANWU_PRECISION into fp32/bf16/fp16 for `device`, refusing what it cannot do."""
+    if setting == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "fp32"
+    if setting == "fp16" and device.type != "cuda":
+        raise SettingsError("WANWU_PRECISION=fp16 needs a CUDA device")
+    if setting == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        raise SettingsError("WANWU_PRECISION=bf16 needs a CPU with AVX512-BF16 or AMX")
+    return setting
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr; access lines (logger wanwu.access) are bare JSON, one per request."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+    )
+    access = logging.getLogger("wanwu.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False

@@ -1,0 +1,132 @@
+"""Shared fixtures: a tiny seeded model for fast tests, the real export where it matters."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from app import create_app
+from app.artifact import write_manifest
+from app.engine import Engine
+from app.model import Classifier
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", "models/resnet18.pt")
+SAMPLES = ROOT.parent / "shared" / "imagenet-samples"
+INPUT_SPEC = {
+    "resize": 256,
+    "crop": 224,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bilinear",
+}
+
+
+class TinyNet(torch.nn.Module):
+    """A seeded stand-in for ResNet-18: same input and output shapes, microseconds per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, kernel_size=16, stride=16)
+        self.fc = torch.nn.Linear(8, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1), 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Save a tiny seeded TorchScript model with a manifest, like the real export."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.jit.script(TinyNet().eval()).save(str(path))
+    write_manifest(
+        path,
+        name="tiny",
+        format="torchscript-script",
+        weights={"source": "random-init(seed=0)"},
+        trained=False,
+        input=INPUT_SPEC,
+        labels="imagenet-1k",
+        num_classes=1000,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> Path:
+    """The real ResNet-18 export (`make test` creates it first)."""
+    if not REAL_MODEL.is_file():
+        pytest.fail(f"{REAL_MODEL} is missing: run `make test`, which exports it")
+    return REAL_MODEL
+
+
+def make_settings(model: Path, **overrides: object) -> Settings:
+    """Settings for an in-process app: small batches, short waits, no pinning."""
+    values = {
+        "model": str(model),
+        "workers": 1,
+        "threads": 1,
+        "pin_cpus": False,
+        "max_batch": 4,
+        "max_wait_ms": 5.0,
+        "queue_max": 16,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def start_app(tiny_model_path: Path):
+    """Return a factory for started apps over the tiny model; stops their batchers after."""
+    engines: list[Engine] = []
+
+    def factory(**overrides: object):
+        settings = make_settings(tiny_model_path, **overrides)
+        engine = Engine(Classifier.load(settings.model), settings)
+        engine.start()
+        engine.batcher.ready.wait(30)
+        engines.append(engine)
+        app = create_app(settings, engine)
+        app.testing = True
+        return app
+
+    yield factory
+    for engine in engines:
+        engine.stop(timeout=10)
+
+
+@pytest.fixture
+def client(start_app):
+    """A Flask test client of an app over the tiny model, ready to serve."""
+    return start_app().test_client()
+
+
+def image_bytes(
+    fmt: str = "JPEG",
+    size: tuple[int, int] = (320, 240),
+    mode: str = "RGB",
+    seed: int = 0,
+    **save: object,
+) -> bytes:
+    """Encode a seeded noise picture (smooth enough to compress realistically)."""
+    gen = torch.Generator().manual_seed(seed)
+    small = (torch.rand(3, 8, 8, generator=gen) * 255).to(torch.uint8)
+    img = Image.fromarray(small.permute(1, 2, 0).numpy(), "RGB").resize(size, Image.BILINEAR)
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def sample_photos(n: int | None = None) -> list[Path]:
+    """Real ImageNet photos from ../shared, if present (CI has them)."""
+    photos = sorted(SAMPLES.glob("*.JPEG"))
+    return photos[:n] if n else photos

@@ -1,0 +1,87 @@
+"""Boot real Gunicorn from gunicorn.conf.py on a free loopback port, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GunicornServer:
+    """One Gunicorn master with its workers; logs go to a file the test can read."""
+
+    def __init__(self, log_dir: Path, workers: int = 2, **settings: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.log_path = log_dir / f"gunicorn-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "WANWU_BIND": f"127.0.0.1:{self.port}",
+            "WANWU_WORKERS": str(workers),
+            "WANWU_THREADS": "1",
+            **{f"WANWU_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> GunicornServer:
+        """Start and wait until every worker has warmed up."""
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while self.log().count("warmed up batch sizes") < self.workers:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gunicorn did not become ready:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        assert requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM the master (graceful) and wait; kill if it hangs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

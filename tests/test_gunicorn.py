@@ -1,0 +1,109 @@
+"""Real Gunicorn, preloaded real ResNet-18 export, two forked workers: the end-to-end contract."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from tests.conftest import image_bytes, sample_photos
+from tests.server import GunicornServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(real_model_path, tmp_path_factory):
+    with GunicornServer(
+        tmp_path_factory.mktemp("gunicorn"),
+        workers=2,
+        model=real_model_path,
+        max_batch=4,
+        max_wait_ms=10,
+    ) as srv:
+        yield srv
+
+
+def corpus() -> list[tuple[str, bytes]]:
+    """Real photos where ../shared has them, plus generated pictures, so the test always runs."""
+    photos = [(p.name, p.read_bytes()) for p in sample_photos()[::12]]
+    return photos + [(f"gen{s}.png", image_bytes("PNG", seed=s)) for s in range(4)]
+
+
+def reference_probs(model_path: Path, data: bytes) -> torch.Tensor:
+    """The torchvision reference pipeline on the same artifact, one image at a time."""
+    import io
+
+    model = torch.jit.load(str(model_path)).eval()
+    x = ResNet18_Weights.IMAGENET1K_V1.transforms()(Image.open(io.BytesIO(data)).convert("RGB"))
+    with torch.inference_mode():
+        return torch.softmax(model(x[None]), dim=1)[0]
+
+
+def assert_matches_reference(predictions: list[dict], probs: torch.Tensor) -> None:
+    """Same top-k as the reference: scores agree, and no better class was left out."""
+    kth_best = float(probs.topk(len(predictions)).values[-1])
+    for p in predictions:
+        assert abs(float(probs[p["index"]]) - p["score"]) < 1e-4
+        assert p["score"] >= kth_best - 1e-4
+
+
+def test_concurrent_requests_match_the_reference_pipeline(server, real_model_path):
+    items = corpus() * 2
+    references = {name: reference_probs(real_model_path, data) for name, data in corpus()}
+
+    def call(item: tuple[str, bytes]) -> tuple[str, dict]:
+        name, data = item
+        response = requests.post(f"{server.url}/predict", files={"file": (name, data)}, timeout=60)
+        assert response.status_code == 200, response.text
+        return name, response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, items))
+    for name, body in answers:
+        assert len(body["predictions"]) == 3
+        assert_matches_reference(body["predictions"], references[name])
+    assert max(body["timing_ms"]["inference"] for _, body in answers) > 0
+
+
+def test_raw_body_and_batch_of_files(server, real_model_path):
+    (name_a, a), (name_b, b) = corpus()[:2]
+    raw = requests.post(
+        f"{server.url}/predict?topk=5", data=a, headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert raw.status_code == 200
+    assert_matches_reference(raw.json()["predictions"], reference_probs(real_model_path, a))
+    many = requests.post(
+        f"{server.url}/predict", files=[("file", (name_a, a)), ("file", (name_b, b))], timeout=60
+    )
+    results = many.json()["results"]
+    assert [r["filename"] for r in results] == [name_a, name_b]
+    assert_matches_reference(results[1]["predictions"], reference_probs(real_model_path, b))
+
+
+def test_every_worker_runs_its_pinned_thread_count(server):
+    seen = {}
+    for _ in range(40):
+        info = requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
+        seen[info["pid"]] = info
+        if len(seen) == server.workers:
+            break
+    assert len(seen) == server.workers, "requests never reached both workers"
+    assert all(w["torch_threads"] == 1 for w in seen.values())
+    cpus = [tuple(w["cpus"]) for w in seen.values()]
+    assert len(set(cpus)) == len(cpus), f"workers share CPUs: {cpus}"
+
+
+def test_untrained_model_is_labelled(server, real_model_path):
+    import json
+
+    trained = json.loads(real_model_path.with_suffix(".json").read_text())["trained"]
+    assert requests.get(f"{server.url}/healthz", timeout=10).json()["model"]["trained"] is trained
+    if not trained:
+        assert "UNTRAINED MODEL" in server.log()
+        assert "Untrained model" in requests.get(server.url, timeout=10).text

@@ -1,0 +1,110 @@
+"""Decoding and preprocessing: fidelity to torchvision's reference, every mode, clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from app import errors, imaging
+from tests.conftest import INPUT_SPEC, image_bytes, sample_photos
+
+MAX_PIXELS = 40_000_000
+
+
+def prep(img: Image.Image) -> torch.Tensor:
+    return imaging.preprocess(
+        img, INPUT_SPEC["resize"], INPUT_SPEC["crop"], INPUT_SPEC["mean"], INPUT_SPEC["std"]
+    )
+
+
+@pytest.mark.skipif(not sample_photos(), reason="../shared/imagenet-samples is not present")
+@pytest.mark.parametrize("photo", sample_photos()[::10], ids=lambda p: p.stem)
+def test_preprocessing_equals_the_torchvision_reference_on_real_photos(photo):
+    reference = ResNet18_Weights.IMAGENET1K_V1.transforms()(Image.open(photo).convert("RGB"))
+    ours = prep(imaging.decode(photo.read_bytes(), MAX_PIXELS))
+    assert ours.shape == (3, 224, 224)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "RGBA", "LA", "1"])
+def test_every_common_mode_becomes_rgb(mode):
+    fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
+    img = imaging.decode(image_bytes(fmt, mode=mode), MAX_PIXELS)
+    assert img.mode == "RGB" and prep(img).shape == (3, 224, 224)
+
+
+def test_transparency_is_composited_over_white():
+    rgba = Image.new("RGBA", (64, 64), (255, 0, 0, 0))
+    rgba.paste((0, 0, 255, 255), (0, 0, 32, 64))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    img = imaging.decode(buf.getvalue(), MAX_PIXELS)
+    assert img.getpixel((48, 10)) == (255, 255, 255)  # fully transparent red -> white
+    assert img.getpixel((10, 10)) == (0, 0, 255)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clamped():
+    ramp = np.linspace(0, 65535, 256 * 64, dtype=np.uint16).reshape(64, 256)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG")
+    img = imaging.decode(buf.getvalue(), MAX_PIXELS)
+    values = np.asarray(img)[:, :, 0]
+    assert values.min() == 0 and values.max() == 255
+    assert 100 < values.mean() < 155  # a clamped image would be almost all 255
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.new("RGB", (80, 40), (255, 0, 0))
+    upright.paste((0, 255, 0), (0, 0, 40, 40))  # left half green
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    buf = io.BytesIO()
+    upright.save(buf, "JPEG", exif=exif, quality=95)
+    img = imaging.decode(buf.getvalue(), MAX_PIXELS)
+    assert img.size == (40, 80)
+    r, g, _ = img.getpixel((20, 10))
+    assert g > 200 and r < 60  # the green half is on top after rotation
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    assert imaging.decode(buf.getvalue(), MAX_PIXELS).getpixel((5, 5))[0] > 200
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "WEBP", "GIF", "PNG"])
+def test_other_raster_formats_decode(fmt):
+    assert imaging.decode(image_bytes(fmt), MAX_PIXELS).size == (320, 240)
+
+
+def test_truncated_jpeg_is_a_400():
+    data = image_bytes("JPEG", size=(640, 480))
+    with pytest.raises(errors.UndecodableImage):
+        imaging.decode(data[: len(data) // 2], MAX_PIXELS)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello, world",
+        b"<svg xmlns='http://www.w3.org/2000/svg'></svg>",
+        b"%PDF-1.7\n",
+        b"SIMPLE  =                    T",
+    ],
+    ids=["text", "svg", "pdf", "fits"],
+)
+def test_non_images_are_a_415(data):
+    with pytest.raises(errors.UnsupportedMediaType):
+        imaging.decode(data, MAX_PIXELS)
+
+
+def test_too_many_pixels_is_refused_from_the_header():
+    data = image_bytes("PNG", size=(2000, 1000))
+    with pytest.raises(errors.ImageTooLarge, match="2000x1000"):
+        imaging.decode(data, max_pixels=1_000_000)

@@ -1,0 +1,61 @@
+"""Settings: parsed from WANWU_* variables, validated at start-up, documented in the README."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings, SettingsError
+from tests.conftest import ROOT
+
+
+def test_defaults_are_valid_and_derived_from_the_machine():
+    settings = Settings.from_env({})
+    assert settings.workers >= 1 and settings.torch_threads >= 1
+    assert settings.request_threads >= settings.max_batch
+
+
+def test_values_are_parsed_by_type():
+    settings = Settings.from_env(
+        {
+            "WANWU_WORKERS": "3",
+            "WANWU_MAX_WAIT_MS": "2.5",
+            "WANWU_PIN_CPUS": "no",
+            "WANWU_API_KEYS": " a, b ,",
+            "WANWU_DEVICE": "cuda:1",
+            "WANWU_THREADS": "",
+        }
+    )
+    assert settings.workers == 3 and settings.max_wait_ms == 2.5
+    assert settings.pin_cpus is False and settings.api_keys == ("a", "b")
+    assert settings.device == "cuda:1" and settings.threads == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WANWU_MAX_BATCH": "eight"}, "WANWU_MAX_BATCH='eight' is not a valid int"),
+        ({"WANWU_MAX_BATCH": "0"}, "WANWU_MAX_BATCH must be between 1 and 256 (got 0)"),
+        ({"WANWU_MAX_WAIT_MS": "-1"}, "WANWU_MAX_WAIT_MS must be between 0 and 1000"),
+        ({"WANWU_DEVICE": "tpu"}, "WANWU_DEVICE must be auto, cpu, cuda or cuda:N (got 'tpu')"),
+        ({"WANWU_QUEUE_MAX": "4", "WANWU_MAX_BATCH": "8"}, "WANWU_QUEUE_MAX must be >="),
+        ({"WANWU_TIMEOUT_MS": "5", "WANWU_MAX_WAIT_MS": "10"}, "WANWU_TIMEOUT_MS must exceed"),
+        ({"WANWU_PIN_CPUS": "maybe"}, "WANWU_PIN_CPUS='maybe' is not a valid bool"),
+        ({"WANWU_PRECISION": "int8"}, "WANWU_PRECISION must be"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(env, message):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert message in str(info.value)
+
+
+def test_secrets_are_not_public():
+    settings = Settings.from_env({"WANWU_API_KEYS": "secret"})
+    assert "api_keys" not in settings.public()
+    assert "secret" not in str(settings.public())
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    for env, default, doc in Settings.describe():
+        assert f"| `{env}` | `{default}` | {doc} |" in readme, f"README lacks the row for {env}"
