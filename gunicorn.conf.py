@@ -74,7 +74,7 @@ def post_fork(server, worker):
     """Pin threads and CPUs, pick the device, start the batcher (threads do not survive fork)."""
     pinned = runtime.configure_worker(settings, worker.wanwu_slot)
     server.log.info("worker %s: %s", worker.pid, pinned)
-    server.app.wsgi().extensions["wanwu.engine"].start()
+    server.app.wsgi().extensions["wanwu.engine"].start(worker.wanwu_slot)
 
 
 def worker_exit(server, worker):

@@ -14,7 +14,7 @@ import torch
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, imaging, labels, metrics
+from app import errors, imaging, labels, memory, metrics
 from app.engine import Engine, top_k
 from app.settings import Settings
 
@@ -177,6 +177,7 @@ def model_info() -> Any:
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
             "cpus": sorted(os.sched_getaffinity(0)),
+            "memory": memory.report(classifier.weights()),
         },
     }
 

@@ -26,6 +26,11 @@ class Engine:
     def __init__(self, classifier: Classifier, settings: Settings) -> None:
         self.classifier = classifier
         self.settings = settings
+        self.planned_device = runtime.planned_device(settings.device)
+        self.precision = runtime.resolve_precision(settings.precision, self.planned_device)
+        if self.planned_device.type == "cpu":
+            # Before fork: the frozen weights are then shared by every worker.
+            classifier.prepare(self.planned_device, self.precision)
         self.batcher = batching.Batcher(
             classifier,
             max_batch=settings.max_batch,
@@ -34,13 +39,15 @@ class Engine:
             on_batch=self._observe,
         )
 
-    def start(self) -> None:
-        """Place the model on its device, then warm up and serve on the batcher thread."""
-        device = runtime.resolve_device(self.settings.device)
-        precision = runtime.resolve_precision(self.settings.precision, device)
-        self.classifier.place(device, precision)
+    def start(self, slot: int = 0) -> None:
+        """Settle the device, then warm up and serve on the batcher thread (after fork)."""
+        device = runtime.worker_device(self.planned_device, self.settings.device, slot)
+        if device != self.classifier.device:
+            precision = runtime.resolve_precision(self.settings.precision, device)
+            self.classifier.prepare(device, precision)
+        classifier = self.classifier
         metrics.MODEL_INFO.labels(
-            self.classifier.version, str(self.classifier.trained).lower(), str(device), precision
+            classifier.version, str(classifier.trained).lower(), str(device), classifier.precision
         ).set(1)
         self.batcher.start(warm_up=lambda: self.classifier.warm_up(self.settings.max_batch))
 

@@ -61,20 +61,28 @@ def visible_gpus() -> int:
     return nodes
 
 
-def resolve_device(setting: str) -> torch.device:
-    """Turn WANWU_DEVICE into a device; call only in a worker (it initialises CUDA)."""
-    if setting == "cpu":
-        return torch.device("cpu")
+def planned_device(setting: str) -> torch.device:
+    """The device WANWU_DEVICE asks for, decided without any CUDA call (safe in the master)."""
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if visible_gpus() else "cpu")
+    return torch.device(setting)
+
+
+def worker_device(planned: torch.device, setting: str, slot: int) -> torch.device:
+    """Settle the planned device in a worker (this initialises CUDA): one GPU per slot."""
+    if planned.type == "cpu":
+        return planned
     if not torch.cuda.is_available():
+        if setting == "auto":
+            log.warning("GPU device nodes exist but CUDA is unusable; serving on the CPU")
+            return torch.device("cpu")
         raise SettingsError(f"WANWU_DEVICE={setting} but no CUDA device is available")
-    device = torch.device(setting)
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise SettingsError(
-            f"WANWU_DEVICE={setting} but only {torch.cuda.device_count()} CUDA devices exist"
-        )
-    return device
+    count = torch.cuda.device_count()
+    if planned.index is None:
+        return torch.device("cuda", slot % count)
+    if planned.index >= count:
+        raise SettingsError(f"WANWU_DEVICE={setting} but only {count} CUDA devices exist")
+    return planned
 
 
 def cpu_supports_bf16() -> bool:
@@ -88,11 +96,15 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(setting: str, device: torch.device) -> str:
-    """Turn WANWU_PRECISION into fp32/bf16/fp16 for `device`, refusing what it cannot do."""
+    """Turn WANWU_PRECISION into fp32/bf16/fp16 for `device`, refusing what it cannot do.
+
+    `auto` is the fastest precision measured (docs/BENCHMARKS.md): fp16 on CUDA, bf16 on a
+    CPU with native bf16, else fp32. It does not call CUDA, so the master may use it.
+    """
     if setting == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "fp32"
+        return "bf16" if cpu_supports_bf16() else "fp32"
     if setting == "fp16" and device.type != "cuda":
         raise SettingsError("WANWU_PRECISION=fp16 needs a CUDA device")
     if setting == "bf16" and device.type == "cpu" and not cpu_supports_bf16():

@@ -87,16 +87,33 @@ def test_raw_body_and_batch_of_files(server, real_model_path):
 
 
 def test_every_worker_runs_its_pinned_thread_count(server):
-    seen = {}
-    for _ in range(40):
-        info = requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
-        seen[info["pid"]] = info
-        if len(seen) == server.workers:
-            break
+    def worker_info(_: int) -> dict:
+        return requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
+
+    # Concurrent requests, so that the kernel hands connections to both workers.
+    with ThreadPoolExecutor(8) as pool:
+        seen = {info["pid"]: info for info in pool.map(worker_info, range(200))}
     assert len(seen) == server.workers, "requests never reached both workers"
     assert all(w["torch_threads"] == 1 for w in seen.values())
     cpus = [tuple(w["cpus"]) for w in seen.values()]
     assert len(set(cpus)) == len(cpus), f"workers share CPUs: {cpus}"
+
+
+def test_workers_share_the_masters_weights(server):
+    """No worker holds a private copy of the weights: their pages stay copy-on-write shared."""
+    corpus_item = corpus()[0][1]
+    for _ in range(8):  # serve first: inference must not dirty the weight pages
+        requests.post(f"{server.url}/predict", data=corpus_item, timeout=60)
+
+    def worker_info(_: int) -> dict:
+        return requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = {info["pid"]: info["memory"] for info in pool.map(worker_info, range(200))}
+    assert len(seen) == server.workers
+    for pid, mem in seen.items():
+        assert mem["weights_bytes"] > 40e6, mem  # ResNet-18's folded fp32 weights
+        assert mem["weights_shared_fraction"] > 0.95, (pid, mem)
 
 
 def test_untrained_model_is_labelled(server, real_model_path):

@@ -1,0 +1,59 @@
+"""Process memory accounting: PSS and private memory, and how much of the weights is shared.
+
+Workers are forked from a master that holds the frozen weights; those pages stay shared
+copy-on-write until someone writes them. /proc/self/pagemap tells, page by page, whether a
+present page is mapped by this process alone (bit 56, readable without privileges).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+
+import torch
+
+_PRESENT = 1 << 63
+_EXCLUSIVE = 1 << 56
+
+
+def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
+    """Return Rss, Pss and private memory of a process, in bytes."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return {
+        "rss": fields.get("Rss", 0),
+        "pss": fields.get("Pss", 0),
+        "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+    }
+
+
+def shared_fraction(tensors: Iterable[torch.Tensor]) -> float:
+    """Fraction of the CPU tensors' present pages that other processes map too."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    shared = total = 0
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        for tensor in tensors:
+            if tensor.device.type != "cpu" or tensor.nbytes == 0:
+                continue
+            first = tensor.data_ptr() // page
+            last = (tensor.data_ptr() + tensor.nbytes - 1) // page
+            pagemap.seek(first * 8)
+            for (entry,) in struct.iter_unpack("<Q", pagemap.read((last - first + 1) * 8)):
+                if entry & _PRESENT:
+                    total += 1
+                    shared += not entry & _EXCLUSIVE
+    return shared / total if total else 0.0
+
+
+def report(weights: list[torch.Tensor]) -> dict[str, float | int]:
+    """Memory figures for /v1/model: this process's PSS/private and the weights' sharing."""
+    return {
+        **smaps_rollup(),
+        "weights_bytes": sum(t.nbytes for t in weights),
+        "weights_shared_fraction": round(shared_fraction(weights), 4),
+    }
