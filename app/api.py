@@ -14,7 +14,7 @@ import torch
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, imaging, labels, memory, metrics
+from app import errors, imaging, labels, memory, metrics, openapi
 from app.engine import Engine, top_k
 from app.settings import Settings
 
@@ -190,6 +190,12 @@ def metrics_endpoint() -> Response:
         _check_api_key(settings.api_keys)
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Any:
+    """Describe every endpoint in OpenAPI 3."""
+    return openapi.spec()
 
 
 # -- request lifecycle ---------------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""The OpenAPI 3 description of every endpoint, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import errors, labels
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}}
+}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_OPEN = {"type": "object"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "enum": sorted(
+                            {
+                                cls.code
+                                for cls in vars(errors).values()
+                                if isinstance(cls, type) and issubclass(cls, errors.ApiError)
+                            }
+                            | {"bad_request"}
+                        ),
+                    },
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "Prediction": {
+        "type": "object",
+        "required": ["index", "label", "score"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0, "maximum": 999},
+            "label": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["name", "version", "trained"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string", "description": "Artifact SHA-256 prefix."},
+            "trained": {
+                "type": "boolean",
+                "description": "False: seeded random weights, labels meaningless.",
+            },
+        },
+    },
+    "Timing": {
+        "type": "object",
+        "required": ["queue", "inference", "total"],
+        "properties": {
+            k: {"type": "number", "minimum": 0} for k in ("queue", "inference", "total")
+        },
+    },
+    "SinglePrediction": {
+        "type": "object",
+        "required": ["predictions", "model", "timing_ms"],
+        "properties": {
+            "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+            "model": {"$ref": "#/components/schemas/Model"},
+            "timing_ms": {"$ref": "#/components/schemas/Timing"},
+        },
+    },
+    "BatchPrediction": {
+        "type": "object",
+        "required": ["results", "model", "timing_ms"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["filename", "predictions"],
+                    "properties": {
+                        "filename": {"type": ["string", "null"]},
+                        "predictions": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Prediction"},
+                        },
+                    },
+                },
+            },
+            "model": {"$ref": "#/components/schemas/Model"},
+            "timing_ms": {"$ref": "#/components/schemas/Timing"},
+        },
+    },
+}
+
+_PREDICT = {
+    "summary": "Classify one or more images.",
+    "parameters": [
+        {
+            "name": "topk",
+            "in": "query",
+            "description": "How many classes to return.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
+        },
+        {
+            "name": "lang",
+            "in": "query",
+            "description": "Language of the labels.",
+            "schema": {"type": "string", "enum": list(labels.LANGUAGES), "default": "en"},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "200": _json(
+            "Top-k classes: `predictions` for one image, `results` for several.",
+            {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/SinglePrediction"},
+                    {"$ref": "#/components/schemas/BatchPrediction"},
+                ]
+            },
+        ),
+        "400": _error("No image, or the image is corrupt."),
+        "401": _error("WANWU_API_KEYS is set and no valid bearer key was sent."),
+        "413": _error("Body, file count or pixel count over its limit."),
+        "415": _error("Not a supported image type or body type."),
+        "422": _error("topk or lang out of range."),
+        "500": _error("The model failed; the error was logged."),
+        "503": _error("Not ready, or overloaded.", _RETRY_AFTER),
+        "504": _error("The request waited longer than WANWU_TIMEOUT_MS."),
+    },
+}
+
+
+def spec() -> dict[str, Any]:
+    """Return the OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wanwu",
+            "version": "1",
+            "description": "万物识别: ImageNet-1K image classification (ResNet-18).",
+        },
+        "paths": {
+            "/predict": {"post": _PREDICT},
+            "/healthz": {
+                "get": {
+                    "summary": "Process liveness and whether the model is trained.",
+                    "responses": {"200": _json("Alive.", _OPEN)},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Whether this worker is ready to serve.",
+                    "responses": {
+                        "200": _json("Ready.", _OPEN),
+                        "503": _error("Warming up.", _RETRY_AFTER),
+                    },
+                }
+            },
+            "/v1/model": {
+                "get": {
+                    "summary": "Model, device, precision and batching settings.",
+                    "responses": {"200": _json("Model description.", _OPEN)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics summed over workers.",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error("WANWU_METRICS_PUBLIC=0 and no valid bearer key was sent."),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document.",
+                    "responses": {"200": _json("OpenAPI 3.1.", _OPEN)},
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The upload page.",
+                    "responses": {
+                        "200": {"description": "HTML page.", "content": {"text/html": {}}}
+                    },
+                }
+            },
+        },
+        "components": {"schemas": SCHEMAS},
+    }

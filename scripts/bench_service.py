@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Service throughput and latency under concurrent load, against the model-only ceiling.
+
+Starts real Gunicorn (gunicorn.conf.py) with the given WANWU_* settings, drives closed-loop
+load with real JPEGs (raw-body POSTs, one image each) at each concurrency, and reports
+images/s, p50/p90/p99 latency, mean batch size (from /metrics) and per-worker memory. In the
+same run it measures, in this process, the model-only ceiling (best images/s at batch sizes
+up to WANWU_MAX_BATCH, all usable CPUs) and one unbatched pass plus decode, and prints the
+service's ratio to each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import load, time_batches  # noqa: E402
+from benchlib import ROOT, header, load_images, percentile  # noqa: E402
+
+from app import imaging, memory  # noqa: E402
+from app.settings import Settings, usable_cpus  # noqa: E402
+from tests.server import GunicornServer  # noqa: E402
+
+
+def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, seconds: float):
+    """Closed loop: each client posts the next image as soon as its last answer arrives."""
+    latencies: list[float] = []
+    errors: list[int] = []
+    stop_at = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        session = requests.Session()
+        i = offset
+        while time.monotonic() < stop_at:
+            _, data = images[i % len(images)]
+            start = time.perf_counter()
+            response = session.post(
+                f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=60
+            )
+            elapsed = time.perf_counter() - start
+            with lock:
+                (latencies if response.status_code == 200 else errors).append(
+                    elapsed if response.status_code == 200 else response.status_code
+                )
+            i += concurrency
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(concurrency)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.monotonic() - began
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """Return (sum, count) of the wanwu_batch_size histogram."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    total = float(re.search(r"^wanwu_batch_size_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(r"^wanwu_batch_size_count (\S+)", text, re.M).group(1))
+    return total, count
+
+
+def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
+    """Model-only images/s at the best batch size, and ms of one pass + decode at batch 1."""
+    torch.set_num_threads(usable_cpus())
+    classifier = load(model, settings.precision if settings.precision != "auto" else "fp32")
+    best = 0.0
+    for batch in (b for b in (1, 2, 4, 8, 16, 32) if b <= settings.max_batch):
+        best = max(best, batch / statistics.median(time_batches(classifier, batch, 6)))
+    torch.set_num_threads(settings.torch_threads)
+    single = statistics.median(time_batches(classifier, 1, 10))
+    spec = classifier.input_spec
+    decode_times = []
+    for _, data in images[:30]:
+        start = time.perf_counter()
+        imaging.preprocess(
+            imaging.decode(data, 10**9), spec["resize"], spec["crop"], spec["mean"], spec["std"]
+        )
+        decode_times.append(time.perf_counter() - start)
+    return best, (single + statistics.median(decode_times)) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
+    parser.add_argument("--seconds", type=float, default=20, help="load per concurrency level")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a WANWU_* setting for the server, e.g. --set MAX_BATCH=8",
+    )
+    args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = {k.upper().removeprefix("WANWU_"): v for k, v in overrides.items()}
+    environ = {**os.environ, **{f"WANWU_{k}": v for k, v in overrides.items()}}
+    settings = Settings.from_env(environ)
+    images = load_images(args.images)
+    print(header("Service under load (scripts/bench_service.py)"))
+    print(
+        f"- server: workers={settings.workers} torch_threads={settings.torch_threads} "
+        f"max_batch={settings.max_batch} max_wait_ms={settings.max_wait_ms} "
+        f"precision={settings.precision} http_threads={settings.request_threads}"
+    )
+    ceiling, single_ms = ceilings(args.model, settings, images)
+    print(
+        f"- model-only ceiling (this process, {usable_cpus()} threads, best batch "
+        f"<= {settings.max_batch}): {ceiling:.1f} images/s"
+    )
+    print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
+    server_settings = {k.lower(): v for k, v in overrides.items()}
+    server_settings.setdefault("threads", str(settings.torch_threads))
+    server_settings.setdefault("workers", str(settings.workers))
+    workers = int(server_settings.pop("workers"))
+    print("\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch | errors |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+    with GunicornServer(log_dir, workers=workers, model=args.model, **server_settings) as srv:
+        drive(srv.url, images, 4, 3)  # settle: caches, connection pools
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            before = batch_stats(srv.url)
+            latencies, errors, elapsed = drive(srv.url, images, concurrency, args.seconds)
+            after = batch_stats(srv.url)
+            rate = len(latencies) / elapsed
+            mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            p50, p90, p99 = (percentile(latencies, q) * 1000 for q in (50, 90, 99))
+            print(
+                f"| {concurrency} | {rate:.1f} | {100 * rate / ceiling:.0f} % | {p50:.1f} | "
+                f"{p90:.1f} | {p99:.1f} | {mean_batch:.2f} | {len(errors)} |",
+                flush=True,
+            )
+            if concurrency == 1:
+                print(f"|   | c=1 p50 vs one pass + decode: {p50 / single_ms:.2f}x |||||||")
+        pids = srv.worker_pids()
+        memories = [memory.smaps_rollup(pid) for pid in pids]
+    print(
+        "\nper-worker memory: "
+        + ", ".join(
+            f"PSS {m['pss'] / 2**20:.0f} MiB / private {m['private'] / 2**20:.0f} MiB"
+            for m in memories
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

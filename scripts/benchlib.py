@@ -1,0 +1,63 @@
+"""Shared pieces of the benchmark scripts: machine description, percentiles, corpus loading."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.runtime import cpu_supports_bf16  # noqa: E402
+from app.settings import usable_cpus  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"
+
+
+def cpu_model() -> str:
+    """Return the CPU's model name from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header(title: str) -> str:
+    """Describe the run: what, where, with which software, and the exact command."""
+    return "\n".join(
+        [
+            f"# {title}",
+            f"- machine: {cpu_model()}, {usable_cpus()} usable CPUs, "
+            f"bf16 native: {cpu_supports_bf16()}",
+            f"- software: Python {platform.python_version()}, torch {torch.__version__}",
+            f"- command: {shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}",
+        ]
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the q-th percentile (0-100) by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[str, bytes]]:
+    """Read JPEG/PNG files from `directory` (default: ../shared/imagenet-samples)."""
+    directory = directory or DEFAULT_IMAGES
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    if not files:
+        raise SystemExit(f"no images in {directory}: pass --images DIR")
+    return [(p.name, p.read_bytes()) for p in files[:limit]]

@@ -1,0 +1,93 @@
+"""Real Gunicorn, two workers: metrics summed across workers, and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import image_bytes
+from tests.server import GunicornServer
+
+pytestmark = pytest.mark.integration
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """Return one sample's value from a Prometheus text exposition (0 if absent)."""
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path, tmp_path):
+    image = image_bytes()
+    with GunicornServer(tmp_path, workers=2, model=real_model_path, max_batch=4) as server:
+
+        def good(i: int) -> int:
+            files = [("file", (f"{i}-{n}.jpg", image)) for n in range(1 + i % 2)]
+            return requests.post(f"{server.url}/predict", files=files, timeout=60).status_code
+
+        def bad(_: int) -> int:
+            return requests.post(
+                f"{server.url}/predict?topk=0",
+                data=image,
+                headers={"Content-Type": "image/jpeg"},
+                timeout=60,
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            good_codes = list(pool.map(good, range(20)))
+            bad_codes = list(pool.map(bad, range(6)))
+        assert good_codes == [200] * 20 and bad_codes == [422] * 6
+        pids = {
+            requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]["pid"]
+            for _ in range(20)
+        }
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+
+    images = sum(1 + i % 2 for i in range(20))
+    assert metric(text, "wanwu_requests_total", '{route="/predict",status="200"}') == 20
+    assert metric(text, "wanwu_requests_total", '{route="/predict",status="422"}') == 6
+    assert metric(text, "wanwu_images_total") == images + 0  # warm-up passes are not counted
+    assert metric(text, "wanwu_batch_size_sum") == images
+    assert metric(text, "wanwu_queue_wait_seconds_count") == images
+    assert metric(text, "wanwu_request_duration_seconds_count", '{route="/predict"}') == 26
+    assert metric(text, "wanwu_queue_depth") == 0
+    assert text.count("wanwu_model_info{") == 1  # one series, whatever the worker count
+    assert len(pids) >= 1
+
+
+def test_sigterm_drains_every_accepted_request(real_model_path, tmp_path):
+    image = image_bytes()
+    server = GunicornServer(
+        tmp_path, workers=2, model=real_model_path, max_batch=4, queue_max=64, http_threads=32
+    ).start()
+    finished: list[float] = []
+    lock = threading.Lock()
+
+    def call(_: int) -> int:
+        response = requests.post(
+            f"{server.url}/predict", data=image, headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
+        with lock:
+            finished.append(time.monotonic())
+        return response.status_code
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            futures = [pool.submit(call, i) for i in range(32)]
+            time.sleep(0.3)  # every connection is accepted; most images still queued
+            signalled = time.monotonic()
+            server.signal(signal.SIGTERM)
+            codes = [f.result() for f in futures]
+        assert server.proc.wait(60) == 0
+    finally:
+        server.stop()
+    assert codes == [200] * 32
+    assert sum(t > signalled for t in finished) > 0, "the burst ended before SIGTERM"
+    assert "Worker exiting" in server.log() or "Shutting down" in server.log()
