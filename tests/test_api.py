@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -235,3 +237,30 @@ def test_model_failure_is_a_500_and_the_worker_survives(start_app, monkeypatch):
 def test_upload_page_renders_with_untrained_banner(client):
     page = client.get("/").get_data(as_text=True)
     assert "<form" in page and "Untrained model" in page
+
+
+def test_one_json_log_line_per_request_without_secrets(start_app, caplog):
+    client = start_app(api_keys=("s3cret-key",)).test_client()
+    with caplog.at_level(logging.INFO, logger="wanwu.access"):
+        response = client.post(
+            "/predict",
+            data=image_bytes(),
+            content_type="image/jpeg",
+            headers={"X-Request-ID": "req-42", "Authorization": "Bearer s3cret-key"},
+        )
+    assert response.status_code == 200
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "wanwu.access"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == "req-42" and line["route"] == "/predict"
+    assert line["status"] == 200 and line["images"] == 1 and line["batch_size"] == 1
+    assert set(line["timing_ms"]) == {"queue", "inference", "total"}
+    assert line["bytes_in"] > 0
+    assert "s3cret-key" not in caplog.text
+
+
+def test_metrics_can_require_a_key(start_app):
+    client = start_app(api_keys=("k",), metrics_public=False).test_client()
+    assert_error(client.get("/metrics"), 401, "unauthorized")
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer k"})
+    assert scraped.status_code == 200 and b"wanwu_requests_total" in scraped.data

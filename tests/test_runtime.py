@@ -1,0 +1,87 @@
+"""Threads, CPU sets, device and precision choice, and the engine on each precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app import runtime
+from app.engine import Engine
+from app.model import Classifier
+from app.settings import SettingsError
+from tests.conftest import make_settings
+
+requires_bf16 = pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="no native bf16 CPU")
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def test_worker_slots_get_disjoint_cpu_sets():
+    cpus = list(range(8))
+    sets = [runtime.cpu_set(slot, 2, cpus) for slot in range(4)]
+    assert sets == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert runtime.cpu_set(4, 2, cpus) == [0, 1]  # more workers than CPU sets: wrap around
+    assert runtime.free_slot({0, 1, 3}) == 2 and runtime.free_slot(set()) == 0
+
+
+def test_auto_device_needs_no_cuda_call(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert runtime.visible_gpus() == 0
+    assert runtime.planned_device("auto") == torch.device("cpu")
+    assert runtime.planned_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_asking_for_cuda_without_a_gpu_fails_clearly(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SettingsError, match="no CUDA device is available"):
+        runtime.worker_device(torch.device("cuda"), "cuda", 0)
+    assert runtime.worker_device(torch.device("cuda"), "auto", 0) == torch.device("cpu")
+
+
+def test_precision_rules(monkeypatch):
+    cpu = torch.device("cpu")
+    with pytest.raises(SettingsError, match="fp16 needs a CUDA device"):
+        runtime.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(SettingsError, match="AVX512-BF16 or AMX"):
+        runtime.resolve_precision("bf16", cpu)
+    assert runtime.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    assert runtime.resolve_precision("auto", cpu) == "bf16"
+    assert runtime.resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_engine_refuses_fp16_on_cpu_at_start_up(tiny_model_path):
+    settings = make_settings(tiny_model_path, precision="fp16", device="cpu")
+    with pytest.raises(SettingsError, match="fp16"):
+        Engine(Classifier.load(tiny_model_path), settings)
+
+
+@requires_bf16
+def test_bf16_agrees_with_fp32(real_model_path):
+    x = torch.rand(4, 3, 224, 224)
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        classifier = Classifier.load(real_model_path)
+        classifier.prepare(torch.device("cpu"), precision)
+        outputs[precision] = classifier(x)
+    assert outputs["bf16"].dtype == torch.float32  # probabilities always come back as fp32
+    torch.testing.assert_close(outputs["bf16"], outputs["fp32"], atol=5e-3, rtol=0)
+
+
+@requires_cuda
+def test_cuda_engine_matches_cpu_and_the_master_never_touched_cuda(real_model_path):
+    engine = Engine(Classifier.load(real_model_path), make_settings(real_model_path, device="cuda"))
+    assert not torch.cuda.is_initialized()  # building the engine is what the master does
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(120)
+        assert engine.classifier.device.type == "cuda"
+        reference = Classifier.load(real_model_path)
+        reference.prepare(torch.device("cpu"), "fp32")
+        x = torch.rand(3, 3, 224, 224)
+        with engine.batcher.reserve(3, 1e12) as reservation:
+            futures = [reservation.submit(image) for image in x]
+        got = torch.stack([f.result(60).output for f in futures])
+        torch.testing.assert_close(got, reference(x), atol=2e-3, rtol=0)
+    finally:
+        engine.stop(30)
