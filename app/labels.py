@@ -8,7 +8,7 @@ from pathlib import Path
 from torchvision.models import ResNet18_Weights
 
 LANGUAGES = ("en", "zh")
-_ZH_FILE = Path(__file__).with_name("labels_zh.txt")
+ZH_FILE = Path(__file__).with_name("labels_zh.txt")
 
 
 @functools.cache
@@ -17,5 +17,5 @@ def names(lang: str) -> tuple[str, ...]:
     if lang == "en":
         return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
     if lang == "zh":
-        return tuple(_ZH_FILE.read_text(encoding="utf-8").splitlines())
+        return tuple(ZH_FILE.read_text(encoding="utf-8").splitlines())
     raise KeyError(f"no labels in {lang!r}; available: {', '.join(LANGUAGES)}")

@@ -11,7 +11,13 @@ bp = Blueprint("ui", __name__)
 def index() -> str:
     """Render the upload page, with a banner when the model is untrained."""
     engine = current_app.extensions["wanwu.engine"]
-    return render_template("index.html", model=engine.classifier.info())
+    settings = current_app.extensions["wanwu.settings"]
+    limits = {
+        "max_mb": f"{settings.max_upload_mb:g}",
+        "max_bytes": int(settings.max_upload_mb * 1024 * 1024),
+        "max_files": settings.max_files,
+    }
+    return render_template("index.html", model=engine.classifier.info(), limits=limits)
 
 
 def init_app(app: Flask) -> None:

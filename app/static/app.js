@@ -1,0 +1,109 @@
+// The upload page: send each image to /predict and show its top-3 as a card.
+"use strict";
+
+const TEXT = {
+  en: { drop: "Drop images here, paste, or choose files",
+        working: "Classifying…", latency: "server time", tooLarge: "File is larger than the limit",
+        busy: "The service is busy; retry in a moment.", network: "Could not reach the service." },
+  zh: { drop: "拖放图片到这里、粘贴，或选择文件",
+        working: "识别中…", latency: "服务器耗时", tooLarge: "文件超过大小限制",
+        busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。" },
+};
+const maxBytes = Number(document.body.dataset.maxBytes);
+const cards = document.getElementById("cards");
+const uploads = [];  // {file, card}: kept so a language switch can re-ask the server
+let lang = localStorage.getItem("wanwu.lang") === "zh" ? "zh" : "en";
+
+function t(key) { return TEXT[lang][key]; }
+
+function setLanguage(next) {
+  lang = next;
+  localStorage.setItem("wanwu.lang", lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  for (const button of document.querySelectorAll(".lang button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
+  }
+  document.querySelector('[data-i18n="drop"]').textContent = t("drop");
+  uploads.forEach(classify);
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function showPredictions(card, body) {
+  const list = el("ol");
+  for (const p of body.predictions) {
+    const percent = (p.score * 100).toFixed(1) + "%";
+    const item = el("li");
+    const row = el("div", "row");
+    row.append(el("span", "label", p.label), el("span", "score", percent));
+    const bar = el("div", "bar");
+    const fill = el("span");
+    fill.style.width = percent;
+    bar.append(fill);
+    bar.setAttribute("aria-hidden", "true");
+    item.append(row, bar);
+    list.append(item);
+  }
+  card.result.replaceChildren(list,
+    el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`));
+}
+
+function showError(card, message) {
+  card.result.replaceChildren(el("p", "error", message));
+  card.result.querySelector(".error").setAttribute("role", "alert");
+}
+
+async function classify(upload) {
+  const { file, card } = upload;
+  if (file.size > maxBytes) return showError(card, `${t("tooLarge")} (${(maxBytes / 2 ** 20).toFixed(0)} MB).`);
+  card.result.replaceChildren(el("p", "meta", t("working")));
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const response = await fetch(`/predict?topk=3&lang=${lang}`, { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) return showPredictions(card, body);
+    const message = body.error ? body.error.message : `HTTP ${response.status}`;
+    showError(card, response.status === 503 ? `${t("busy")} (${message})` : message);
+  } catch (error) {
+    showError(card, t("network"));
+  }
+}
+
+function addFiles(files) {
+  for (const file of files) {
+    const item = el("li", "card");
+    const preview = el("img");
+    preview.alt = file.name;
+    if (file.type.startsWith("image/")) preview.src = URL.createObjectURL(file);
+    const body = el("div", "body");
+    const result = el("div", "result");
+    body.append(el("div", "name", file.name), result);
+    item.append(preview, body);
+    cards.prepend(item);
+    const upload = { file, card: { result } };
+    uploads.push(upload);
+    classify(upload);
+  }
+}
+
+const drop = document.getElementById("drop");
+const input = document.getElementById("file");
+input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
+drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addFiles(e.dataTransfer.files); });
+document.addEventListener("paste", (e) => {
+  const files = [...e.clipboardData.items].filter((i) => i.kind === "file").map((i) => i.getAsFile());
+  if (files.length) addFiles(files);
+});
+for (const button of document.querySelectorAll(".lang button")) {
+  button.addEventListener("click", () => setLanguage(button.dataset.lang));
+}
+setLanguage(lang);
