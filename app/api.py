@@ -63,7 +63,11 @@ def _uploads(max_files: int) -> list[tuple[str | None, bytes]]:
             raise errors.NoImage("The multipart body has no file under the field 'file'.")
         if len(files) > max_files:
             raise errors.TooManyFiles(f"{len(files)} files sent; at most {max_files} per request.")
-        return [(f.filename or None, f.read()) for f in files]
+        uploads = [(f.filename or None, f.read()) for f in files]
+        for filename, data in uploads:
+            if not data:
+                raise errors.NoImage(f"{filename or 'The file'}: the file is empty.")
+        return uploads
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         data = request.get_data(cache=False)
         if not data:
@@ -111,7 +115,14 @@ def predict() -> Any:
                     exc.message = f"{filename}: {exc.message}"
                 raise
             tensors.append(
-                imaging.preprocess(picture, spec["resize"], spec["crop"], spec["mean"], spec["std"])
+                imaging.preprocess(
+                    picture,
+                    spec["resize"],
+                    spec["crop"],
+                    spec["mean"],
+                    spec["std"],
+                    settings.max_pixels,
+                )
             )
         futures = [reservation.submit(t) for t in tensors]
     results = [engine.wait(f, reservation.deadline) for f in futures]
@@ -240,6 +251,9 @@ def _error_response(exc: errors.ApiError) -> Response:
 def _http_error(exc: HTTPException) -> Response:
     if exc.code == 413:
         limit = _settings().max_upload_mb
+        if (request.content_length or 0) <= limit * 1024 * 1024:
+            # Within the byte limit: werkzeug refused the number of multipart parts.
+            return _error_response(errors.PayloadTooLarge("The multipart body has too many parts."))
         return _error_response(
             errors.PayloadTooLarge(f"The request body is larger than {limit:g} MB.")
         )

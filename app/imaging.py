@@ -84,8 +84,19 @@ def preprocess(
     crop: int,
     mean: Sequence[float],
     std: Sequence[float],
+    max_pixels: int = 40_000_000,
 ) -> torch.Tensor:
-    """Resize, centre-crop and normalise exactly like torchvision's ImageClassification."""
+    """Resize, centre-crop and normalise exactly like torchvision's ImageClassification.
+
+    The short side is resized to `resize`, so a 10000x1 strip would become 2560000x256:
+    refuse images whose resized size exceeds `max_pixels` instead of allocating it.
+    """
+    short, long = sorted(img.size)
+    if resize * resize * long / short > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
+            f"within {max_pixels} pixels."
+        )
     img = F.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
     img = F.center_crop(img, [crop])
     tensor = F.convert_image_dtype(F.pil_to_tensor(img), torch.float)
