@@ -16,7 +16,6 @@ import os
 import re
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,42 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import load, time_batches  # noqa: E402
 from benchlib import ROOT, header, load_images, percentile  # noqa: E402
+from loadgen import closed_loop, raw_jpeg  # noqa: E402
 
 from app import imaging, memory  # noqa: E402
 from app.settings import Settings, usable_cpus  # noqa: E402
 from tests.server import GunicornServer  # noqa: E402
-
-
-def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, seconds: float):
-    """Closed loop: each client posts the next image as soon as its last answer arrives."""
-    latencies: list[float] = []
-    errors: list[int] = []
-    stop_at = time.monotonic() + seconds
-    lock = threading.Lock()
-
-    def client(offset: int) -> None:
-        session = requests.Session()
-        i = offset
-        while time.monotonic() < stop_at:
-            _, data = images[i % len(images)]
-            start = time.perf_counter()
-            response = session.post(
-                f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=60
-            )
-            elapsed = time.perf_counter() - start
-            with lock:
-                (latencies if response.status_code == 200 else errors).append(
-                    elapsed if response.status_code == 200 else response.status_code
-                )
-            i += concurrency
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(concurrency)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, errors, time.monotonic() - began
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -133,11 +101,16 @@ def main() -> int:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
     with GunicornServer(log_dir, workers=workers, model=args.model, **server_settings) as srv:
-        drive(srv.url, images, 4, 3)  # settle: caches, connection pools
+        make = raw_jpeg(srv.url, images)
+        closed_loop(make, 4, 3)  # settle: caches, connection pools
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             before = batch_stats(srv.url)
-            latencies, errors, elapsed = drive(srv.url, images, concurrency, args.seconds)
+            began = time.monotonic()
+            records = closed_loop(make, concurrency, args.seconds)
+            elapsed = time.monotonic() - began
             after = batch_stats(srv.url)
+            latencies = [r.latency for r in records if r.status == 200]
+            errors = [r for r in records if r.status != 200]
             rate = len(latencies) / elapsed
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
             p50, p90, p99 = (percentile(latencies, q) * 1000 for q in (50, 90, 99))

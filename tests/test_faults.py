@@ -7,11 +7,11 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
+from scripts.loadgen import Record, closed_loop, raw_jpeg
 from tests.conftest import image_bytes
 from tests.nginx import NginxProxy
 from tests.server import GunicornServer
@@ -26,37 +26,9 @@ def post(url: str, timeout: float = 60) -> requests.Response:
     )
 
 
-def hammer(url: str, clients: int, seconds: float) -> list[tuple[float, int | str, str]]:
-    """Closed-loop load: (latency, status or exception name, Retry-After) per request."""
-    results: list[tuple[float, int | str, str]] = []
-    stop = time.monotonic() + seconds
-    lock = threading.Lock()
-
-    def client() -> None:
-        session = requests.Session()
-        while time.monotonic() < stop:
-            start = time.monotonic()
-            try:
-                r = session.post(
-                    f"{url}/predict", data=IMAGE, headers={"Content-Type": "image/jpeg"}, timeout=30
-                )
-                outcome: tuple = (
-                    time.monotonic() - start,
-                    r.status_code,
-                    r.headers.get("Retry-After", ""),
-                )
-                if r.status_code == 503:
-                    assert r.json()["error"]["code"] == "overloaded"
-            except requests.RequestException as exc:
-                outcome = (time.monotonic() - start, type(exc).__name__, "")
-                session = requests.Session()
-            with lock:
-                results.append(outcome)
-
-    with ThreadPoolExecutor(clients) as pool:
-        for _ in range(clients):
-            pool.submit(client)
-    return results
+def hammer(url: str, clients: int, seconds: float) -> list[Record]:
+    """Closed-loop load of one JPEG per request."""
+    return closed_loop(raw_jpeg(url, [("image.jpg", IMAGE)]), clients, seconds)
 
 
 def test_overload_gets_fast_503s_and_accepted_requests_stay_bounded(real_model_path, tmp_path):
@@ -70,12 +42,12 @@ def test_overload_gets_fast_503s_and_accepted_requests_stay_bounded(real_model_p
         timeout_ms=5000,
     ) as server:
         results = hammer(server.url, clients=40, seconds=6)
-        statuses = {status for _, status, _ in results}
+        statuses = {r.status for r in results}
         assert statuses <= {200, 503}, statuses
-        rejected = [(lat, ra) for lat, status, ra in results if status == 503]
-        accepted = sorted(lat for lat, status, _ in results if status == 200)
+        rejected = [r for r in results if r.status == 503]
+        accepted = sorted(r.latency for r in results if r.status == 200)
         assert rejected and accepted
-        assert all(ra == "1" for _, ra in rejected)
+        assert all(r.retry_after == "1" for r in rejected)
         assert max(accepted) < 5.0 + 1.0  # the deadline bounds every accepted request
         assert post(server.url).status_code == 200  # back to normal once the load stops
 
@@ -98,7 +70,7 @@ def test_a_killed_worker_is_replaced_without_reloading_the_model(real_model_path
             time.sleep(0.2)
         pids = server.worker_pids()
         assert victim not in pids and len(pids) == 2
-        failures = [r for r in outcome["results"] if r[1] != 200]
+        failures = [r for r in outcome["results"] if r.status != 200]
         # Only requests in flight on the killed worker may fail: at most one per client.
         assert len(failures) <= 6, failures
         assert len(outcome["results"]) - len(failures) > 20

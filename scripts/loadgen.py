@@ -1,0 +1,96 @@
+"""Load generators for the benchmark and reliability scripts: closed and open loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+# A request maker gets a session and a sequence number and returns the response.
+MakeRequest = Callable[[requests.Session, int], requests.Response]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request: when it started, how long it took, and what came back."""
+
+    started: float
+    latency: float
+    status: int | str  # HTTP status, or the exception's name
+    retry_after: str = ""
+
+
+def raw_jpeg(url: str, images: list[tuple[str, bytes]]) -> MakeRequest:
+    """Post image n (round-robin) as a raw JPEG body."""
+
+    def make(session: requests.Session, n: int) -> requests.Response:
+        return session.post(
+            f"{url}/predict",
+            data=images[n % len(images)][1],
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
+        )
+
+    return make
+
+
+def _timed(make: MakeRequest, session: requests.Session, n: int) -> Record:
+    started = time.monotonic()
+    try:
+        response = make(session, n)
+        return Record(
+            started,
+            time.monotonic() - started,
+            response.status_code,
+            response.headers.get("Retry-After", ""),
+        )
+    except requests.RequestException as exc:
+        return Record(started, time.monotonic() - started, type(exc).__name__)
+
+
+def closed_loop(make: MakeRequest, clients: int, seconds: float) -> list[Record]:
+    """Each client sends its next request as soon as the last one is answered."""
+    records: list[Record] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(offset: int) -> None:
+        session, n = requests.Session(), offset
+        while time.monotonic() < stop_at:
+            record = _timed(make, session, n)
+            with lock:
+                records.append(record)
+            n += clients
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return records
+
+
+def open_loop(
+    make: MakeRequest, rate: float, seconds: float, max_in_flight: int = 256
+) -> list[Record]:
+    """Start requests at a fixed rate whatever the answers do (an overload generator)."""
+    local = threading.local()
+
+    def send(n: int) -> Record:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return _timed(make, local.session, n)
+
+    futures = []
+    begin = time.monotonic()
+    with ThreadPoolExecutor(max_in_flight) as pool:
+        n = 0
+        while (due := begin + n / rate) < begin + seconds:
+            time.sleep(max(0.0, due - time.monotonic()))
+            futures.append(pool.submit(send, n))
+            n += 1
+    return [f.result() for f in futures]
