@@ -37,6 +37,7 @@ class GunicornServer:
             **{f"WANWU_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.cwd = ROOT
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120) -> GunicornServer:

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# wanwu: CPU image by default. For CUDA:
+#   docker build --build-arg BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#                --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t wanwu:cuda .
+# Offline builders may pass --build-arg ALLOW_UNTRAINED=1 (the image then says it is untrained).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG ALLOW_UNTRAINED=0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY scripts ./scripts
+# hadolint ignore=DL3059
+RUN TORCH_INDEX=${TORCH_INDEX} scripts/container_setup.sh install
+# Weights are downloaded (hash-checked) and exported now: the container needs no network.
+# hadolint ignore=DL3059
+RUN ALLOW_UNTRAINED=${ALLOW_UNTRAINED} WANWU_MODEL=/src/models/resnet18.pt \
+    scripts/container_setup.sh export
+
+FROM ${PYTHON_IMAGE}
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    WANWU_BIND=0.0.0.0:8000 WANWU_MODEL=/srv/wanwu/models/resnet18.pt \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/wanwu-metrics
+RUN useradd --system --uid 10001 --home-dir /srv/wanwu wanwu
+WORKDIR /srv/wanwu
+# The venv holds the installed app package (code, templates, static files, labels).
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=wanwu:wanwu /src/models ./models
+COPY --chown=wanwu:wanwu gunicorn.conf.py ./
+USER 10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+# gunicorn.conf.py empties PROMETHEUS_MULTIPROC_DIR at start; mount a tmpfs there if you like.
+CMD ["gunicorn", "-c", "gunicorn.conf.py"]
