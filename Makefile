@@ -5,7 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= models/resnet18.pt
 
-.PHONY: serve test lint loadtest bench clean
+.PHONY: serve test lint loadtest clean
+
+HOST       ?= http://127.0.0.1:8000
+USERS      ?= 16
+SPAWN_RATE ?= 4
+RUN_TIME   ?= 60s
+RESULTS    ?= results/loadtest
 
 serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
@@ -16,6 +22,11 @@ test: $(STAMP) $(MODEL)  ## run the whole test suite
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+loadtest: $(STAMP)  ## locust, headless, against a running service (HOST, USERS, RUN_TIME)
+	mkdir -p $(RESULTS)
+	$(BIN)/locust --headless -f loadtest/locustfile.py --host $(HOST) -u $(USERS) \
+		-r $(SPAWN_RATE) -t $(RUN_TIME) --csv $(RESULTS)/locust --html $(RESULTS)/locust.html
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
