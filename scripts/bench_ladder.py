@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The optimisation ladder: the same load and photos against each step of the design.
+
+Rungs: (a) Flask dev server + eager model, one image at a time; (b) the same with the
+TorchScript artifact; (c) with torch threads set to the cores; (d) Gunicorn + the service
+(one worker, dynamic batching); (e) Gunicorn with several workers; (f) bf16, where the CPU
+has it. Each rung gets closed-loop load at --concurrency for --seconds. Prints a markdown
+table (requests/s, latency percentiles, server CPU use, speed-up over rung a) and writes
+a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ROOT, header, load_images, percentile  # noqa: E402
+from loadgen import closed_loop, raw_jpeg  # noqa: E402
+
+from app.runtime import cpu_supports_bf16  # noqa: E402
+from app.settings import usable_cpus  # noqa: E402
+from tests.server import GunicornServer, free_port  # noqa: E402
+
+CORES = usable_cpus()
+RUNGS = {
+    "a": ("Flask dev server, eager model, one at a time", ["--model", "eager"]),
+    "b": ("+ TorchScript artifact", ["--model", "torchscript"]),
+    "c": (
+        f"+ torch threads = {CORES}, inter-op 1",
+        ["--model", "torchscript", "--threads", str(CORES)],
+    ),
+    "d": (
+        "Gunicorn + dynamic batching (1 worker)",
+        {"workers": 1, "threads": CORES, "max_batch": 8},
+    ),
+    "e": (
+        f"Gunicorn, {CORES} workers x 1 thread",
+        {"workers": CORES, "threads": 1, "max_batch": 8},
+    ),
+    "f": (
+        "+ bf16 (1 worker)",
+        {"workers": 1, "threads": CORES, "max_batch": 8, "precision": "bf16"},
+    ),
+}
+
+
+class Baseline:
+    """scripts/ladder_baseline.py as a subprocess."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts/ladder_baseline.py"),
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> Baseline:
+        for _ in range(300):
+            try:
+                requests.get(self.url, timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("baseline server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start(rung: str, out: Path):
+    spec = RUNGS[rung][1]
+    if isinstance(spec, list):
+        return Baseline(spec), lambda server: server.proc.pid
+    settings = dict(spec)
+    workers = settings.pop("workers")
+    server = GunicornServer(out, workers=workers, model=ROOT / "models/resnet18.pt", **settings)
+    return server, lambda s: s.proc.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rungs", default="abcdef")
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "ladder")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = load_images(args.images)
+    print(header("Optimisation ladder (scripts/bench_ladder.py)"))
+    print(
+        f"- load: {args.concurrency} closed-loop clients, {args.seconds:g} s per rung, "
+        f"{len(images)} photos as raw JPEG bodies\n"
+    )
+    print("| rung | server | req/s | p50 ms | p90 ms | p99 ms | server CPU | speed-up |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    rows, base = [], None
+    for rung in args.rungs:
+        title = RUNGS[rung][0]
+        if rung == "f" and not cpu_supports_bf16():
+            print(f"| {rung} | {title} | unavailable: no native bf16 on this CPU ||||||")
+            continue
+        server, pid_of = start(rung, args.out)
+        with server:
+            make = raw_jpeg(server.url, images)
+            closed_loop(make, 4, 3)  # warm-up
+            cpu_before, began = cpu_seconds(pid_of(server)), time.monotonic()
+            records = closed_loop(make, args.concurrency, args.seconds)
+            elapsed = time.monotonic() - began
+            cpu = (cpu_seconds(pid_of(server)) - cpu_before) / elapsed / CORES
+        ok = [r.latency * 1000 for r in records if r.status == 200]
+        rate = len(ok) / elapsed
+        base = base or rate
+        rows.append((rung, rate))
+        print(
+            f"| {rung} | {title} | {rate:.1f} | {percentile(ok, 50):.0f} | "
+            f"{percentile(ok, 90):.0f} | {percentile(ok, 99):.0f} | {100 * cpu:.0f} % | "
+            f"{rate / base:.2f}x |",
+            flush=True,
+        )
+    chart(rows, args.out / "ladder.png")
+    print(f"\nchart: {args.out / 'ladder.png'}")
+    return 0
+
+
+def chart(rows: list[tuple[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(
+        [f"{r}: {RUNGS[r][0]}" for r, _ in rows][::-1], [v for _, v in rows][::-1], color="#1f5fbf"
+    )
+    ax.set_xlabel("requests/s (higher is better)")
+    ax.set_title("wanwu optimisation ladder")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

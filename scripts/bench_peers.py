@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""wanwu beside TorchServe 0.12 and LitServe, serving the same TorchScript artifact.
+
+Each peer runs from its own virtualenv under --venvs (created on first use: a minute or two,
+from PyPI and this machine's torch wheels), never from the project's. All three get the
+same photos, closed-loop load at each --concurrency, fp32, batching on (max batch 8, ~5 ms
+wait), and all CPU threads of the machine. Requests use each server's natural format:
+raw JPEG bodies for wanwu and TorchServe, multipart for LitServe. Prints a markdown table
+and writes throughput and latency plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ROOT, header, load_images, percentile  # noqa: E402
+from loadgen import MakeRequest, closed_loop, raw_jpeg  # noqa: E402
+
+from app.labels import names  # noqa: E402
+from app.settings import usable_cpus  # noqa: E402
+from tests.server import GunicornServer, free_port  # noqa: E402
+
+CORES = usable_cpus()
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+PACKAGES = {
+    "torchserve": [*TORCH, "torchserve==0.12.0", "torch-model-archiver==0.12.0"],
+    "litserve": [*TORCH, "litserve", "pillow"],
+}
+MAX_BATCH, WAIT_MS = 8, 5
+
+
+def venv(root: Path, peer: str) -> Path:
+    """Return the peer's virtualenv bin folder, creating it on first use."""
+    path = root / peer
+    if not (path / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin/python"), "-m", "pip", "install", "-q", *PACKAGES[peer]], check=True
+        )
+        (path / ".ready").touch()
+    return path / "bin"
+
+
+def wait_until(url: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class TorchServe:
+    """TorchServe with the image_classifier handler and server-side batching."""
+
+    def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
+        self.bin, self.work = bin_dir, work / "torchserve"
+        shutil.rmtree(self.work, ignore_errors=True)
+        (self.work / "store").mkdir(parents=True)
+        labels = {str(i): name for i, name in enumerate(names("en"))}
+        (self.work / "index_to_name.json").write_text(json.dumps(labels))
+        subprocess.run(
+            [
+                str(bin_dir / "torch-model-archiver"),
+                "--model-name",
+                "resnet18",
+                "--version",
+                "1.0",
+                "--serialized-file",
+                str(model),
+                "--handler",
+                "image_classifier",
+                "--extra-files",
+                str(self.work / "index_to_name.json"),
+                "--export-path",
+                str(self.work / "store"),
+            ],
+            check=True,
+        )
+        self.port, self.admin = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (self.work / "config.properties").write_text(
+            "\n".join(
+                [
+                    f"inference_address=http://127.0.0.1:{self.port}",
+                    f"management_address=http://127.0.0.1:{self.admin}",
+                    f"metrics_address=http://127.0.0.1:{free_port()}",
+                    "disable_token_authorization=true",
+                    "enable_envvars_config=false",
+                    "default_workers_per_model=1",
+                    "number_of_netty_threads=2",
+                    f"model_store={self.work / 'store'}",
+                    "install_py_dep_per_model=false",
+                    "job_queue_size=100",
+                ]
+            )
+        )
+
+    def __enter__(self) -> TorchServe:
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(CORES),
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+        }
+        self.proc = subprocess.Popen(
+            [
+                str(self.bin / "torchserve"),
+                "--start",
+                "--foreground",
+                "--ncs",
+                "--ts-config",
+                str(self.work / "config.properties"),
+                "--disable-token-auth",
+            ],
+            cwd=self.work,
+            env=env,
+            stdout=open(self.work / "ts.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(f"http://127.0.0.1:{self.admin}/models")
+        response = requests.post(
+            f"http://127.0.0.1:{self.admin}/models",
+            timeout=300,
+            params={
+                "url": "resnet18.mar",
+                "batch_size": MAX_BATCH,
+                "max_batch_delay": WAIT_MS,
+                "initial_workers": 1,
+                "synchronous": "true",
+            },
+        )
+        response.raise_for_status()
+        return self
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        def send(session: requests.Session, n: int) -> requests.Response:
+            return session.post(
+                f"{self.url}/predictions/resnet18", data=images[n % len(images)][1], timeout=60
+            )
+
+        return send
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(
+            [str(self.bin / "torchserve"), "--stop"],
+            capture_output=True,
+            env={**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"},
+        )
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class LitServe:
+    """scripts/peers/litserve_app.py in the LitServe virtualenv."""
+
+    def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            str(bin_dir / "python"),
+            str(ROOT / "scripts/peers/litserve_app.py"),
+            str(model),
+            str(self.port),
+            str(CORES),
+            str(MAX_BATCH),
+        ]
+        self.log = work / "litserve.log"
+
+    def __enter__(self) -> LitServe:
+        self.proc = subprocess.Popen(
+            self.command, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
+        )
+        wait_until(f"{self.url}/health")
+        return self
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        def send(session: requests.Session, n: int) -> requests.Response:
+            name, data = images[n % len(images)]
+            return session.post(f"{self.url}/predict", files={"content": (name, data)}, timeout=60)
+
+        return send
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Wanwu:
+    """This project, with its defaults plus the common batching settings."""
+
+    def __init__(self, work: Path, model: Path) -> None:
+        self.server = GunicornServer(
+            work, workers=1, model=model, threads=CORES, max_batch=MAX_BATCH, max_wait_ms=WAIT_MS
+        )
+
+    def __enter__(self) -> Wanwu:
+        self.server.start()
+        return self
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        return raw_jpeg(self.server.url, images)
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peers", default="wanwu,torchserve,litserve")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache/wanwu-peers")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = load_images(args.images)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    print(header("Peers (scripts/bench_peers.py)"))
+    print(
+        f"- fp32, max batch {MAX_BATCH}, wait {WAIT_MS} ms, {CORES} torch threads, "
+        f"{args.seconds:g} s per level, {len(images)} photos\n"
+    )
+    print("| server | clients | req/s | p50 ms | p90 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    results: dict[str, list[tuple[int, float, float, float]]] = {}
+    for peer in args.peers.split(","):
+        if peer == "wanwu":
+            server = Wanwu(args.out, args.model)
+        else:
+            server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
+                venv(args.venvs, peer), args.out, args.model
+            )
+        with server:
+            make = server.make(images)
+            closed_loop(make, 4, 5)  # warm-up
+            for clients in levels:
+                began = time.monotonic()
+                records = closed_loop(make, clients, args.seconds)
+                elapsed = time.monotonic() - began
+                ok = [r.latency * 1000 for r in records if r.status == 200]
+                rate = len(ok) / elapsed
+                p50, p90, p99 = (percentile(ok, q) for q in (50, 90, 99))
+                results.setdefault(peer, []).append((clients, rate, p50, p99))
+                print(
+                    f"| {peer} | {clients} | {rate:.1f} | {p50:.0f} | {p90:.0f} | {p99:.0f} | "
+                    f"{len(records) - len(ok)} |",
+                    flush=True,
+                )
+    plot(results, args.out)
+    return 0
+
+
+def plot(results: dict[str, list[tuple[int, float, float, float]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for peer, rows in results.items():
+        clients = [r[0] for r in rows]
+        left.plot(clients, [r[1] for r in rows], marker="o", label=peer)
+        right.plot(clients, [r[3] for r in rows], marker="o", label=f"{peer} p99")
+        right.plot(clients, [r[2] for r in rows], marker=".", linestyle=":", label=f"{peer} p50")
+    left.set(xscale="log", xlabel="concurrent clients", ylabel="requests/s", title="Throughput")
+    right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms", title="Latency")
+    left.legend()
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "peers.png", dpi=110)
+    print(f"\nplot: {out / 'peers.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
