@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# wanwu: CPU image by default. For CUDA:
-#   docker build --build-arg BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#                --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t wanwu:cuda .
+# wanwu: CPU image by default. For CUDA (the CUDA wheels carry their own CUDA libraries; the
+# host needs the NVIDIA driver and container toolkit):
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t wanwu:cuda .
 # Offline builders may pass --build-arg ALLOW_UNTRAINED=1 (the image then says it is untrained).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -34,6 +34,6 @@ COPY --chown=wanwu:wanwu gunicorn.conf.py ./
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ['WANWU_BIND'].rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 # gunicorn.conf.py empties PROMETHEUS_MULTIPROC_DIR at start; mount a tmpfs there if you like.
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

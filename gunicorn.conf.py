@@ -56,6 +56,9 @@ worker_tmp_dir = _tmpfs()
 loglevel = settings.log_level
 accesslog = None  # the app writes one JSON line per request instead
 errorlog = "-"
+# Gunicorn's control socket runs a thread in the master (later forks would copy it) and
+# defaults to one path per user, shared by every master on the machine. Not needed here.
+control_socket_disable = True
 
 
 def on_starting(server):

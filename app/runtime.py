@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,13 @@ def cpu_set(slot: int, threads: int, cpus: list[int]) -> list[int]:
 def configure_worker(settings: Settings, slot: int) -> dict[str, object]:
     """Pin this worker's CPUs and torch threads; return what was set, for the log."""
     threads = settings.torch_threads
+    allowed = sorted(os.sched_getaffinity(0))
     pinned: list[int] | None = None
-    if settings.pin_cpus:
-        pinned = cpu_set(slot, threads, sorted(os.sched_getaffinity(0)))
+    # Pin only when this process owns every CPU it may run on. Under a CPU quota (a container
+    # with a CPU limit but the node's whole affinity set), every replica would pick the same
+    # first CPUs: leave placement to the kernel there.
+    if settings.pin_cpus and len(allowed) <= usable_cpus():
+        pinned = cpu_set(slot, threads, allowed)
         os.sched_setaffinity(0, pinned)
     torch.set_num_threads(threads)
     try:

@@ -18,8 +18,8 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def render(prefix: Path, listen: str, upstreams: list[str], max_body: str = "20m") -> str:
-    """Fill the shipped template; each upstream gets max_fails=1 fail_timeout=10s."""
-    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=10s;" for u in upstreams)
+    """Fill the shipped template as docs/SCALING.md says, one server line per upstream."""
+    servers = "\n".join(f"        server {u} max_fails=3 fail_timeout=10s;" for u in upstreams)
     return Template(TEMPLATE.read_text()).safe_substitute(
         PREFIX=str(prefix), LISTEN=listen, UPSTREAM_SERVERS=servers, MAX_BODY=max_body
     )

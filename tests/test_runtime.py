@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -85,3 +87,16 @@ def test_cuda_engine_matches_cpu_and_the_master_never_touched_cuda(real_model_pa
         torch.testing.assert_close(got, reference(x), atol=2e-3, rtol=0)
     finally:
         engine.stop(30)
+
+
+def test_workers_pin_only_cpus_they_own(monkeypatch, tiny_model_path):
+    affinity = sorted(os.sched_getaffinity(0))
+    settings = make_settings(tiny_model_path, pin_cpus=True, threads=torch.get_num_threads())
+    pinned = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pinned.append(cpus))
+    # A CPU quota smaller than the affinity set (a container on a big node): no pinning,
+    # or every replica would crowd onto the same first CPUs.
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: len(affinity) - 1)
+    assert runtime.configure_worker(settings, slot=0)["cpus"] is None and not pinned
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: len(affinity))
+    assert runtime.configure_worker(settings, slot=0)["cpus"] == pinned[0]
