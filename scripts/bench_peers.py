@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,8 +35,14 @@ from tests.server import GunicornServer, free_port  # noqa: E402
 CORES = usable_cpus()
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 PACKAGES = {
-    "torchserve": [*TORCH, "torchserve==0.12.0", "torch-model-archiver==0.12.0"],
-    "litserve": [*TORCH, "litserve", "pillow"],
+    "torchserve": [
+        *TORCH,
+        "torchserve==0.12.0",
+        "torch-model-archiver==0.12.0",
+        "pyyaml",
+        "captum",
+    ],
+    "litserve": [*TORCH, "litserve", "pillow", "python-multipart"],
 }
 MAX_BATCH, WAIT_MS = 8, 5
 
@@ -49,6 +57,23 @@ def venv(root: Path, peer: str) -> Path:
         )
         (path / ".ready").touch()
     return path / "bin"
+
+
+def errors(records: list) -> str:
+    """Non-200 outcomes by status, e.g. '503 x4', or 0."""
+    counts = Counter(str(r.status) for r in records if r.status != 200)
+    return ", ".join(f"{status} x{n}" for status, n in counts.items()) or "0"
+
+
+def stop_tree(pid: int) -> None:
+    """Terminate a process and all its descendants (peers fork workers of their own)."""
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    for process in processes:
+        process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=20)
+    for process in alive:
+        process.kill()
 
 
 def wait_until(url: str, seconds: float = 180) -> None:
@@ -105,6 +130,7 @@ class TorchServe:
                     f"model_store={self.work / 'store'}",
                     "install_py_dep_per_model=false",
                     "job_queue_size=100",
+                    "enable_model_api=true",
                 ]
             )
         )
@@ -196,11 +222,7 @@ class LitServe:
         return send
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_tree(self.proc.pid)
 
 
 class Wanwu:
