@@ -106,25 +106,17 @@ def predict() -> Any:
     uploads = _uploads(settings.max_files)
     spec = engine.classifier.input_spec
     with engine.admit(len(uploads), g.started) as reservation:
-        tensors = []
+        futures = []
         for filename, data in uploads:
             try:
-                picture = imaging.decode(data, settings.max_pixels)
+                tensor = imaging.load(data, spec, settings.max_pixels)
             except errors.ApiError as exc:
                 if filename is not None:
                     exc.message = f"{filename}: {exc.message}"
                 raise
-            tensors.append(
-                imaging.preprocess(
-                    picture,
-                    spec["resize"],
-                    spec["crop"],
-                    spec["mean"],
-                    spec["std"],
-                    settings.max_pixels,
-                )
-            )
-        futures = [reservation.submit(t) for t in tensors]
+            # Queue each image as soon as it is ready: the model can start on it while the
+            # next one decodes.
+            futures.append(reservation.submit(tensor))
     results = [engine.wait(f, reservation.deadline) for f in futures]
     g.images, g.batch_size = len(results), max(r.batch_size for r in results)
     names = labels.names(lang)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,3 +102,9 @@ def preprocess(
     img = F.center_crop(img, [crop])
     tensor = F.convert_image_dtype(F.pil_to_tensor(img), torch.float)
     return F.normalize(tensor, mean=list(mean), std=list(std))
+
+
+def load(data: bytes, spec: Mapping[str, Any], max_pixels: int) -> torch.Tensor:
+    """Decode and preprocess one upload for a model whose input `spec` is given."""
+    picture = decode(data, max_pixels)
+    return preprocess(picture, spec["resize"], spec["crop"], spec["mean"], spec["std"], max_pixels)

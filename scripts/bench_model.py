@@ -52,14 +52,7 @@ def agreement(model: Path, images: list[tuple[str, bytes]]) -> str:
     """Top-1 agreement and largest probability gap of bf16 against fp32."""
     fp32, bf16 = load(model, "fp32"), load(model, "bf16")
     spec = fp32.input_spec
-    batch = torch.stack(
-        [
-            imaging.preprocess(
-                imaging.decode(data, 10**9), spec["resize"], spec["crop"], spec["mean"], spec["std"]
-            )
-            for _, data in images
-        ]
-    )
+    batch = torch.stack([imaging.load(data, spec, 10**9) for _, data in images])
     p32, p16 = fp32(batch), bf16(batch)
     same = int((p32.argmax(1) == p16.argmax(1)).sum())
     return (

@@ -53,9 +53,7 @@ def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     decode_times = []
     for _, data in images[:30]:
         start = time.perf_counter()
-        imaging.preprocess(
-            imaging.decode(data, 10**9), spec["resize"], spec["crop"], spec["mean"], spec["std"]
-        )
+        imaging.load(data, spec, 10**9)
         decode_times.append(time.perf_counter() - start)
     return best, (single + statistics.median(decode_times)) * 1000
 

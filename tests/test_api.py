@@ -21,9 +21,7 @@ def multipart(*files: tuple[bytes, str]) -> dict:
 def expected_top(app, data: bytes, k: int = 3) -> list[int]:
     """Top-k indices straight from the model, no batcher, no HTTP."""
     spec = INPUT_SPEC
-    tensor = imaging.preprocess(
-        imaging.decode(data, 10**8), spec["resize"], spec["crop"], spec["mean"], spec["std"]
-    )
+    tensor = imaging.load(data, spec, 10**8)
     probs = app.extensions["wanwu.engine"].classifier(tensor[None])[0]
     return probs.topk(k).indices.tolist()
 
