@@ -28,8 +28,9 @@ def usable_cpus() -> int:
 
 
 def _default_workers() -> int:
-    # Two torch threads per worker measured best on 2 cores (docs/BENCHMARKS.md).
-    return max(1, usable_cpus() // 2)
+    # One single-threaded worker per CPU gave the best throughput and p99 under load
+    # (docs/BENCHMARKS.md); fewer workers with more threads answer a lone request faster.
+    return usable_cpus()
 
 
 def _setting(env: str, default: Any, doc: str, **extra: Any) -> Any:
@@ -46,7 +47,7 @@ class Settings:
 
     bind: str = _setting("WANWU_BIND", "0.0.0.0:8000", "Address Gunicorn listens on.")
     workers: int = _setting(
-        "WANWU_WORKERS", _default_workers, "Worker processes.", default_text="usable CPUs / 2"
+        "WANWU_WORKERS", _default_workers, "Worker processes.", default_text="usable CPUs"
     )
     threads: int = _setting(
         "WANWU_THREADS",

@@ -301,11 +301,18 @@ def plot(results: dict[str, list[tuple[int, float, float, float]]], out: Path) -
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for peer, rows in results.items():
-        clients = [r[0] for r in rows]
-        left.plot(clients, [r[1] for r in rows], marker="o", label=peer)
-        right.plot(clients, [r[3] for r in rows], marker="o", label=f"{peer} p99")
-        right.plot(clients, [r[2] for r in rows], marker=".", linestyle=":", label=f"{peer} p50")
+    for n, (peer, rows) in enumerate(results.items()):
+        clients, color = [r[0] for r in rows], f"C{n}"
+        left.plot(clients, [r[1] for r in rows], marker="o", color=color, label=peer)
+        right.plot(clients, [r[3] for r in rows], marker="o", color=color, label=f"{peer} p99")
+        right.plot(
+            clients,
+            [r[2] for r in rows],
+            marker=".",
+            linestyle=":",
+            color=color,
+            label=f"{peer} p50",
+        )
     left.set(xscale="log", xlabel="concurrent clients", ylabel="requests/s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms", title="Latency")
     left.legend()

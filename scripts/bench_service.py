@@ -95,17 +95,21 @@ def main() -> int:
     server_settings.setdefault("threads", str(settings.torch_threads))
     server_settings.setdefault("workers", str(settings.workers))
     workers = int(server_settings.pop("workers"))
-    print("\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch "
+        "| load generator CPU | errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
     with GunicornServer(log_dir, workers=workers, model=args.model, **server_settings) as srv:
         make = raw_jpeg(srv.url, images)
         closed_loop(make, 4, 3)  # settle: caches, connection pools
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             before = batch_stats(srv.url)
-            began = time.monotonic()
+            began, client_cpu = time.monotonic(), time.process_time()
             records = closed_loop(make, concurrency, args.seconds)
             elapsed = time.monotonic() - began
+            client_share = (time.process_time() - client_cpu) / elapsed / usable_cpus()
             after = batch_stats(srv.url)
             latencies = [r.latency for r in records if r.status == 200]
             errors = [r for r in records if r.status != 200]
@@ -114,11 +118,12 @@ def main() -> int:
             p50, p90, p99 = (percentile(latencies, q) * 1000 for q in (50, 90, 99))
             print(
                 f"| {concurrency} | {rate:.1f} | {100 * rate / ceiling:.0f} % | {p50:.1f} | "
-                f"{p90:.1f} | {p99:.1f} | {mean_batch:.2f} | {len(errors)} |",
+                f"{p90:.1f} | {p99:.1f} | {mean_batch:.2f} | {100 * client_share:.0f} % | "
+                f"{len(errors)} |",
                 flush=True,
             )
             if concurrency == 1:
-                print(f"|   | c=1 p50 vs one pass + decode: {p50 / single_ms:.2f}x |||||||")
+                print(f"|   | c=1 p50 vs one pass + decode: {p50 / single_ms:.2f}x ||||||||")
         pids = srv.worker_pids()
         memories = [memory.smaps_rollup(pid) for pid in pids]
     print(
