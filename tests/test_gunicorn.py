@@ -53,6 +53,17 @@ def assert_matches_reference(predictions: list[dict], probs: torch.Tensor) -> No
         assert p["score"] >= kth_best - 1e-4
 
 
+def worker_infos(server: GunicornServer) -> dict[int, dict]:
+    """Each worker's /v1/model "worker" section, by pid."""
+
+    def worker_info(_: int) -> dict:
+        return requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
+
+    # Concurrent requests, so that the kernel hands connections to every worker.
+    with ThreadPoolExecutor(8) as pool:
+        return {info["pid"]: info for info in pool.map(worker_info, range(200))}
+
+
 def test_concurrent_requests_match_the_reference_pipeline(server, real_model_path):
     items = corpus() * 2
     references = {name: reference_probs(real_model_path, data) for name, data in corpus()}
@@ -87,12 +98,7 @@ def test_raw_body_and_batch_of_files(server, real_model_path):
 
 
 def test_every_worker_runs_its_pinned_thread_count(server):
-    def worker_info(_: int) -> dict:
-        return requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
-
-    # Concurrent requests, so that the kernel hands connections to both workers.
-    with ThreadPoolExecutor(8) as pool:
-        seen = {info["pid"]: info for info in pool.map(worker_info, range(200))}
+    seen = worker_infos(server)
     assert len(seen) == server.workers, "requests never reached both workers"
     assert all(w["torch_threads"] == 1 for w in seen.values())
     cpus = [tuple(w["cpus"]) for w in seen.values()]
@@ -105,11 +111,7 @@ def test_workers_share_the_masters_weights(server):
     for _ in range(8):  # serve first: inference must not dirty the weight pages
         requests.post(f"{server.url}/predict", data=corpus_item, timeout=60)
 
-    def worker_info(_: int) -> dict:
-        return requests.get(f"{server.url}/v1/model", timeout=10).json()["worker"]
-
-    with ThreadPoolExecutor(8) as pool:
-        seen = {info["pid"]: info["memory"] for info in pool.map(worker_info, range(200))}
+    seen = {pid: info["memory"] for pid, info in worker_infos(server).items()}
     assert len(seen) == server.workers
     for pid, mem in seen.items():
         assert mem["weights_bytes"] > 40e6, mem  # ResNet-18's folded fp32 weights
