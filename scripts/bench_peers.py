@@ -45,6 +45,7 @@ PACKAGES = {
     "litserve": [*TORCH, "litserve", "pillow", "python-multipart"],
 }
 MAX_BATCH, WAIT_MS = 8, 5
+WORKERS, THREADS = 1, CORES  # every server gets the same; --workers changes both
 
 
 def venv(root: Path, peer: str) -> Path:
@@ -125,7 +126,7 @@ class TorchServe:
                     f"metrics_address=http://127.0.0.1:{free_port()}",
                     "disable_token_authorization=true",
                     "enable_envvars_config=false",
-                    "default_workers_per_model=1",
+                    f"default_workers_per_model={WORKERS}",
                     "number_of_netty_threads=2",
                     f"model_store={self.work / 'store'}",
                     "install_py_dep_per_model=false",
@@ -138,7 +139,7 @@ class TorchServe:
     def __enter__(self) -> TorchServe:
         env = {
             **os.environ,
-            "OMP_NUM_THREADS": str(CORES),
+            "OMP_NUM_THREADS": str(THREADS),
             "PATH": f"{self.bin}:{os.environ['PATH']}",
         }
         self.proc = subprocess.Popen(
@@ -164,7 +165,7 @@ class TorchServe:
                 "url": "resnet18.mar",
                 "batch_size": MAX_BATCH,
                 "max_batch_delay": WAIT_MS,
-                "initial_workers": 1,
+                "initial_workers": WORKERS,
                 "synchronous": "true",
             },
         )
@@ -202,8 +203,9 @@ class LitServe:
             str(ROOT / "scripts/peers/litserve_app.py"),
             str(model),
             str(self.port),
-            str(CORES),
+            str(THREADS),
             str(MAX_BATCH),
+            str(WORKERS),
         ]
         self.log = work / "litserve.log"
 
@@ -230,7 +232,12 @@ class Wanwu:
 
     def __init__(self, work: Path, model: Path) -> None:
         self.server = GunicornServer(
-            work, workers=1, model=model, threads=CORES, max_batch=MAX_BATCH, max_wait_ms=WAIT_MS
+            work,
+            workers=WORKERS,
+            model=model,
+            threads=THREADS,
+            max_batch=MAX_BATCH,
+            max_wait_ms=WAIT_MS,
         )
 
     def __enter__(self) -> Wanwu:
@@ -255,13 +262,19 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
     parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache/wanwu-peers")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="model workers per server (threads: CPUs / workers)"
+    )
     args = parser.parse_args()
+    global WORKERS, THREADS
+    WORKERS, THREADS = args.workers, max(1, CORES // args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     images = load_images(args.images)
     levels = [int(c) for c in args.concurrency.split(",")]
     print(header("Peers (scripts/bench_peers.py)"))
     print(
-        f"- fp32, max batch {MAX_BATCH}, wait {WAIT_MS} ms, {CORES} torch threads, "
+        f"- fp32, max batch {MAX_BATCH}, wait {WAIT_MS} ms, {WORKERS} worker(s) x {THREADS} "
+        "torch threads each, "
         f"{args.seconds:g} s per level, {len(images)} photos\n"
     )
     print("| server | clients | req/s | p50 ms | p90 ms | p99 ms | errors |")
@@ -287,7 +300,7 @@ def main() -> int:
                 results.setdefault(peer, []).append((clients, rate, p50, p99))
                 print(
                     f"| {peer} | {clients} | {rate:.1f} | {p50:.0f} | {p90:.0f} | {p99:.0f} | "
-                    f"{len(records) - len(ok)} |",
+                    f"{errors(records)} |",
                     flush=True,
                 )
     plot(results, args.out)

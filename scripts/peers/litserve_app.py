@@ -46,10 +46,12 @@ class ResNetAPI(ls.LitAPI):
 
 
 if __name__ == "__main__":
-    model, port, threads, max_batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    # argv: model path, port, torch threads, max batch, workers (the model path and threads
+    # are read again in setup(), which runs in each LitServe worker process).
+    port, max_batch, workers = int(sys.argv[2]), int(sys.argv[4]), int(sys.argv[5])
     server = ls.LitServer(
         ResNetAPI(max_batch_size=max_batch, batch_timeout=0.005),
         accelerator="cpu",
-        workers_per_device=1,
+        workers_per_device=workers,
     )
     server.run(port=port, host="127.0.0.1", generate_client_file=False)
