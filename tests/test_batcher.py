@@ -126,7 +126,9 @@ def test_a_failing_pass_fails_only_its_own_images(make_batcher, model):
 
 
 def test_output_count_mismatch_is_an_error_not_a_misroute():
-    batcher = Batcher(lambda batch: batch[:1], max_batch=4, max_wait_s=0, queue_max=8)
+    # A long max wait: the batcher holds the first image until its reserved
+    # neighbour arrives, so both are in one pass whatever the thread timing.
+    batcher = Batcher(lambda batch: batch[:1], max_batch=4, max_wait_s=30, queue_max=8)
     batcher.start()
     try:
         futures = []
