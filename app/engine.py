@@ -30,7 +30,7 @@ class Engine:
         self.precision = runtime.resolve_precision(settings.precision, self.planned_device)
         if self.planned_device.type == "cpu":
             # Before fork: the frozen weights are then shared by every worker.
-            classifier.prepare(self.planned_device, self.precision)
+            classifier.prepare(self.planned_device, self.precision, settings.cpu_fusion)
         self.batcher = batching.Batcher(
             classifier,
             max_batch=settings.max_batch,

@@ -50,13 +50,19 @@ class Classifier:
         """Describe the model for clients: `/v1/model` and every prediction."""
         return {"name": self.manifest["name"], "version": self.version, "trained": self.trained}
 
-    def prepare(self, device: torch.device, precision: str) -> None:
+    def prepare(self, device: torch.device, precision: str, fuse: bool = False) -> None:
         """Cast to `precision`, move to `device` and freeze (conv-bn folding, constants).
 
         For the CPU the master calls this before fork, with one torch thread and no forward
         pass, so every worker shares the frozen weights copy-on-write. For CUDA each worker
         calls it after fork: CUDA must not be touched in the master.
+
+        `fuse` turns on oneDNN Graph fusion for CPU runs. The flag is process-wide and only
+        read when TorchScript optimises a graph on its first runs, in the worker; each batch
+        size then gets fused kernels with their own pre-packed copy of the weights
+        (docs/BENCHMARKS.md: faster small batches, more private memory).
         """
+        torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
         module = self.module.to(device=device, dtype=DTYPES[precision])
         self.module = torch.jit.freeze(module)
         self.device, self.precision = device, precision

@@ -3,10 +3,10 @@
 
 Rungs: (a) Flask dev server + eager model, one image at a time; (b) the same with the
 TorchScript artifact; (c) with torch threads set to the cores; (d) Gunicorn + the service
-(one worker, dynamic batching); (e) Gunicorn with several workers; (f) bf16, where the CPU
-has it. Each rung gets closed-loop load at --concurrency for --seconds. Prints a markdown
-table (requests/s, latency percentiles, server CPU use, speed-up over rung a) and writes
-a PNG chart.
+(one worker, dynamic batching); (e) Gunicorn with several workers; (f) oneDNN Graph
+fusion; (g) bf16, where the CPU has it. Each rung gets closed-loop load at --concurrency
+for --seconds. Prints a markdown table (requests/s, latency percentiles, server CPU use,
+speed-up over rung a) and writes a PNG chart.
 """
 
 from __future__ import annotations
@@ -38,15 +38,19 @@ RUNGS = {
     ),
     "d": (
         "Gunicorn + dynamic batching (1 worker)",
-        {"workers": 1, "threads": CORES, "max_batch": 8},
+        {"workers": 1, "threads": CORES, "max_batch": 8, "cpu_fusion": 0},
     ),
     "e": (
         f"Gunicorn, {CORES} workers x 1 thread",
-        {"workers": CORES, "threads": 1, "max_batch": 8},
+        {"workers": CORES, "threads": 1, "max_batch": 8, "cpu_fusion": 0},
     ),
     "f": (
-        "+ bf16 (1 worker)",
-        {"workers": 1, "threads": CORES, "max_batch": 8, "precision": "bf16"},
+        "+ oneDNN Graph fusion (the default)",
+        {"workers": CORES, "threads": 1, "max_batch": 8, "cpu_fusion": 1},
+    ),
+    "g": (
+        "+ bf16",
+        {"workers": CORES, "threads": 1, "max_batch": 8, "cpu_fusion": 1, "precision": "bf16"},
     ),
 }
 
@@ -108,7 +112,7 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rungs", default="abcdef")
+    parser.add_argument("--rungs", default="abcdefg")
     parser.add_argument("--images", type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "ladder")
     args = parser.parse_args()
@@ -124,7 +128,7 @@ def main() -> int:
     rows, base = [], None
     for rung in args.rungs:
         title = RUNGS[rung][0]
-        if rung == "f" and not cpu_supports_bf16():
+        if rung == "g" and not cpu_supports_bf16():
             print(f"| {rung} | {title} | unavailable: no native bf16 on this CPU ||||||")
             continue
         server, pid_of = start(rung, args.out)

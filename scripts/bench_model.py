@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Model-only throughput: images/s and ms per batch by batch size, precision and thread count.
 
-Runs the served code path (app.model.Classifier: frozen TorchScript, channels-last) in one
-process, with no HTTP and no batcher: the ceiling the service is measured against. With
---images it also reports how often bf16 picks the same top-1 class as fp32 on real photos.
+Runs the served code path (app.model.Classifier: frozen TorchScript, channels-last, with
+and without oneDNN Graph fusion) in one process, with no HTTP and no batcher: the ceiling the
+service is measured against. With --images it also reports how often bf16 picks the same
+top-1 class as fp32 on real photos.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def time_batches(classifier: Classifier, batch: int, reps: int) -> list[float]:
     return times
 
 
-def load(model: Path, precision: str) -> Classifier:
+def load(model: Path, precision: str, fuse: bool = False) -> Classifier:
     classifier = Classifier.load(model)
-    classifier.prepare(torch.device("cpu"), precision)
+    classifier.prepare(torch.device("cpu"), precision, fuse)
     return classifier
 
 
@@ -70,23 +71,25 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=ints, default=[1, 2, 4, 8, 16])
     parser.add_argument("--threads", type=ints, default=[1, 2])
     parser.add_argument("--precisions", default="fp32,bf16" if cpu_supports_bf16() else "fp32")
+    parser.add_argument("--fusion", type=ints, default=[0, 1], help="0: plain, 1: oneDNN fused")
     parser.add_argument("--reps", type=int, default=10, help="timed passes per cell")
     parser.add_argument("--images", type=Path, help="photos for the bf16 agreement check")
     args = parser.parse_args()
     print(header("Model-only throughput (scripts/bench_model.py)"))
-    print("\n| threads | precision | batch | ms/batch (median) | images/s |")
-    print("|---:|---|---:|---:|---:|")
+    print("\n| threads | precision | fused | batch | ms/batch (median) | images/s |")
+    print("|---:|---|---|---:|---:|---:|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for precision in args.precisions.split(","):
-            classifier = load(args.model, precision)
-            for batch in args.batch_sizes:
-                median = statistics.median(time_batches(classifier, batch, args.reps))
-                print(
-                    f"| {threads} | {precision} | {batch} | {median * 1000:.1f} | "
-                    f"{batch / median:.1f} |",
-                    flush=True,
-                )
+            for fuse in args.fusion:
+                classifier = load(args.model, precision, bool(fuse))
+                for batch in args.batch_sizes:
+                    median = statistics.median(time_batches(classifier, batch, args.reps))
+                    print(
+                        f"| {threads} | {precision} | {'yes' if fuse else 'no'} | {batch} | "
+                        f"{median * 1000:.1f} | {batch / median:.1f} |",
+                        flush=True,
+                    )
     if "bf16" in args.precisions:
         torch.set_num_threads(max(args.threads))
         print("\n" + agreement(args.model, load_images(args.images)))

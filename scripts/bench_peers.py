@@ -230,7 +230,7 @@ class LitServe:
 class Wanwu:
     """This project, with its defaults plus the common batching settings."""
 
-    def __init__(self, work: Path, model: Path) -> None:
+    def __init__(self, work: Path, model: Path, fuse: bool = True) -> None:
         self.server = GunicornServer(
             work,
             workers=WORKERS,
@@ -238,6 +238,7 @@ class Wanwu:
             threads=THREADS,
             max_batch=MAX_BATCH,
             max_wait_ms=WAIT_MS,
+            cpu_fusion=int(fuse),
         )
 
     def __enter__(self) -> Wanwu:
@@ -255,7 +256,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--peers", default="wanwu,torchserve,litserve")
+    # wanwu-unfused: WANWU_CPU_FUSION=0, to show how much of the difference fusion makes.
+    parser.add_argument("--peers", default="wanwu,wanwu-unfused,torchserve,litserve")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--images", type=Path)
@@ -281,8 +283,8 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
-        if peer == "wanwu":
-            server = Wanwu(args.out, args.model)
+        if peer.startswith("wanwu"):
+            server = Wanwu(args.out, args.model, fuse=peer == "wanwu")
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
                 venv(args.venvs, peer), args.out, args.model

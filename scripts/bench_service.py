@@ -43,7 +43,8 @@ def batch_stats(url: str) -> tuple[float, float]:
 def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     """Model-only images/s at the best batch size, and ms of one pass + decode at batch 1."""
     torch.set_num_threads(usable_cpus())
-    classifier = load(model, settings.precision if settings.precision != "auto" else "fp32")
+    precision = settings.precision if settings.precision != "auto" else "fp32"
+    classifier = load(model, precision, settings.cpu_fusion)
     best = 0.0
     for batch in (b for b in (1, 2, 4, 8, 16, 32) if b <= settings.max_batch):
         best = max(best, batch / statistics.median(time_batches(classifier, batch, 6)))

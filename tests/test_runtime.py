@@ -70,6 +70,19 @@ def test_bf16_agrees_with_fp32(real_model_path):
     torch.testing.assert_close(outputs["bf16"], outputs["fp32"], atol=5e-3, rtol=0)
 
 
+def test_cpu_fusion_runs_fused_kernels_with_the_same_answers(real_model_path):
+    x = torch.rand(3, 3, 224, 224)
+    outputs = {}
+    for fuse in (False, True):
+        classifier = Classifier.load(real_model_path)
+        classifier.prepare(torch.device("cpu"), "fp32", fuse=fuse)
+        classifier.warm_up(3)
+        outputs[fuse] = classifier(x)
+        graph = str(torch.jit.last_executed_optimized_graph())
+        assert ("oneDNNFusionGroup" in graph) is fuse, graph
+    torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=0)
+
+
 @requires_cuda
 def test_cuda_engine_matches_cpu_and_the_master_never_touched_cuda(real_model_path):
     engine = Engine(Classifier.load(real_model_path), make_settings(real_model_path, device="cuda"))
