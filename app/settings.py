@@ -28,7 +28,7 @@ def usable_cpus() -> int:
 
 
 def _default_workers() -> int:
-    # One single-threaded worker per CPU gave the best throughput and p99 under load
+    # One single-threaded worker per CPU gave the best throughput under load
     # (docs/BENCHMARKS.md); fewer workers with more threads answer a lone request faster.
     return usable_cpus()
 

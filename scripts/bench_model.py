@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images  # noqa: E402
+from benchlib import ROOT, header, in_fresh_process, load_images  # noqa: E402
 
 from app import imaging  # noqa: E402
 from app.model import Classifier  # noqa: E402
@@ -63,6 +63,21 @@ def agreement(model: Path, images: list[tuple[str, bytes]]) -> str:
     )
 
 
+def rows(args: argparse.Namespace, threads: int) -> None:
+    """Print the table rows of one thread count."""
+    torch.set_num_threads(threads)
+    for precision in args.precisions.split(","):
+        for fuse in args.fusion:
+            classifier = load(args.model, precision, bool(fuse))
+            for batch in args.batch_sizes:
+                median = statistics.median(time_batches(classifier, batch, args.reps))
+                print(
+                    f"| {threads} | {precision} | {'yes' if fuse else 'no'} | {batch} | "
+                    f"{median * 1000:.1f} | {batch / median:.1f} |",
+                    flush=True,
+                )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,17 +94,7 @@ def main() -> int:
     print("\n| threads | precision | fused | batch | ms/batch (median) | images/s |")
     print("|---:|---|---|---:|---:|---:|")
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        for precision in args.precisions.split(","):
-            for fuse in args.fusion:
-                classifier = load(args.model, precision, bool(fuse))
-                for batch in args.batch_sizes:
-                    median = statistics.median(time_batches(classifier, batch, args.reps))
-                    print(
-                        f"| {threads} | {precision} | {'yes' if fuse else 'no'} | {batch} | "
-                        f"{median * 1000:.1f} | {batch / median:.1f} |",
-                        flush=True,
-                    )
+        in_fresh_process(rows, args, threads)
     if "bf16" in args.precisions:
         torch.set_num_threads(max(args.threads))
         print("\n" + agreement(args.model, load_images(args.images)))

@@ -4,7 +4,7 @@
 Starts real Gunicorn (gunicorn.conf.py) with the given WANWU_* settings, drives closed-loop
 load with real JPEGs (raw-body POSTs, one image each) at each concurrency, and reports
 images/s, p50/p90/p99 latency, mean batch size (from /metrics) and per-worker memory. In the
-same run it measures, in this process, the model-only ceiling (best images/s at batch sizes
+same run it measures, in fresh processes, the model-only ceiling (best images/s at batch sizes
 up to WANWU_MAX_BATCH, all usable CPUs) and one unbatched pass plus decode, and prints the
 service's ratio to each.
 """
@@ -24,10 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import load, time_batches  # noqa: E402
-from benchlib import ROOT, header, load_images, percentile  # noqa: E402
+from benchlib import ROOT, header, in_fresh_process, load_images, percentile  # noqa: E402
 from loadgen import closed_loop, raw_jpeg  # noqa: E402
 
 from app import imaging, memory  # noqa: E402
+from app.model import Classifier  # noqa: E402
 from app.settings import Settings, usable_cpus  # noqa: E402
 from tests.server import GunicornServer  # noqa: E402
 
@@ -40,17 +41,21 @@ def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
+def best_rate(model: Path, precision: str, fuse: bool, threads: int, batches: list[int]) -> float:
+    """Model-only images/s at the best of `batches` with `threads` torch threads."""
+    torch.set_num_threads(threads)
+    classifier = load(model, precision, fuse)
+    return max(b / statistics.median(time_batches(classifier, b, 8)) for b in batches)
+
+
 def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     """Model-only images/s at the best batch size, and ms of one pass + decode at batch 1."""
-    torch.set_num_threads(usable_cpus())
     precision = settings.precision if settings.precision != "auto" else "fp32"
-    classifier = load(model, precision, settings.cpu_fusion)
-    best = 0.0
-    for batch in (b for b in (1, 2, 4, 8, 16, 32) if b <= settings.max_batch):
-        best = max(best, batch / statistics.median(time_batches(classifier, batch, 6)))
-    torch.set_num_threads(settings.torch_threads)
-    single = statistics.median(time_batches(classifier, 1, 10))
-    spec = classifier.input_spec
+    batches = [b for b in (1, 2, 4, 8, 16, 32) if b <= settings.max_batch]
+    fuse = settings.cpu_fusion
+    best = in_fresh_process(best_rate, model, precision, fuse, usable_cpus(), batches)
+    single = 1 / in_fresh_process(best_rate, model, precision, fuse, settings.torch_threads, [1])
+    spec = Classifier.load(model).input_spec
     decode_times = []
     for _, data in images[:30]:
         start = time.perf_counter()
@@ -88,7 +93,7 @@ def main() -> int:
     )
     ceiling, single_ms = ceilings(args.model, settings, images)
     print(
-        f"- model-only ceiling (this process, {usable_cpus()} threads, best batch "
+        f"- model-only ceiling ({usable_cpus()} threads, best batch "
         f"<= {settings.max_batch}): {ceiling:.1f} images/s"
     )
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")

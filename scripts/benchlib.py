@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +65,13 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn(*args)` in a new interpreter and return its result.
+
+    For each torch thread count: oneDNN caches the kernels it builds for the thread count
+    current at the time, so a second count measured in the same process is measured wrong.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()

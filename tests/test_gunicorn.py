@@ -106,7 +106,11 @@ def test_every_worker_runs_its_pinned_thread_count(server):
 
 
 def test_workers_share_the_masters_weights(server):
-    """No worker holds a private copy of the weights: their pages stay copy-on-write shared."""
+    """No worker copies the frozen weights: their pages stay copy-on-write shared.
+
+    (Fused CPU kernels keep pre-packed weights of their own, per worker and batch size:
+    a documented cache beside these, which WANWU_CPU_FUSION=0 turns off.)
+    """
     corpus_item = corpus()[0][1]
     for _ in range(8):  # serve first: inference must not dirty the weight pages
         requests.post(f"{server.url}/predict", data=corpus_item, timeout=60)
