@@ -38,16 +38,18 @@ def _tmpfs() -> str | None:
 
 _metrics_dir()
 
-from app import metrics, runtime  # noqa: E402  (after the metrics directory is chosen)
+from app import balance, metrics, runtime  # noqa: E402  (after the metrics directory is chosen)
 
 runtime.configure_logging(settings.log_level)
 runtime.prepare_master()
+# Room for the slots of a reload's new workers while the old ones finish.
+balance.install(2 * settings.workers)
 
 wsgi_app = "app:create_app()"
 preload_app = True
 bind = [settings.bind]
 workers = settings.workers
-worker_class = "gthread"
+worker_class = "app.balance.BalancedThreadWorker"  # gthread, spreading connections evenly
 threads = settings.request_threads
 timeout = 60
 graceful_timeout = 30
@@ -92,5 +94,6 @@ def on_exit(server):
 
 
 def child_exit(server, worker):
-    """Drop the dead worker's live gauges."""
+    """Drop the dead worker's live gauges and its connection count."""
     metrics.mark_worker_dead(worker.pid)
+    balance.board.forget(worker.wanwu_slot)

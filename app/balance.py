@@ -1,0 +1,73 @@
+"""Spread new connections evenly over Gunicorn's workers.
+
+A client keeps its keep-alive connection on the worker that accepted it, and every worker
+races for each new connection, so 32 clients can land 20 on one worker and 12 on the other;
+the busier worker's clients then wait longer for as long as they stay connected
+(docs/BENCHMARKS.md). Here each worker publishes its open-connection count in memory that
+the master shares with all its workers, and a worker that holds more connections than a
+sibling lets that sibling take a new connection first.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+# How long a busier worker leaves a new connection to a less busy sibling before taking it
+# itself (the sibling may be busy or dying). Siblings wake for the same connection together,
+# but under load the less busy one can wait a few ms for its CPU: in an ad-hoc check, with
+# 2 ms one burst of 32 clients in three still split 13/19; with 10 ms five in five split 16/16.
+YIELD_S = 0.01
+
+_UNKNOWN = 2**62  # a slot with no live worker: never counts as less busy
+
+
+class ConnectionBoard:
+    """Open connections per worker slot, in an anonymous shared mapping inherited on fork."""
+
+    def __init__(self, slots: int) -> None:
+        self._map = mmap.mmap(-1, 8 * slots)  # MAP_SHARED: writes are seen by every process
+        self._counts = memoryview(self._map).cast("q")
+        for slot in range(slots):
+            self._counts[slot] = _UNKNOWN
+
+    def publish(self, slot: int, connections: int) -> None:
+        if slot < len(self._counts):
+            self._counts[slot] = connections
+
+    def forget(self, slot: int) -> None:
+        """Mark a slot empty (its worker exited)."""
+        self.publish(slot, _UNKNOWN)
+
+    def sibling_has_fewer(self, slot: int, connections: int) -> bool:
+        return any(count < connections for other, count in enumerate(self._counts) if other != slot)
+
+
+board: ConnectionBoard | None = None
+
+
+def install(slots: int) -> None:
+    """Create the board in the master, before any worker is forked."""
+    global board
+    board = ConnectionBoard(slots)
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """Gunicorn's gthread worker that leaves new connections to less busy siblings.
+
+    `wanwu_slot` is set on the worker object by gunicorn.conf.py's pre_fork hook.
+    """
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if board is not None:
+            board.publish(self.wanwu_slot, self.nr_conns)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def accept(self, listener) -> None:  # noqa: ANN001  (a socket, as in gunicorn)
+        if board is not None and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
+            time.sleep(YIELD_S)  # a sibling that takes it meanwhile leaves us EAGAIN: fine
+        super().accept(listener)
+        if board is not None:
+            board.publish(self.wanwu_slot, self.nr_conns)

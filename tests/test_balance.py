@@ -1,0 +1,46 @@
+"""New connections spread evenly over real Gunicorn workers (app/balance.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+
+from app.balance import ConnectionBoard
+from tests.server import GunicornServer
+
+WORKERS = 3
+
+
+def test_board_says_who_is_less_busy():
+    board = ConnectionBoard(4)
+    assert not board.sibling_has_fewer(0, 10)  # no other worker has published yet
+    board.publish(1, 3)
+    assert board.sibling_has_fewer(0, 4) and not board.sibling_has_fewer(0, 3)
+    board.forget(1)
+    assert not board.sibling_has_fewer(0, 4)
+    board.publish(9, 0)  # a slot beyond the board (a reload's extra worker) is ignored
+    assert not board.sibling_has_fewer(0, 1)
+
+
+@pytest.mark.integration
+def test_keep_alive_connections_spread_evenly_over_workers(tmp_path, tiny_model_path):
+    """Each client stays on the worker that accepted it, so accepts must take turns."""
+    with GunicornServer(tmp_path, workers=WORKERS, model=tiny_model_path) as server:
+        address = urlsplit(server.url)
+        served_by: Counter[int] = Counter()
+        connections = []
+        for _ in range(5 * WORKERS):
+            connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+            connection.request("GET", "/v1/model")
+            response = connection.getresponse()
+            served_by[json.loads(response.read())["worker"]["pid"]] += 1
+            connections.append(connection)  # kept open: its worker keeps counting it
+        for connection in connections:
+            connection.close()
+    counts = sorted(served_by.values())
+    assert len(counts) == WORKERS, served_by
+    assert counts[-1] - counts[0] <= 1, served_by
