@@ -100,8 +100,12 @@ def preprocess(
         )
     img = F.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
     img = F.center_crop(img, [crop])
-    tensor = F.convert_image_dtype(F.pil_to_tensor(img), torch.float)
-    return F.normalize(tensor, mean=list(mean), std=list(std))
+    # The same float32 arithmetic as convert_image_dtype + normalize, in NumPy: torch ops
+    # here would give every request thread an OpenMP team of its own, whose spinning
+    # threads take CPU from the model (docs/BENCHMARKS.md).
+    pixels = np.asarray(img, dtype=np.float32) / np.float32(255)
+    pixels = (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def load(data: bytes, spec: Mapping[str, Any], max_pixels: int) -> torch.Tensor:
