@@ -1,7 +1,7 @@
 """Spread new connections evenly over Gunicorn's workers.
 
 A client keeps its keep-alive connection on the worker that accepted it, and every worker
-races for each new connection, so 32 clients can land 20 on one worker and 12 on the other;
+races for each new connection, so 32 clients can land 19 on one worker and 13 on the other;
 the busier worker's clients then wait longer for as long as they stay connected
 (docs/BENCHMARKS.md). Here each worker publishes its open-connection count in memory that
 the master shares with all its workers, and a worker that holds more connections than a
