@@ -28,7 +28,7 @@ from benchlib import ROOT, header, in_fresh_process, load_images, percentile  # 
 from loadgen import closed_loop, raw_jpeg  # noqa: E402
 
 from app import imaging, memory  # noqa: E402
-from app.model import Classifier  # noqa: E402
+from app.artifact import read_manifest  # noqa: E402
 from app.settings import Settings, usable_cpus  # noqa: E402
 from tests.server import GunicornServer  # noqa: E402
 
@@ -55,7 +55,7 @@ def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     fuse = settings.cpu_fusion
     best = in_fresh_process(best_rate, model, precision, fuse, usable_cpus(), batches)
     single = 1 / in_fresh_process(best_rate, model, precision, fuse, settings.torch_threads, [1])
-    spec = Classifier.load(model).input_spec
+    spec = read_manifest(model)["input"]
     decode_times = []
     for _, data in images[:30]:
         start = time.perf_counter()
