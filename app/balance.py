@@ -1,7 +1,7 @@
 """Spread new connections evenly over Gunicorn's workers.
 
 A client keeps its keep-alive connection on the worker that accepted it, and every worker
-races for each new connection, so 32 clients can land 19 on one worker and 13 on the other;
+races for each new connection, so 32 clients can land 24 on one worker and 8 on the other;
 the busier worker's clients then wait longer for as long as they stay connected
 (docs/BENCHMARKS.md). Here each worker publishes its open-connection count in memory that
 the master shares with all its workers, and a worker that holds more connections than a
@@ -17,8 +17,9 @@ from gunicorn.workers.gthread import ThreadWorker
 
 # How long a busier worker leaves a new connection to a less busy sibling before taking it
 # itself (the sibling may be busy or dying). Siblings wake for the same connection together,
-# but under load the less busy one can wait a few ms for its CPU: in an ad-hoc check, with
-# 2 ms one burst of 32 clients in three still split 13/19; with 10 ms five in five split 16/16.
+# but under load the less busy one can wait a few ms for its CPU. scripts/connection_split.py
+# measures the split; with 2 ms (an ad-hoc edit of this constant) one burst of 32 clients in
+# three still split 13/19, with 10 ms five in five split 16/16.
 YIELD_S = 0.01
 
 _UNKNOWN = 2**62  # a slot with no live worker: never counts as less busy
@@ -57,17 +58,15 @@ def install(slots: int) -> None:
 class BalancedThreadWorker(ThreadWorker):
     """Gunicorn's gthread worker that leaves new connections to less busy siblings.
 
-    `wanwu_slot` is set on the worker object by gunicorn.conf.py's pre_fork hook.
+    gunicorn.conf.py installs the board and sets `wanwu_slot` on each worker before fork.
     """
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        if board is not None:
-            board.publish(self.wanwu_slot, self.nr_conns)
+        board.publish(self.wanwu_slot, self.nr_conns)
         super().wait_for_and_dispatch_events(timeout)
 
     def accept(self, listener) -> None:  # noqa: ANN001  (a socket, as in gunicorn)
-        if board is not None and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
+        if board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
             time.sleep(YIELD_S)  # a sibling that takes it meanwhile leaves us EAGAIN: fine
         super().accept(listener)
-        if board is not None:
-            board.publish(self.wanwu_slot, self.nr_conns)
+        board.publish(self.wanwu_slot, self.nr_conns)

@@ -2,9 +2,9 @@
 """Model-only throughput: images/s and ms per batch by batch size, precision and thread count.
 
 Runs the served code path (app.model.Classifier: frozen TorchScript, channels-last, with
-and without oneDNN Graph fusion) in one process, with no HTTP and no batcher: the ceiling the
-service is measured against. With --images it also reports how often bf16 picks the same
-top-1 class as fp32 on real photos.
+and without oneDNN Graph fusion), one process per thread count, with no HTTP and no batcher:
+the ceiling the service is measured against. With --images it also reports how often bf16
+picks the same top-1 class as fp32 on real photos.
 """
 
 from __future__ import annotations

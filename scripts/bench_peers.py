@@ -283,7 +283,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
-        if peer.startswith("wanwu"):
+        if peer in ("wanwu", "wanwu-unfused"):
             server = Wanwu(args.out, args.model, fuse=peer == "wanwu")
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](

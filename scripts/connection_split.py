@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""How closed-loop keep-alive clients end up spread over Gunicorn's workers.
+
+Starts real Gunicorn (gunicorn.conf.py, --workers single-threaded workers), starts
+--clients closed-loop clients at once, and after a few seconds counts each worker's
+established connections (psutil). Repeats --runs times. With --plain the workers are
+Gunicorn's stock gthread workers instead of app/balance.py's, to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ROOT, header, load_images  # noqa: E402
+from loadgen import closed_loop, raw_jpeg  # noqa: E402
+
+from tests.server import GunicornServer  # noqa: E402
+
+
+def connections_per_worker(pids: list[int], port: int) -> list[int]:
+    """Established connections on `port` held by each worker, smallest first."""
+    return sorted(
+        sum(
+            1
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+        )
+        for pid in pids
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--plain", action="store_true", help="stock gthread workers")
+    parser.add_argument("--images", type=Path)
+    args = parser.parse_args()
+    if args.plain:
+        os.environ["GUNICORN_CMD_ARGS"] = "--worker-class gthread"  # overrides the config file
+    images = load_images(args.images)
+    print(header("Connection split (scripts/connection_split.py)"))
+    print(
+        f"- {args.workers} workers, {args.clients} clients, {'plain' if args.plain else 'balanced'}"
+    )
+    out = Path(os.environ.get("TMPDIR", "/tmp"))
+    for run in range(1, args.runs + 1):
+        with GunicornServer(
+            out, workers=args.workers, threads=1, model=ROOT / "models/resnet18.pt"
+        ) as srv:
+            load = threading.Thread(
+                target=closed_loop, args=(raw_jpeg(srv.url, images), args.clients, 6)
+            )
+            load.start()
+            time.sleep(3)
+            split = connections_per_worker(srv.worker_pids(), int(srv.url.rsplit(":", 1)[1]))
+            load.join()
+        print(f"run {run}: connections per worker {split}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
