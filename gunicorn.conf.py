@@ -43,12 +43,12 @@ from app import balance, metrics, runtime  # noqa: E402  (after the metrics dire
 runtime.configure_logging(settings.log_level)
 runtime.prepare_master()
 # Room for the slots of a reload's new workers while the old ones finish.
-balance.install(2 * settings.workers)
+balance.install(2 * settings.worker_processes)
 
 wsgi_app = "app:create_app()"
 preload_app = True
 bind = [settings.bind]
-workers = settings.workers
+workers = settings.worker_processes
 worker_class = "app.balance.BalancedThreadWorker"  # gthread, spreading connections evenly
 threads = settings.request_threads
 timeout = 60

@@ -16,6 +16,8 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MODEL_THREAD_NAME = "wanwu-model"
+
 # How long past its deadline a caller waits for a pass already running (it cannot be cancelled).
 _RUNNING_GRACE_S = 30.0
 
@@ -49,7 +51,12 @@ class Engine:
         metrics.MODEL_INFO.labels(
             classifier.version, str(classifier.trained).lower(), str(device), classifier.precision
         ).set(1)
-        self.batcher.start(warm_up=lambda: self.classifier.warm_up(self.settings.max_batch))
+        self.batcher.start(warm_up=self._warm_up)
+
+    def _warm_up(self) -> None:
+        """On the batcher thread: name it (its OpenMP helpers, started now, inherit the name)."""
+        runtime.name_os_thread(MODEL_THREAD_NAME)
+        self.classifier.warm_up(self.settings.max_batch)
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every admitted image, then stop the batcher thread."""

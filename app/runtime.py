@@ -8,13 +8,12 @@ set their own thread counts and pick their device after the fork.
 from __future__ import annotations
 
 import ctypes
-import glob
 import logging
 import os
 
 import torch
 
-from app.settings import Settings, SettingsError, usable_cpus
+from app.settings import Settings, SettingsError, usable_cpus, uses_gpu
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,21 @@ def prepare_master() -> None:
         ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
     except OSError:
         pass  # not glibc
+
+
+_PR_SET_NAME = 15  # prctl option
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread an OS-level name (top -H, /proc/<pid>/task/<tid>/comm).
+
+    Threads it starts later inherit the name: the model thread's OpenMP helpers do, so a
+    worker's model CPU can be told apart from its request threads' (scripts/profile_service.py).
+    """
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15])
+    except (OSError, AttributeError):
+        pass  # not Linux
 
 
 def free_slot(taken: set[int]) -> int:
@@ -69,19 +83,10 @@ def configure_worker(settings: Settings, slot: int) -> dict[str, object]:
     return {"slot": slot, "torch_threads": threads, "cpus": pinned}
 
 
-def visible_gpus() -> int:
-    """Count GPUs without touching CUDA (safe in the master): device nodes and the env mask."""
-    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
-    nodes = len(glob.glob("/dev/nvidia[0-9]*"))
-    if mask is not None:
-        return min(nodes, len([d for d in mask.split(",") if d.strip() and d.strip() != "-1"]))
-    return nodes
-
-
 def planned_device(setting: str) -> torch.device:
     """The device WANWU_DEVICE asks for, decided without any CUDA call (safe in the master)."""
     if setting == "auto":
-        return torch.device("cuda" if visible_gpus() else "cpu")
+        return torch.device("cuda" if uses_gpu(setting) else "cpu")
     return torch.device(setting)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -27,10 +28,18 @@ def usable_cpus() -> int:
     return cpus
 
 
-def _default_workers() -> int:
-    # One single-threaded worker per CPU gave the best throughput under load
-    # (docs/BENCHMARKS.md); fewer workers with more threads answer a lone request faster.
-    return usable_cpus()
+def visible_gpus() -> int:
+    """Count GPUs without touching CUDA (safe in the master): device nodes and the env mask."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    nodes = len(glob.glob("/dev/nvidia[0-9]*"))
+    if mask is not None:
+        return min(nodes, len([d for d in mask.split(",") if d.strip() and d.strip() != "-1"]))
+    return nodes
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether WANWU_DEVICE selects CUDA, decided without any CUDA call."""
+    return device.startswith("cuda") or (device == "auto" and visible_gpus() > 0)
 
 
 def _setting(env: str, default: Any, doc: str, **extra: Any) -> Any:
@@ -47,7 +56,9 @@ class Settings:
 
     bind: str = _setting("WANWU_BIND", "0.0.0.0:8000", "Address Gunicorn listens on.")
     workers: int = _setting(
-        "WANWU_WORKERS", _default_workers, "Worker processes.", default_text="usable CPUs"
+        "WANWU_WORKERS",
+        0,
+        "Worker processes; 0 means one per GPU on CUDA (one for cuda:N), else one per usable CPU.",
     )
     threads: int = _setting(
         "WANWU_THREADS",
@@ -103,9 +114,23 @@ class Settings:
         _validate(self)
 
     @property
+    def worker_processes(self) -> int:
+        """Gunicorn workers to run.
+
+        On the CPU one single-threaded worker per CPU gave the best throughput under load
+        (docs/BENCHMARKS.md); on CUDA each worker holds a context and a copy of the model on
+        its GPU, so one per GPU.
+        """
+        if self.workers:
+            return self.workers
+        if uses_gpu(self.device):
+            return 1 if ":" in self.device else max(1, visible_gpus())
+        return usable_cpus()
+
+    @property
     def torch_threads(self) -> int:
         """Intra-op threads each worker runs with."""
-        return self.threads or max(1, usable_cpus() // self.workers)
+        return self.threads or max(1, usable_cpus() // self.worker_processes)
 
     @property
     def request_threads(self) -> int:
@@ -184,7 +209,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 def _validate(s: Settings) -> None:
     checks = [
-        (s.workers >= 1, "WANWU_WORKERS must be >= 1"),
+        (s.workers >= 0, "WANWU_WORKERS must be >= 0 (0 = automatic)"),
         (s.threads >= 0, "WANWU_THREADS must be >= 0 (0 = automatic)"),
         (s.http_threads >= 0, "WANWU_HTTP_THREADS must be >= 0 (0 = automatic)"),
         (1 <= s.max_batch <= 256, "WANWU_MAX_BATCH must be between 1 and 256"),

@@ -72,7 +72,7 @@ def test_container_matches_the_app(docs, client):
     assert set(env) <= known, set(env) - known
     settings = Settings.from_env(env)  # the values are valid settings
     limit = cpus(container["resources"]["limits"]["cpu"])
-    assert settings.workers * settings.torch_threads == limit
+    assert settings.worker_processes * settings.torch_threads == limit
     assert cpus(container["resources"]["requests"]["cpu"]) == limit  # no CPU throttling
     for probe, path in (
         ("readinessProbe", "/readyz"),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from app import runtime
-from app.engine import Engine
+from app.engine import MODEL_THREAD_NAME, Engine
 from app.model import Classifier
-from app.settings import SettingsError
+from app.settings import SettingsError, visible_gpus
 from tests.conftest import make_settings
 
 requires_bf16 = pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="no native bf16 CPU")
@@ -27,7 +28,7 @@ def test_worker_slots_get_disjoint_cpu_sets():
 
 def test_auto_device_needs_no_cuda_call(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert runtime.visible_gpus() == 0
+    assert visible_gpus() == 0
     assert runtime.planned_device("auto") == torch.device("cpu")
     assert runtime.planned_device("cuda:1") == torch.device("cuda", 1)
 
@@ -113,3 +114,10 @@ def test_workers_pin_only_cpus_they_own(monkeypatch, tiny_model_path):
     assert runtime.configure_worker(settings, slot=0)["cpus"] is None and not pinned
     monkeypatch.setattr(runtime, "usable_cpus", lambda: len(affinity))
     assert runtime.configure_worker(settings, slot=0)["cpus"] == pinned[0]
+
+
+def test_the_model_thread_is_named_for_the_os(start_app):
+    """top -H and scripts/profile_service.py tell the model thread by its OS-level name."""
+    engine = start_app().extensions["wanwu.engine"]
+    tid = engine.batcher._thread.native_id
+    assert Path(f"/proc/self/task/{tid}/comm").read_text().strip() == MODEL_THREAD_NAME

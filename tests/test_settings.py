@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import pytest
 
+from app import settings as app_settings
 from app.settings import Settings, SettingsError
 from tests.conftest import ROOT
 
 
 def test_defaults_are_valid_and_derived_from_the_machine():
     settings = Settings.from_env({})
-    assert settings.workers >= 1 and settings.torch_threads >= 1
+    assert settings.worker_processes >= 1 and settings.torch_threads >= 1
     assert settings.request_threads >= settings.max_batch
+
+
+def test_default_workers_are_one_per_cpu_or_one_per_gpu(monkeypatch):
+    monkeypatch.setattr(app_settings, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(app_settings, "visible_gpus", lambda: 2)
+    assert Settings.from_env({"WANWU_DEVICE": "cpu"}).worker_processes == 16
+    assert Settings.from_env({"WANWU_DEVICE": "cuda"}).worker_processes == 2
+    assert Settings.from_env({"WANWU_DEVICE": "auto"}).worker_processes == 2
+    assert Settings.from_env({"WANWU_DEVICE": "cuda:1"}).worker_processes == 1
+    gpu = Settings.from_env({"WANWU_DEVICE": "cuda"})
+    assert gpu.torch_threads == 8  # the CPUs are shared out among the GPU workers
+    assert Settings.from_env({"WANWU_DEVICE": "cuda", "WANWU_WORKERS": "3"}).worker_processes == 3
+    monkeypatch.setattr(app_settings, "visible_gpus", lambda: 0)
+    assert Settings.from_env({"WANWU_DEVICE": "auto"}).worker_processes == 16
 
 
 def test_values_are_parsed_by_type():
@@ -33,6 +48,7 @@ def test_values_are_parsed_by_type():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        ({"WANWU_WORKERS": "-1"}, "WANWU_WORKERS must be >= 0 (0 = automatic) (got -1)"),
         ({"WANWU_MAX_BATCH": "eight"}, "WANWU_MAX_BATCH='eight' is not a valid int"),
         ({"WANWU_MAX_BATCH": "0"}, "WANWU_MAX_BATCH must be between 1 and 256 (got 0)"),
         ({"WANWU_MAX_WAIT_MS": "-1"}, "WANWU_MAX_WAIT_MS must be between 0 and 1000"),
