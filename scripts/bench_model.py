@@ -2,9 +2,10 @@
 """Model-only throughput: images/s and ms per batch by batch size, precision and thread count.
 
 Runs the served code path (app.model.Classifier: frozen TorchScript, channels-last, with
-and without oneDNN Graph fusion), one process per thread count, with no HTTP and no batcher:
-the ceiling the service is measured against. With --images it also reports how often bf16
-picks the same top-1 class as fp32 on real photos.
+and without oneDNN Graph fusion on the CPU), one process per thread count, with no HTTP and no
+batcher: the ceiling the service is measured against. On CUDA (--device cuda) a pass includes
+the copies to and from the GPU, as in the service. With --images it also reports how often each
+reduced precision picks the same top-1 class as fp32 on real photos.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, in_fresh_process, load_images  # noqa: E402
+from benchlib import ROOT, device_name, header, in_fresh_process, load_images  # noqa: E402
 
 from app import imaging  # noqa: E402
 from app.model import Classifier  # noqa: E402
@@ -43,23 +44,23 @@ def time_batches(classifier: Classifier, batch: int, reps: int) -> list[float]:
     return times
 
 
-def load(model: Path, precision: str, fuse: bool = False) -> Classifier:
+def load(model: Path, precision: str, fuse: bool = False, device: str = "cpu") -> Classifier:
     classifier = Classifier.load(model)
-    classifier.prepare(torch.device("cpu"), precision, fuse)
+    classifier.prepare(torch.device(device), precision, fuse)
     return classifier
 
 
-def agreement(model: Path, images: list[tuple[str, bytes]]) -> str:
-    """Top-1 agreement and largest probability gap of bf16 against fp32."""
-    fp32, bf16 = load(model, "fp32"), load(model, "bf16")
-    spec = fp32.input_spec
+def agreement(model: Path, images: list[tuple[str, bytes]], precision: str, device: str) -> str:
+    """Top-1 agreement and largest probability gap of `precision` against fp32 on `device`."""
+    reference, reduced = load(model, "fp32", device=device), load(model, precision, device=device)
+    spec = reference.input_spec
     batch = torch.stack([imaging.load(data, spec, 10**9) for _, data in images])
-    p32, p16 = fp32(batch), bf16(batch)
+    p32, p16 = reference(batch), reduced(batch)
     same = int((p32.argmax(1) == p16.argmax(1)).sum())
     return (
-        f"bf16 vs fp32 on {len(images)} photos: top-1 agreement {same}/{len(images)} "
-        f"({100 * same / len(images):.1f} %), max |Δp| {float((p32 - p16).abs().max()):.4f}, "
-        f"trained weights: {fp32.trained}"
+        f"{precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
+        f"{same}/{len(images)} ({100 * same / len(images):.1f} %), "
+        f"max |Δp| {float((p32 - p16).abs().max()):.4f}, trained weights: {reference.trained}"
     )
 
 
@@ -68,7 +69,7 @@ def rows(args: argparse.Namespace, threads: int) -> None:
     torch.set_num_threads(threads)
     for precision in args.precisions.split(","):
         for fuse in args.fusion:
-            classifier = load(args.model, precision, bool(fuse))
+            classifier = load(args.model, precision, bool(fuse), args.device)
             for batch in args.batch_sizes:
                 median = statistics.median(time_batches(classifier, batch, args.reps))
                 print(
@@ -83,21 +84,33 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
-    parser.add_argument("--batch-sizes", type=ints, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch-sizes", type=ints, help="default 1..16 (CPU), 1..128 (CUDA)")
     parser.add_argument("--threads", type=ints, default=[1, 2])
-    parser.add_argument("--precisions", default="fp32,bf16" if cpu_supports_bf16() else "fp32")
+    parser.add_argument("--precisions", help="default: every precision the device supports")
     parser.add_argument("--fusion", type=ints, default=[0, 1], help="0: plain, 1: oneDNN fused")
     parser.add_argument("--reps", type=int, default=10, help="timed passes per cell")
-    parser.add_argument("--images", type=Path, help="photos for the bf16 agreement check")
+    parser.add_argument("--images", type=Path, help="photos for the top-1 agreement check")
     args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    if args.precisions is None:
+        args.precisions = (
+            "fp32,fp16,bf16" if cuda else "fp32,bf16" if cpu_supports_bf16() else "fp32"
+        )
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 2, 4, 8, 16, 32, 64, 128] if cuda else [1, 2, 4, 8, 16]
+    if cuda:  # fusion is oneDNN's (CPU only); torch threads barely matter to a GPU pass
+        args.fusion, args.threads = [0], args.threads[:1]
     print(header("Model-only throughput (scripts/bench_model.py)"))
+    print(f"- device: {device_name(args.device)}")
     print("\n| threads | precision | fused | batch | ms/batch (median) | images/s |")
     print("|---:|---|---|---:|---:|---:|")
     for threads in args.threads:
         in_fresh_process(rows, args, threads)
-    if "bf16" in args.precisions:
-        torch.set_num_threads(max(args.threads))
-        print("\n" + agreement(args.model, load_images(args.images)))
+    torch.set_num_threads(max(args.threads))
+    for precision in args.precisions.split(","):
+        if precision != "fp32":
+            print("\n" + agreement(args.model, load_images(args.images), precision, args.device))
     return 0
 
 

@@ -12,7 +12,6 @@ service's ratio to each.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -24,13 +23,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import load, time_batches  # noqa: E402
-from benchlib import ROOT, header, in_fresh_process, load_images, percentile  # noqa: E402
+from benchlib import (  # noqa: E402
+    add_server_arguments,
+    header,
+    in_fresh_process,
+    load_images,
+    percentile,
+    server_settings,
+    start_server,
+)
 from loadgen import closed_loop, raw_jpeg  # noqa: E402
 
-from app import imaging, memory  # noqa: E402
+from app import imaging, memory, runtime  # noqa: E402
 from app.artifact import read_manifest  # noqa: E402
 from app.settings import Settings, usable_cpus  # noqa: E402
-from tests.server import GunicornServer  # noqa: E402
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -41,20 +47,23 @@ def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
-def best_rate(model: Path, precision: str, fuse: bool, threads: int, batches: list[int]) -> float:
+def best_rate(
+    model: Path, precision: str, fuse: bool, threads: int, batches: list[int], device: str
+) -> float:
     """Model-only images/s at the best of `batches` with `threads` torch threads."""
     torch.set_num_threads(threads)
-    classifier = load(model, precision, fuse)
+    classifier = load(model, precision, fuse, device)
     return max(b / statistics.median(time_batches(classifier, b, 8)) for b in batches)
 
 
 def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     """Model-only images/s at the best batch size, and ms of one pass + decode at batch 1."""
-    precision = settings.precision if settings.precision != "auto" else "fp32"
-    batches = [b for b in (1, 2, 4, 8, 16, 32) if b <= settings.max_batch]
-    fuse = settings.cpu_fusion
-    best = in_fresh_process(best_rate, model, precision, fuse, usable_cpus(), batches)
-    single = 1 / in_fresh_process(best_rate, model, precision, fuse, settings.torch_threads, [1])
+    device = runtime.planned_device(settings.device)
+    precision = runtime.resolve_precision(settings.precision, device)
+    batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b <= settings.max_batch]
+    args = (model, precision, settings.cpu_fusion)
+    best = in_fresh_process(best_rate, *args, usable_cpus(), batches, str(device))
+    single = 1 / in_fresh_process(best_rate, *args, settings.torch_threads, [1], str(device))
     spec = read_manifest(model)["input"]
     decode_times = []
     for _, data in images[:30]:
@@ -68,46 +77,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
-    parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
+    add_server_arguments(parser)
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=20, help="load per concurrency level")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a WANWU_* setting for the server, e.g. --set MAX_BATCH=8",
-    )
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
-    overrides = {k.upper().removeprefix("WANWU_"): v for k, v in overrides.items()}
-    environ = {**os.environ, **{f"WANWU_{k}": v for k, v in overrides.items()}}
-    settings = Settings.from_env(environ)
+    settings = server_settings(args.set)
     images = load_images(args.images)
     print(header("Service under load (scripts/bench_service.py)"))
     print(
-        f"- server: workers={settings.workers} torch_threads={settings.torch_threads} "
+        f"- server: workers={settings.worker_processes} torch_threads={settings.torch_threads} "
         f"max_batch={settings.max_batch} max_wait_ms={settings.max_wait_ms} "
-        f"precision={settings.precision} http_threads={settings.request_threads}"
+        f"device={settings.device} precision={settings.precision} "
+        f"http_threads={settings.request_threads}"
     )
     ceiling, single_ms = ceilings(args.model, settings, images)
     print(
         f"- model-only ceiling ({usable_cpus()} threads, best batch "
-        f"<= {settings.max_batch}): {ceiling:.1f} images/s"
+        f"<= {settings.max_batch}, same device and precision): {ceiling:.1f} images/s"
     )
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
-    server_settings = {k.lower(): v for k, v in overrides.items()}
-    server_settings.setdefault("threads", str(settings.torch_threads))
-    server_settings.setdefault("workers", str(settings.workers))
-    workers = int(server_settings.pop("workers"))
-    print(
-        "\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch "
-        "| load generator CPU | errors |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    with GunicornServer(log_dir, workers=workers, model=args.model, **server_settings) as srv:
+    with start_server(args.model, args.set) as srv:
         make = raw_jpeg(srv.url, images)
         closed_loop(make, 4, 3)  # settle: caches, connection pools
         for concurrency in [int(c) for c in args.concurrency.split(",")]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import platform
@@ -16,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.runtime import cpu_supports_bf16  # noqa: E402
-from app.settings import usable_cpus  # noqa: E402
+from app.settings import Settings, usable_cpus  # noqa: E402
+from tests.server import GunicornServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"
@@ -32,6 +34,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def device_name(device: str) -> str:
+    """Name the device a benchmark runs on (the GPU's model for CUDA)."""
+    if device.startswith("cuda"):
+        return f"{device}: {torch.cuda.get_device_name(torch.device(device))}"
+    return f"cpu: {cpu_model()}"
 
 
 def header(title: str) -> str:
@@ -65,6 +74,40 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of scripts that start the service: artifact, photos, WANWU_* settings."""
+    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a WANWU_* setting for the server, e.g. --set MAX_BATCH=8",
+    )
+
+
+def _overrides(items: list[str]) -> dict[str, str]:
+    pairs = dict(item.split("=", 1) for item in items)
+    return {k.upper().removeprefix("WANWU_"): v for k, v in pairs.items()}
+
+
+def server_settings(items: list[str]) -> Settings:
+    """The settings a server started with these --set items runs with."""
+    overrides = _overrides(items)
+    return Settings.from_env({**os.environ, **{f"WANWU_{k}": v for k, v in overrides.items()}})
+
+
+def start_server(model: Path, items: list[str]) -> GunicornServer:
+    """Real Gunicorn from gunicorn.conf.py with these --set items (a context manager)."""
+    settings = server_settings(items)
+    overrides = {k.lower(): v for k, v in _overrides(items).items()}
+    overrides.setdefault("threads", str(settings.torch_threads))
+    overrides.pop("workers", None)
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+    return GunicornServer(log_dir, workers=settings.worker_processes, model=model, **overrides)
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:

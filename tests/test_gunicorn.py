@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -130,3 +131,38 @@ def test_untrained_model_is_labelled(server, real_model_path):
     if not trained:
         assert "UNTRAINED MODEL" in server.log()
         assert "Untrained model" in requests.get(server.url, timeout=10).text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_workers_initialise_cuda_after_fork_and_match_the_reference(real_model_path, tmp_path):
+    """On a GPU: the master never opens the GPU (a CUDA context does not survive fork); the
+    worker does, serves on it in fp32, and answers like the reference pipeline."""
+    with GunicornServer(tmp_path, workers=1, model=real_model_path, device="cuda") as srv:
+        assert requests.get(f"{srv.url}/v1/model", timeout=10).json()["device"].startswith("cuda")
+        items = corpus()
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda item: requests.post(
+                        f"{srv.url}/predict", files={"file": item}, timeout=60
+                    ).json(),
+                    items,
+                )
+            )
+        for (_, data), body in zip(items, answers, strict=True):
+            assert_matches_reference(body["predictions"], reference_probs(real_model_path, data))
+        gpu_files = {pid: opened_gpu_files(pid) for pid in [srv.proc.pid, *srv.worker_pids()]}
+    assert not gpu_files.pop(srv.proc.pid), "the master opened the GPU before fork"
+    assert all(gpu_files.values()), "a worker serves on CUDA without having opened the GPU"
+
+
+def opened_gpu_files(pid: int) -> list[str]:
+    """The NVIDIA device files process `pid` holds open (CUDA initialisation opens them)."""
+    fds = Path(f"/proc/{pid}/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            continue  # closed meanwhile
+    return [t for t in targets if t.startswith("/dev/nvidia")]
