@@ -14,6 +14,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -50,18 +51,21 @@ def load(model: Path, precision: str, fuse: bool = False, device: str = "cpu") -
     return classifier
 
 
-def agreement(model: Path, images: list[tuple[str, bytes]], precision: str, device: str) -> str:
-    """Top-1 agreement and largest probability gap of `precision` against fp32 on `device`."""
-    reference, reduced = load(model, "fp32", device=device), load(model, precision, device=device)
-    spec = reference.input_spec
-    batch = torch.stack([imaging.load(data, spec, 10**9) for _, data in images])
-    p32, p16 = reference(batch), reduced(batch)
-    same = int((p32.argmax(1) == p16.argmax(1)).sum())
-    return (
-        f"{precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
-        f"{same}/{len(images)} ({100 * same / len(images):.1f} %), "
-        f"max |Δp| {float((p32 - p16).abs().max()):.4f}, trained weights: {reference.trained}"
-    )
+def agreement(
+    model: Path, images: list[tuple[str, bytes]], device: str, reduced: list[str]
+) -> Iterator[str]:
+    """Yield, for each reduced precision, its top-1 agreement and largest gap against fp32."""
+    reference = load(model, "fp32", device=device)
+    batch = torch.stack([imaging.load(data, reference.input_spec, 10**9) for _, data in images])
+    p32 = reference(batch)
+    for precision in reduced:
+        p16 = load(model, precision, device=device)(batch)
+        same = int((p32.argmax(1) == p16.argmax(1)).sum())
+        yield (
+            f"{precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
+            f"{same}/{len(images)} ({100 * same / len(images):.1f} %), "
+            f"max |Δp| {float((p32 - p16).abs().max()):.4f}, trained weights: {reference.trained}"
+        )
 
 
 def rows(args: argparse.Namespace, threads: int) -> None:
@@ -107,10 +111,11 @@ def main() -> int:
     print("|---:|---|---|---:|---:|---:|")
     for threads in args.threads:
         in_fresh_process(rows, args, threads)
-    torch.set_num_threads(max(args.threads))
-    for precision in args.precisions.split(","):
-        if precision != "fp32":
-            print("\n" + agreement(args.model, load_images(args.images), precision, args.device))
+    reduced = [p for p in args.precisions.split(",") if p != "fp32"]
+    if reduced:
+        torch.set_num_threads(max(args.threads))
+        for line in agreement(args.model, load_images(args.images), args.device, reduced):
+            print("\n" + line)
     return 0
 
 

@@ -12,19 +12,18 @@ service's ratio to each.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import requests
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import load, time_batches  # noqa: E402
 from benchlib import (  # noqa: E402
     add_server_arguments,
+    batch_stats,
     header,
     in_fresh_process,
     load_images,
@@ -37,14 +36,6 @@ from loadgen import closed_loop, raw_jpeg  # noqa: E402
 from app import imaging, memory, runtime  # noqa: E402
 from app.artifact import read_manifest  # noqa: E402
 from app.settings import Settings, usable_cpus  # noqa: E402
-
-
-def batch_stats(url: str) -> tuple[float, float]:
-    """Return (sum, count) of the wanwu_batch_size histogram."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    total = float(re.search(r"^wanwu_batch_size_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(r"^wanwu_batch_size_count (\S+)", text, re.M).group(1))
-    return total, count
 
 
 def best_rate(
@@ -96,6 +87,11 @@ def main() -> int:
         f"<= {settings.max_batch}, same device and precision): {ceiling:.1f} images/s"
     )
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
+    print(
+        "\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch "
+        "| load generator CPU | errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with start_server(args.model, args.set) as srv:
         make = raw_jpeg(srv.url, images)
         closed_loop(make, 4, 3)  # settle: caches, connection pools

@@ -6,6 +6,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,6 +76,14 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(images, passes) served so far: sum and count of the wanwu_batch_size histogram."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    total = float(re.search(r"^wanwu_batch_size_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(r"^wanwu_batch_size_count (\S+)", text, re.M).group(1))
+    return total, count
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

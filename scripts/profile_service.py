@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,22 +29,23 @@ import time
 from pathlib import Path
 
 import requests
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import load, time_batches  # noqa: E402
+from bench_service import best_rate  # noqa: E402
 from benchlib import (  # noqa: E402
     add_server_arguments,
+    batch_stats,
     header,
     in_fresh_process,
     load_images,
     server_settings,
     start_server,
 )
-from loadgen import closed_loop, raw_jpeg  # noqa: E402
+from loadgen import MakeRequest, closed_loop, raw_jpeg  # noqa: E402
 
 from app import runtime  # noqa: E402
 from app.engine import MODEL_THREAD_NAME  # noqa: E402
+from app.settings import usable_cpus  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 # Request-thread stages told apart in the py-spy breakdown; the rest is HTTP, Flask, top-k, JSON.
@@ -70,21 +70,6 @@ def thread_cpu(pid: int) -> dict[str, float]:
         )
         seconds[group] += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
     return seconds
-
-
-def batches(url: str) -> tuple[float, float]:
-    """(images, passes) so far, from the wanwu_batch_size histogram."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    total = float(re.search(r"^wanwu_batch_size_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(r"^wanwu_batch_size_count (\S+)", text, re.M).group(1))
-    return total, count
-
-
-def model_cpu_ms(model: Path, precision: str, fuse: bool, threads: int, batch: int) -> float:
-    """CPU ms per image of the model alone: `threads` cores busy for the pass, over `batch`."""
-    torch.set_num_threads(threads)
-    classifier = load(model, precision, fuse)
-    return statistics.median(time_batches(classifier, batch, 10)) * 1000 * threads / batch
 
 
 def spy(pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen]:
@@ -114,18 +99,13 @@ def stage_shares(out: Path) -> dict[str, float]:
     return {stage: samples[stage] / total for stage in [*STAGES, "rest"]} if total else {}
 
 
-def lone_request_split(url: str, images: list[tuple[str, bytes]], n: int) -> dict[str, float]:
+def lone_request_split(make: MakeRequest, n: int) -> dict[str, float]:
     """Median ms of each part of a lone request's latency, from the server's `timing_ms`."""
     parts: dict[str, list[float]] = collections.defaultdict(list)
     with requests.Session() as session:
         for i in range(n):
             started = time.perf_counter()
-            response = session.post(
-                f"{url}/predict",
-                data=images[i % len(images)][1],
-                headers={"Content-Type": "image/jpeg"},
-                timeout=60,
-            )
+            response = make(session, i)
             latency = (time.perf_counter() - started) * 1000
             timing = response.json()["timing_ms"]
             parts["latency"].append(latency)
@@ -168,7 +148,7 @@ def main() -> int:
         closed_loop(make, 4, 3)  # settle
         pids = srv.worker_pids()
         before = [thread_cpu(pid) for pid in pids]
-        images_before, passes_before = batches(srv.url)
+        images_before, passes_before = batch_stats(srv.url)
         began, client_before = time.monotonic(), time.process_time()
         answered: list = []
         load_thread = threading.Thread(
@@ -181,18 +161,16 @@ def main() -> int:
             process.wait()
         elapsed, client = time.monotonic() - began, time.process_time() - client_before
         after = [thread_cpu(pid) for pid in pids]
-        images_after, passes_after = batches(srv.url)
-        lone = lone_request_split(srv.url, images, args.lone)
+        images_after, passes_after = batch_stats(srv.url)
+        lone = lone_request_split(make, args.lone)
     ok = sum(1 for r in answered if r.status == 200)
     mean_batch = (images_after - images_before) / max(1.0, passes_after - passes_before)
-    alone = in_fresh_process(
-        model_cpu_ms,
-        args.model,
-        precision,
-        settings.cpu_fusion,
-        settings.torch_threads,
-        max(1, round(mean_batch)),
+    batch, threads = max(1, round(mean_batch)), settings.torch_threads
+    # The same passes alone: `threads` cores busy for each, shared by its images.
+    rate = in_fresh_process(
+        best_rate, args.model, precision, settings.cpu_fusion, threads, [batch], "cpu"
     )
+    alone = 1000 * threads / rate
     per_request = collections.Counter()
     for b, a in zip(before, after, strict=True):
         for group in a:
@@ -202,7 +180,7 @@ def main() -> int:
     print(
         f"\n{ok} requests answered 200 of {len(answered)}: {ok / elapsed:.1f}/s, mean batch "
         f"{mean_batch:.2f}; CPU used {total * ok / elapsed / 1000:.2f} of "
-        f"{len(os.sched_getaffinity(0))} CPUs\n"
+        f"{usable_cpus()} CPUs\n"
     )
     print("| where | CPU ms per request | share |")
     print("|---|---:|---:|")
@@ -210,8 +188,8 @@ def main() -> int:
         print(f"| {group} | {per_request[group]:.2f} | {100 * per_request[group] / total:.0f} % |")
     print(f"| total | {total:.2f} | 100 % |")
     print(
-        f"\nmodel alone (fresh process, {settings.torch_threads} threads, batch "
-        f"{max(1, round(mean_batch))}): {alone:.2f} CPU ms per image; in the service "
+        f"\nmodel alone (fresh process, {threads} threads, batch {batch}): {alone:.2f} "
+        "CPU ms per image; in the service "
         f"{per_request['model']:.2f} ({per_request['model'] / alone:.2f}x)"
     )
     shares = stage_shares(spy_dir)
