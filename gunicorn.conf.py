@@ -63,6 +63,11 @@ errorlog = "-"
 control_socket_disable = True
 
 
+def _engine(server_or_worker):
+    """The preloaded app's engine (master and workers hold the same application object)."""
+    return server_or_worker.app.wsgi().extensions["wanwu.engine"]
+
+
 def on_starting(server):
     """Log the effective settings once."""
     server.log.info("wanwu settings: %s", settings.public())
@@ -79,12 +84,21 @@ def post_fork(server, worker):
     """Pin threads and CPUs, pick the device, start the batcher (threads do not survive fork)."""
     pinned = runtime.configure_worker(settings, worker.wanwu_slot)
     server.log.info("worker %s: %s", worker.pid, pinned)
-    server.app.wsgi().extensions["wanwu.engine"].start(worker.wanwu_slot)
+    _engine(server).start(worker.wanwu_slot)
+
+
+def post_worker_init(worker):
+    """Accept no connection before the model is warm: a fresh worker (a replacement, a reload)
+    would otherwise answer 503 to clients its siblings could serve. Heartbeats meanwhile keep
+    the arbiter from timing it out; a warm-up that fails is a boot error and stops the server."""
+    batcher = _engine(worker).batcher
+    while worker.alive and not batcher.wait_ready(1.0):
+        worker.notify()
 
 
 def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
-    server.app.wsgi().extensions["wanwu.engine"].stop(timeout=graceful_timeout)
+    _engine(server).stop(timeout=graceful_timeout)
 
 
 def on_exit(server):

@@ -119,6 +119,14 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the warm-up; raise if the batching thread died in it."""
+        if self.ready.wait(timeout):
+            return True
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("the batching thread ended before it was ready")
+        return False
+
     @property
     def depth(self) -> int:
         """Images admitted and not yet taken into a forward pass."""

@@ -42,6 +42,18 @@ class GunicornServer:
 
     def start(self, timeout: float = 120) -> GunicornServer:
         """Start and wait until every worker has warmed up."""
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while self.log().count("warmed up batch sizes") < self.workers:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gunicorn did not become ready:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        assert requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
+        return self
+
+    def launch(self) -> GunicornServer:
+        """Start the master without waiting for anything."""
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
@@ -50,13 +62,6 @@ class GunicornServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while self.log().count("warmed up batch sizes") < self.workers:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gunicorn did not become ready:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        assert requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
         return self
 
     def log(self) -> str:

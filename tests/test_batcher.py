@@ -197,6 +197,25 @@ def test_stop_answers_everything_admitted_then_refuses(make_batcher, model):
     assert [float(f.result(5).output[0]) for f in futures] == [2.0 * v for v in range(6)]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_wait_ready_follows_the_warm_up_and_reports_its_failure(model):
+    warming = threading.Event()
+    ok = Batcher(model, max_batch=4, max_wait_s=0.0, queue_max=4)
+    ok.start(warm_up=lambda: warming.wait(10))
+    assert ok.wait_ready(0.05) is False  # still warming
+    warming.set()
+    assert ok.wait_ready(5) is True
+    ok.stop(timeout=10)
+
+    def broken() -> None:
+        raise RuntimeError("no memory for the warm-up")
+
+    failed = Batcher(model, max_batch=4, max_wait_s=0.0, queue_max=4)
+    failed.start(warm_up=broken)
+    with pytest.raises(RuntimeError, match="ended before it was ready"):
+        failed.wait_ready(1)
+
+
 def test_batch_stats_report_size_and_waits(make_batcher, model):
     stats: list[BatchStats] = []
     batcher = make_batcher(on_batch=stats.append)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,6 +132,25 @@ def test_untrained_model_is_labelled(server, real_model_path):
     if not trained:
         assert "UNTRAINED MODEL" in server.log()
         assert "Untrained model" in requests.get(server.url, timeout=10).text
+
+
+def test_a_worker_takes_connections_only_once_warm(real_model_path, tmp_path):
+    """A request that reaches the socket while the worker warms up waits; it never gets 503."""
+    server = GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=8).launch()
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the master binds the socket after loading the model, before the fork
+            assert server.proc.poll() is None and time.monotonic() < deadline, server.log()
+            sent_while_cold = "warmed up batch sizes" not in server.log()
+            try:
+                first = requests.get(f"{server.url}/readyz", timeout=60)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.01)
+        assert sent_while_cold, "the worker was warm before the first request: nothing tested"
+        assert first.status_code == 200, first.text
+    finally:
+        server.stop()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

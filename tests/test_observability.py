@@ -63,17 +63,17 @@ def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path,
 
 
 def test_sigterm_drains_every_accepted_request(real_model_path, tmp_path):
-    image = image_bytes()
+    # 32 requests of 8 images: seconds of work even on a fast machine, so SIGTERM lands once
+    # every connection is accepted (0.5 s) and while most images are still queued.
+    files = [("file", (f"{n}.jpg", image_bytes(seed=n))) for n in range(8)]
     server = GunicornServer(
-        tmp_path, workers=2, model=real_model_path, max_batch=4, queue_max=64, http_threads=32
+        tmp_path, workers=2, model=real_model_path, max_batch=4, queue_max=256, http_threads=32
     ).start()
     finished: list[float] = []
     lock = threading.Lock()
 
     def call(_: int) -> int:
-        response = requests.post(
-            f"{server.url}/predict", data=image, headers={"Content-Type": "image/jpeg"}, timeout=60
-        )
+        response = requests.post(f"{server.url}/predict", files=files, timeout=60)
         with lock:
             finished.append(time.monotonic())
         return response.status_code
@@ -81,7 +81,7 @@ def test_sigterm_drains_every_accepted_request(real_model_path, tmp_path):
     try:
         with ThreadPoolExecutor(32) as pool:
             futures = [pool.submit(call, i) for i in range(32)]
-            time.sleep(0.3)  # every connection is accepted; most images still queued
+            time.sleep(0.5)
             signalled = time.monotonic()
             server.signal(signal.SIGTERM)
             codes = [f.result() for f in futures]
