@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How closed-loop keep-alive clients end up spread over Gunicorn's workers.
 
-Starts real Gunicorn (gunicorn.conf.py, --workers single-threaded workers), starts
+Starts real Gunicorn (gunicorn.conf.py, --workers single-threaded workers, as tests/server.py
+starts them), starts
 --clients closed-loop clients at once, and after a few seconds counts each worker's
 established connections (psutil). Repeats --runs times. With --plain the workers are
 Gunicorn's stock gthread workers instead of app/balance.py's, to compare.
@@ -56,15 +57,13 @@ def main() -> int:
     )
     out = Path(os.environ.get("TMPDIR", "/tmp"))
     for run in range(1, args.runs + 1):
-        with GunicornServer(
-            out, workers=args.workers, threads=1, model=ROOT / "models/resnet18.pt"
-        ) as srv:
+        with GunicornServer(out, workers=args.workers, model=ROOT / "models/resnet18.pt") as srv:
             load = threading.Thread(
                 target=closed_loop, args=(raw_jpeg(srv.url, images), args.clients, 6)
             )
             load.start()
             time.sleep(3)
-            split = connections_per_worker(srv.worker_pids(), int(srv.url.rsplit(":", 1)[1]))
+            split = connections_per_worker(srv.worker_pids(), srv.port)
             load.join()
         print(f"run {run}: connections per worker {split}", flush=True)
     return 0

@@ -61,13 +61,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the thread ended meanwhile
-        group = (
-            "model"
-            if name == MODEL_THREAD_NAME
-            else "main"
-            if task.name == str(pid)
-            else "requests"
-        )
+        if name == MODEL_THREAD_NAME:
+            group = "model"  # the batcher thread and the OpenMP helpers it started
+        elif task.name == str(pid):
+            group = "main"
+        else:
+            group = "requests"
         seconds[group] += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
     return seconds
 
