@@ -16,7 +16,10 @@ RESULTS    ?= results/loadtest
 serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
+# Debian packages the real-component tests drive (nginx, Chromium, a CJK font): installed
+# with apt when run as root, otherwise named once, and the tests that need them skip.
 test: $(STAMP) $(MODEL)  ## run the whole test suite
+	$(BIN)/python -m benchkit.system
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -152,10 +152,18 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    """200 once this worker's model is placed and warmed up, else 503."""
+    """200 once this worker's model is placed and warmed up, else 503.
+
+    The body also counts the server's warm workers, so that a client can wait for all of
+    them: a worker takes no connection before it is warm, so this one cannot tell it alone.
+    """
     if not _engine().ready:
         raise errors.NotReady("The model is still warming up.", retry_after=1)
-    return {"status": "ready"}
+    return {
+        "status": "ready",
+        "workers_ready": metrics.workers_ready(),
+        "workers": _settings().worker_processes,
+    }
 
 
 @bp.get("/v1/model")

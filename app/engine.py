@@ -57,9 +57,11 @@ class Engine:
         """On the batcher thread: name it (its OpenMP helpers, started now, inherit the name)."""
         runtime.name_os_thread(MODEL_THREAD_NAME)
         self.classifier.warm_up(self.settings.max_batch)
+        metrics.WORKERS_READY.set(1)
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every admitted image, then stop the batcher thread."""
+        metrics.WORKERS_READY.set(0)
         self.batcher.stop(timeout)
 
     @property

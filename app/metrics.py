@@ -48,6 +48,11 @@ QUEUE_DEPTH = Gauge(
     multiprocess_mode="livesum",
 )
 REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
+WORKERS_READY = Gauge(
+    "wanwu_workers_ready",
+    "Workers whose model is warm and serving (1 each).",
+    multiprocess_mode="livesum",
+)
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",
@@ -68,14 +73,23 @@ def observe_batch(stats: BatchStats) -> None:
         REJECTED.labels("deadline").inc(stats.expired)
 
 
+def _registry() -> CollectorRegistry:
+    """Every worker's metrics under Gunicorn, this process's otherwise."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def exposition() -> tuple[bytes, str]:
     """Render all metrics, summed over every worker when running under Gunicorn."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def workers_ready() -> int:
+    """How many of the server's workers are warm and serving."""
+    return int(_registry().get_sample_value("wanwu_workers_ready") or 0)
 
 
 def mark_worker_dead(pid: int) -> None:

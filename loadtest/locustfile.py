@@ -8,13 +8,10 @@ success). A 503 with Retry-After is counted as a failure: it means the run excee
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 from locust import HttpUser, between, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.corpus import corpus  # noqa: E402
+from loadtest.corpus import corpus
 
 IMAGES = corpus()
 BAD = [

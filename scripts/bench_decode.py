@@ -24,10 +24,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.models import ResNet18_Weights
 from torchvision.transforms import InterpolationMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import header, load_images  # noqa: E402
-
-from app import imaging  # noqa: E402
+from app import imaging
+from benchkit.bench import header, load_images
 
 SPEC = ResNet18_Weights.IMAGENET1K_V1.transforms()
 

@@ -20,13 +20,11 @@ from pathlib import Path
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images, percentile  # noqa: E402
-from loadgen import closed_loop, raw_jpeg  # noqa: E402
-
-from app.runtime import cpu_supports_bf16  # noqa: E402
-from app.settings import usable_cpus  # noqa: E402
-from tests.server import GunicornServer, free_port  # noqa: E402
+from app.runtime import cpu_supports_bf16
+from app.settings import usable_cpus
+from benchkit.bench import ROOT, header, load_images, percentile
+from benchkit.loadgen import closed_loop, raw_jpeg
+from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
 RUNGS = {

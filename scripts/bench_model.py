@@ -13,42 +13,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, device_name, header, in_fresh_process, load_images  # noqa: E402
-
-from app import imaging  # noqa: E402
-from app.model import Classifier  # noqa: E402
-from app.runtime import cpu_supports_bf16  # noqa: E402
+from app import imaging
+from app.runtime import cpu_supports_bf16
+from benchkit.bench import ROOT, device_name, header, in_fresh_process, load_images
+from benchkit.timing import load, time_batches
 
 
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
-
-
-def time_batches(classifier: Classifier, batch: int, reps: int) -> list[float]:
-    """Return seconds per forward pass for `reps` passes of a random batch."""
-    crop = classifier.input_spec["crop"]
-    x = torch.randn(batch, 3, crop, crop)
-    classifier(x)
-    classifier(x)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        classifier(x)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def load(model: Path, precision: str, fuse: bool = False, device: str = "cpu") -> Classifier:
-    classifier = Classifier.load(model)
-    classifier.prepare(torch.device(device), precision, fuse)
-    return classifier
 
 
 def agreement(

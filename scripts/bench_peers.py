@@ -24,13 +24,11 @@ from pathlib import Path
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images, percentile  # noqa: E402
-from loadgen import MakeRequest, closed_loop, raw_jpeg  # noqa: E402
-
-from app.labels import names  # noqa: E402
-from app.settings import usable_cpus  # noqa: E402
-from tests.server import GunicornServer, free_port  # noqa: E402
+from app.labels import names
+from app.settings import usable_cpus
+from benchkit.bench import ROOT, header, load_images, percentile
+from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
+from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]

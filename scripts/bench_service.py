@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import load, time_batches  # noqa: E402
-from benchlib import (  # noqa: E402
+from app import imaging, memory, runtime
+from app.artifact import read_manifest
+from app.settings import Settings, usable_cpus
+from benchkit.bench import (
     add_server_arguments,
     batch_stats,
     header,
@@ -31,20 +30,8 @@ from benchlib import (  # noqa: E402
     server_settings,
     start_server,
 )
-from loadgen import closed_loop, raw_jpeg  # noqa: E402
-
-from app import imaging, memory, runtime  # noqa: E402
-from app.artifact import read_manifest  # noqa: E402
-from app.settings import Settings, usable_cpus  # noqa: E402
-
-
-def best_rate(
-    model: Path, precision: str, fuse: bool, threads: int, batches: list[int], device: str
-) -> float:
-    """Model-only images/s at the best of `batches` with `threads` torch threads."""
-    torch.set_num_threads(threads)
-    classifier = load(model, precision, fuse, device)
-    return max(b / statistics.median(time_batches(classifier, b, 8)) for b in batches)
+from benchkit.loadgen import closed_loop, raw_jpeg
+from benchkit.timing import best_rate
 
 
 def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images  # noqa: E402
-from loadgen import closed_loop, raw_jpeg  # noqa: E402
-
-from tests.server import GunicornServer  # noqa: E402
+from benchkit.bench import ROOT, header, load_images
+from benchkit.loadgen import closed_loop, raw_jpeg
+from benchkit.server import GunicornServer
 
 
 def connections_per_worker(pids: list[int], port: int) -> list[int]:

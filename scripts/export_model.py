@@ -18,8 +18,7 @@ import torch
 import torchvision
 from torchvision.models import ResNet18_Weights, resnet18
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.artifact import sha256_file, write_manifest  # noqa: E402
+from app.artifact import sha256_file, write_manifest
 
 log = logging.getLogger("export_model")
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1

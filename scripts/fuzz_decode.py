@@ -6,13 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.test_fuzz import SEEDS, decodes_or_refuses  # noqa: E402
+from tests.test_fuzz import SEEDS, decodes_or_refuses
 
 
 def main() -> int:

@@ -15,12 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images, percentile  # noqa: E402
-from loadgen import closed_loop, open_loop, raw_jpeg  # noqa: E402
-
-from app.memory import smaps_rollup  # noqa: E402
-from tests.server import GunicornServer  # noqa: E402
+from app.memory import smaps_rollup
+from benchkit.bench import ROOT, header, load_images, percentile
+from benchkit.loadgen import closed_loop, open_loop, raw_jpeg
+from benchkit.server import GunicornServer
 
 
 def rss_mib(server: GunicornServer) -> float:

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import best_rate  # noqa: E402
-from benchlib import (  # noqa: E402
+from app import runtime
+from app.engine import MODEL_THREAD_NAME
+from app.settings import usable_cpus
+from benchkit.bench import (
     add_server_arguments,
     batch_stats,
     header,
@@ -41,11 +42,8 @@ from benchlib import (  # noqa: E402
     server_settings,
     start_server,
 )
-from loadgen import MakeRequest, closed_loop, raw_jpeg  # noqa: E402
-
-from app import runtime  # noqa: E402
-from app.engine import MODEL_THREAD_NAME  # noqa: E402
-from app.settings import usable_cpus  # noqa: E402
+from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
+from benchkit.timing import best_rate
 
 TICK = os.sysconf("SC_CLK_TCK")
 # Request-thread stages told apart in the py-spy breakdown; the rest is HTTP, Flask, top-k, JSON.

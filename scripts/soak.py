@@ -17,12 +17,10 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, header, load_images, percentile  # noqa: E402
-from loadgen import closed_loop  # noqa: E402
-
-from app.memory import smaps_rollup  # noqa: E402
-from tests.server import GunicornServer  # noqa: E402
+from app.memory import smaps_rollup
+from benchkit.bench import ROOT, header, load_images, percentile
+from benchkit.loadgen import closed_loop
+from benchkit.server import GunicornServer
 
 
 def mixed(url: str, images: list[tuple[str, bytes]]):

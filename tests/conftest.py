@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from app import create_app
 from app.artifact import write_manifest
 from app.engine import Engine
 from app.model import Classifier
 from app.settings import Settings
+from benchkit import system
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", "models/resnet18.pt")
-SAMPLES = ROOT.parent / "shared" / "imagenet-samples"
 INPUT_SPEC = {
     "resize": 256,
     "crop": 224,
@@ -26,6 +24,14 @@ INPUT_SPEC = {
     "std": [0.229, 0.224, 0.225],
     "interpolation": "bilinear",
 }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip a test marked `needs("nginx")` where nginx is missing, saying how to install it."""
+    for item in items:
+        for marker in item.iter_markers("needs"):
+            if system.find(marker.args[0]) is None:
+                item.add_marker(pytest.mark.skip(reason=system.why_missing(marker.args[0])))
 
 
 class TinyNet(torch.nn.Module):
@@ -106,27 +112,3 @@ def start_app(tiny_model_path: Path):
 def client(start_app):
     """A Flask test client of an app over the tiny model, ready to serve."""
     return start_app().test_client()
-
-
-def image_bytes(
-    fmt: str = "JPEG",
-    size: tuple[int, int] = (320, 240),
-    mode: str = "RGB",
-    seed: int = 0,
-    **save: object,
-) -> bytes:
-    """Encode a seeded noise picture (smooth enough to compress realistically)."""
-    gen = torch.Generator().manual_seed(seed)
-    small = (torch.rand(3, 8, 8, generator=gen) * 255).to(torch.uint8)
-    img = Image.fromarray(small.permute(1, 2, 0).numpy(), "RGB").resize(size, Image.BILINEAR)
-    if mode != "RGB":
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, fmt, **save)
-    return buf.getvalue()
-
-
-def sample_photos(n: int | None = None) -> list[Path]:
-    """Real ImageNet photos from ../shared, if present (CI has them)."""
-    photos = sorted(SAMPLES.glob("*.JPEG"))
-    return photos[:n] if n else photos

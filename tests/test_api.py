@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from app import imaging, labels
-from tests.conftest import INPUT_SPEC, image_bytes
+from benchkit.images import image_bytes
+from tests.conftest import INPUT_SPEC
 
 
 def multipart(*files: tuple[bytes, str]) -> dict:
@@ -174,7 +175,7 @@ def test_unready_worker_says_503(tiny_model_path):
 
 def test_health_ready_and_model_info(client):
     assert client.get("/healthz").get_json()["model"]["trained"] is False
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "workers_ready": 1, "workers": 1}
     info = client.get("/v1/model").get_json()
     assert info["manifest"]["trained"] is False and info["device"] == "cpu"
     assert info["batching"]["max_batch"] == 4

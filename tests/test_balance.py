@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.balance import ConnectionBoard
-from tests.server import GunicornServer
+from benchkit.server import GunicornServer
 
 WORKERS = 3
 

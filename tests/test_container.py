@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from app.artifact import read_manifest
-from tests.server import ROOT, GunicornServer
+from benchkit.server import ROOT, GunicornServer
 
 HADOLINT = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
 

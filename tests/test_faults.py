@@ -11,10 +11,10 @@ import time
 import pytest
 import requests
 
-from scripts.loadgen import Record, closed_loop, raw_jpeg
-from tests.conftest import image_bytes
-from tests.nginx import NginxProxy
-from tests.server import GunicornServer
+from benchkit.images import image_bytes
+from benchkit.loadgen import Record, closed_loop, raw_jpeg
+from benchkit.nginx import NginxProxy
+from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 IMAGE = image_bytes()
@@ -65,9 +65,7 @@ def test_a_killed_worker_is_replaced_without_reloading_the_model(real_model_path
         time.sleep(2)
         os.kill(victim, signal.SIGKILL)
         loader.join()
-        deadline = time.monotonic() + 60
-        while server.log().count("warmed up batch sizes") < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        server.wait_ready(timeout=60)  # the replacement is warm
         pids = server.worker_pids()
         assert victim not in pids and len(pids) == 2
         failures = [r for r in outcome["results"] if r.status != 200]
@@ -76,9 +74,7 @@ def test_a_killed_worker_is_replaced_without_reloading_the_model(real_model_path
         assert len(failures) <= 6, failures
         assert {r.status for r in failures} <= {"ConnectionError"}, failures
         assert len(outcome["results"]) - len(failures) > 20
-        log = server.log()
-        assert log.count("warmed up batch sizes") == 3
-        assert log.count("UNTRAINED MODEL") <= 1  # loaded once, in the master
+        assert server.log().count("UNTRAINED MODEL") <= 1  # loaded once, in the master
         assert post(server.url).status_code == 200
 
 
@@ -111,6 +107,7 @@ def test_slow_and_vanishing_clients_do_not_block_others(real_model_path, tmp_pat
         assert len(server.worker_pids()) == 1
 
 
+@pytest.mark.needs("nginx")
 def test_idle_connection_flood_behind_nginx_does_not_block_others(real_model_path, tmp_path):
     with GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=4) as server:
         with NginxProxy(tmp_path, [f"127.0.0.1:{server.port}"]) as proxy:

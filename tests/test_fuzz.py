@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import errors, imaging
-from tests.conftest import image_bytes
+from benchkit.images import image_bytes
 
 SEEDS = [image_bytes(fmt, size=(48, 32)) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")]
 MAX_PIXELS = 4_000_000

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights
 
-from tests.conftest import image_bytes, sample_photos
-from tests.server import GunicornServer
+from benchkit.images import image_bytes, sample_photos
+from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from app.memory import smaps_rollup
-from tests.hostile import Case, cases
-from tests.server import GunicornServer
+from benchkit.hostile import Case, cases
+from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 CASES = cases()

@@ -11,7 +11,8 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights
 
 from app import errors, imaging
-from tests.conftest import INPUT_SPEC, image_bytes, sample_photos
+from benchkit.images import image_bytes, sample_photos
+from tests.conftest import INPUT_SPEC
 
 MAX_PIXELS = 40_000_000
 

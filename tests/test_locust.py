@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.server import ROOT, GunicornServer
+from benchkit.server import ROOT, GunicornServer
 
 pytestmark = pytest.mark.integration
 

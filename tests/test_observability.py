@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import image_bytes
-from tests.server import GunicornServer
+from benchkit.images import image_bytes
+from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import image_bytes
-from tests.nginx import NginxProxy
-from tests.server import GunicornServer
+from benchkit.images import image_bytes
+from benchkit.nginx import NginxProxy
+from benchkit.server import GunicornServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.needs("nginx")]
 IMAGE = image_bytes()
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from app import labels
-from tests.conftest import image_bytes, sample_photos
-from tests.server import GunicornServer
+from benchkit.images import image_bytes, sample_photos
+from benchkit.server import GunicornServer
+from benchkit.system import find
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.needs("chromium")]
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,7 +33,7 @@ def server(real_model_path, tmp_path_factory):
 @pytest.fixture
 def page(server):
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=find("chromium"), args=ARGS)
         context = browser.new_context(viewport={"width": 900, "height": 800})
         page = context.new_page()
         page.goto(server.url)

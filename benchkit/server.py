@@ -43,14 +43,31 @@ class GunicornServer:
     def start(self, timeout: float = 120) -> GunicornServer:
         """Start and wait until every worker has warmed up."""
         self.launch()
+        try:
+            return self.wait_ready(timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float = 120) -> GunicornServer:
+        """Wait until `/readyz` counts every worker warm (the service's own signal)."""
         deadline = time.monotonic() + timeout
-        while self.log().count("warmed up batch sizes") < self.workers:
+        while (ready := self.workers_ready()) < self.workers:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gunicorn did not become ready:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        assert requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
+                raise RuntimeError(
+                    f"gunicorn did not become ready ({ready}/{self.workers} workers):\n"
+                    f"{self.log()[-4000:]}"
+                )
+            time.sleep(0.1)
         return self
+
+    def workers_ready(self) -> int:
+        """Warm workers as `/readyz` counts them; 0 while nothing answers yet."""
+        try:
+            response = requests.get(f"{self.url}/readyz", timeout=10)
+        except requests.ConnectionError:
+            return 0
+        return response.json().get("workers_ready", 0) if response.ok else 0
 
     def launch(self) -> GunicornServer:
         """Start the master without waiting for anything."""

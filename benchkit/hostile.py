@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from tests.conftest import image_bytes
+from benchkit.images import image_bytes
 
 JPEG = image_bytes("JPEG", size=(320, 240))
 PNG = image_bytes("PNG", size=(320, 240))

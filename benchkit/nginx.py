@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -11,10 +10,10 @@ from string import Template
 
 import requests
 
-from tests.server import ROOT, free_port
+from benchkit.server import ROOT, free_port
+from benchkit.system import find
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "wanwu.conf.template"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def render(prefix: Path, listen: str, upstreams: list[str], max_body: str = "20m") -> str:
@@ -37,7 +36,7 @@ class NginxProxy:
 
     def __enter__(self) -> NginxProxy:
         self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", str(self.config), "-g", "daemon off;"],
+            [find("nginx"), "-p", str(self.prefix), "-c", str(self.config), "-g", "daemon off;"],
             stderr=subprocess.STDOUT,
             stdout=open(self.prefix / "stdout.log", "wb"),
         )

@@ -17,10 +17,9 @@ from typing import Any
 import requests
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.runtime import cpu_supports_bf16  # noqa: E402
-from app.settings import Settings, usable_cpus  # noqa: E402
-from tests.server import GunicornServer  # noqa: E402
+from app.runtime import cpu_supports_bf16
+from app.settings import Settings, usable_cpus
+from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"

@@ -1,0 +1,10 @@
+"""Tooling shared by the tests and the benchmark scripts (not part of the service).
+
+- `server`: real Gunicorn from gunicorn.conf.py on a free loopback port, ready when the
+  service says so (`/readyz`);
+- `nginx`: the shipped nginx template in front of test servers;
+- `images`: seeded pictures and the shared ImageNet photos;
+- `hostile`: malformed and hostile requests with their documented answers;
+- `loadgen`: closed- and open-loop load generators;
+- `bench`: machine description, percentiles and the options of the benchmark scripts.
+"""
