@@ -251,7 +251,7 @@ def _error_response(exc: errors.ApiError) -> Response:
 def _http_error(exc: HTTPException) -> Response:
     if exc.code == 413:
         limit = _settings().max_upload_mb
-        if (request.content_length or 0) <= limit * 1024 * 1024:
+        if (request.content_length or 0) <= _settings().max_upload_bytes:
             # Within the byte limit: werkzeug refused the number of multipart parts.
             return _error_response(errors.PayloadTooLarge("The multipart body has too many parts."))
         return _error_response(

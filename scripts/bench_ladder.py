@@ -21,7 +21,7 @@ import psutil
 import requests
 
 from app.runtime import cpu_supports_bf16
-from app.settings import usable_cpus
+from app.settings import DEFAULT_MODEL, usable_cpus
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import closed_loop, raw_jpeg
 from benchkit.server import GunicornServer, free_port
@@ -91,7 +91,7 @@ def start(rung: str, out: Path):
         return Baseline(spec), lambda server: server.proc.pid
     settings = dict(spec)
     workers = settings.pop("workers")
-    server = GunicornServer(out, workers=workers, model=ROOT / "models/resnet18.pt", **settings)
+    server = GunicornServer(out, workers=workers, model=ROOT / DEFAULT_MODEL, **settings)
     return server, lambda s: s.proc.pid
 
 

@@ -25,7 +25,7 @@ import psutil
 import requests
 
 from app.labels import names
-from app.settings import usable_cpus
+from app.settings import DEFAULT_MODEL, usable_cpus
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
 from benchkit.server import GunicornServer, free_port
@@ -259,7 +259,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--images", type=Path)
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache/wanwu-peers")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
     parser.add_argument(
