@@ -17,17 +17,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-import psutil
 import requests
 
 from app.labels import names
 from app.settings import DEFAULT_MODEL, usable_cpus
-from benchkit.bench import ROOT, header, load_images, percentile
-from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
+from benchkit.bench import ROOT, header, load_images
+from benchkit.loadgen import MakeRequest
+from benchkit.measure import Target, measure, settle, stop_tree, wait_until_up
 from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
@@ -58,37 +56,8 @@ def venv(root: Path, peer: str) -> Path:
     return path / "bin"
 
 
-def errors(records: list) -> str:
-    """Non-200 outcomes by status, e.g. '503 x4', or 0."""
-    counts = Counter(str(r.status) for r in records if r.status != 200)
-    return ", ".join(f"{status} x{n}" for status, n in counts.items()) or "0"
-
-
-def stop_tree(pid: int) -> None:
-    """Terminate a process and all its descendants (peers fork workers of their own)."""
-    root = psutil.Process(pid)
-    processes = [root, *root.children(recursive=True)]
-    for process in processes:
-        process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=20)
-    for process in alive:
-        process.kill()
-
-
-def wait_until(url: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up")
-
-
 class TorchServe:
-    """TorchServe with the image_classifier handler and server-side batching."""
+    """TorchServe with the image_classifier handler and server-side batching (a Target)."""
 
     def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
         self.bin, self.work = bin_dir, work / "torchserve"
@@ -155,7 +124,7 @@ class TorchServe:
             stdout=open(self.work / "ts.log", "wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(f"http://127.0.0.1:{self.admin}/models")
+        wait_until_up(f"http://127.0.0.1:{self.admin}/models")
         response = requests.post(
             f"http://127.0.0.1:{self.admin}/models",
             timeout=300,
@@ -169,6 +138,10 @@ class TorchServe:
         )
         response.raise_for_status()
         return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
         def send(session: requests.Session, n: int) -> requests.Response:
@@ -191,7 +164,7 @@ class TorchServe:
 
 
 class LitServe:
-    """scripts/peers/litserve_app.py in the LitServe virtualenv."""
+    """scripts/peers/litserve_app.py in the LitServe virtualenv (a Target)."""
 
     def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
         self.port = free_port()
@@ -211,8 +184,12 @@ class LitServe:
         self.proc = subprocess.Popen(
             self.command, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
         )
-        wait_until(f"{self.url}/health")
+        wait_until_up(f"{self.url}/health")
         return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
         def send(session: requests.Session, n: int) -> requests.Response:
@@ -225,29 +202,17 @@ class LitServe:
         stop_tree(self.proc.pid)
 
 
-class Wanwu:
+def wanwu(work: Path, model: Path, fuse: bool = True) -> GunicornServer:
     """This project, with its defaults plus the common batching settings."""
-
-    def __init__(self, work: Path, model: Path, fuse: bool = True) -> None:
-        self.server = GunicornServer(
-            work,
-            workers=WORKERS,
-            model=model,
-            threads=THREADS,
-            max_batch=MAX_BATCH,
-            max_wait_ms=WAIT_MS,
-            cpu_fusion=int(fuse),
-        )
-
-    def __enter__(self) -> Wanwu:
-        self.server.start()
-        return self
-
-    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
-        return raw_jpeg(self.server.url, images)
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
+    return GunicornServer(
+        work,
+        workers=WORKERS,
+        model=model,
+        threads=THREADS,
+        max_batch=MAX_BATCH,
+        max_wait_ms=WAIT_MS,
+        cpu_fusion=int(fuse),
+    )
 
 
 def main() -> int:
@@ -281,26 +246,22 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
+        server: Target
         if peer in ("wanwu", "wanwu-unfused"):
-            server = Wanwu(args.out, args.model, fuse=peer == "wanwu")
+            server = wanwu(args.out, args.model, fuse=peer == "wanwu")
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
                 venv(args.venvs, peer), args.out, args.model
             )
         with server:
             make = server.make(images)
-            closed_loop(make, 4, 5)  # warm-up
+            settle(make)
             for clients in levels:
-                began = time.monotonic()
-                records = closed_loop(make, clients, args.seconds)
-                elapsed = time.monotonic() - began
-                ok = [r.latency * 1000 for r in records if r.status == 200]
-                rate = len(ok) / elapsed
-                p50, p90, p99 = (percentile(ok, q) for q in (50, 90, 99))
-                results.setdefault(peer, []).append((clients, rate, p50, p99))
+                row = measure(make, clients, args.seconds)
+                results.setdefault(peer, []).append((clients, row.rate, row.p50, row.p99))
                 print(
-                    f"| {peer} | {clients} | {rate:.1f} | {p50:.0f} | {p90:.0f} | {p99:.0f} | "
-                    f"{errors(records)} |",
+                    f"| {peer} | {clients} | {row.rate:.1f} | {row.p50:.0f} | {row.p90:.0f} | "
+                    f"{row.p99:.0f} | {row.errors} |",
                     flush=True,
                 )
     plot(results, args.out)
