@@ -7,9 +7,11 @@ start and how a request is sent (`Target.make`).
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -17,6 +19,7 @@ import requests
 
 from benchkit.bench import percentile
 from benchkit.loadgen import MakeRequest, Record, closed_loop
+from benchkit.server import free_port
 
 SETTLE_CLIENTS, SETTLE_SECONDS = 4, 3
 
@@ -95,6 +98,34 @@ def stop_tree(pid: int) -> None:
     _, alive = psutil.wait_procs(processes, timeout=20)
     for process in alive:
         process.kill()
+
+
+class ProcessTarget:
+    """A server under test run as one command on a free port, stopped with its children.
+
+    A subclass passes its command (built with `self.port`) to `launch` and defines `make`.
+    """
+
+    health_path = "/"
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.command: list[str] = []
+
+    def __enter__(self) -> ProcessTarget:
+        output = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT)
+        wait_until_up(f"{self.url}{self.health_path}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop_tree(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
 
 def wait_until_up(url: str, seconds: float = 180) -> None:

@@ -12,7 +12,6 @@ speed-up over rung a) and writes a PNG chart.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL, usable_cpus
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import MakeRequest, raw_jpeg
-from benchkit.measure import Target, cpu_seconds, measure, settle, stop_tree, wait_until_up
-from benchkit.server import GunicornServer, free_port
+from benchkit.measure import ProcessTarget, Target, cpu_seconds, measure, settle
+from benchkit.server import GunicornServer
 
 CORES = usable_cpus()
 RUNGS = {
@@ -50,33 +49,13 @@ RUNGS = {
 }
 
 
-class Baseline:
-    """scripts/ladder_baseline.py as a subprocess (a `benchkit.measure.Target`)."""
+class Baseline(ProcessTarget):
+    """scripts/ladder_baseline.py as a subprocess."""
 
     def __init__(self, args: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [
-            sys.executable,
-            str(ROOT / "scripts/ladder_baseline.py"),
-            "--port",
-            str(self.port),
-            *args,
-        ]
-
-    def __enter__(self) -> Baseline:
-        self.proc = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until_up(self.url, seconds=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        stop_tree(self.proc.pid)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__()
+        script = str(ROOT / "scripts/ladder_baseline.py")
+        self.command = [sys.executable, script, "--port", str(self.port), *args]
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
         return raw_jpeg(self.url, images)

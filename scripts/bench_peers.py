@@ -25,7 +25,7 @@ from app.labels import names
 from app.settings import DEFAULT_MODEL, usable_cpus
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import MakeRequest
-from benchkit.measure import Target, measure, settle, stop_tree, wait_until_up
+from benchkit.measure import ProcessTarget, Target, measure, settle, wait_until_up
 from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
@@ -163,12 +163,13 @@ class TorchServe:
             self.proc.kill()
 
 
-class LitServe:
-    """scripts/peers/litserve_app.py in the LitServe virtualenv (a Target)."""
+class LitServe(ProcessTarget):
+    """scripts/peers/litserve_app.py in the LitServe virtualenv."""
+
+    health_path = "/health"
 
     def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log=work / "litserve.log")
         self.command = [
             str(bin_dir / "python"),
             str(ROOT / "scripts/peers/litserve_app.py"),
@@ -178,18 +179,6 @@ class LitServe:
             str(MAX_BATCH),
             str(WORKERS),
         ]
-        self.log = work / "litserve.log"
-
-    def __enter__(self) -> LitServe:
-        self.proc = subprocess.Popen(
-            self.command, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
-        )
-        wait_until_up(f"{self.url}/health")
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
         def send(session: requests.Session, n: int) -> requests.Response:
@@ -197,9 +186,6 @@ class LitServe:
             return session.post(f"{self.url}/predict", files={"content": (name, data)}, timeout=60)
 
         return send
-
-    def __exit__(self, *exc: object) -> None:
-        stop_tree(self.proc.pid)
 
 
 def wanwu(work: Path, model: Path, fuse: bool = True) -> GunicornServer:
