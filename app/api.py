@@ -213,6 +213,7 @@ def openapi_document() -> Any:
 
 
 def _start_request() -> None:
+    metrics.IN_FLIGHT.inc()
     g.started = time.monotonic()
     g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
 
@@ -275,6 +276,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.before_request(_start_request)
     app.after_request(_finish_request)
+    app.teardown_request(lambda exc: metrics.IN_FLIGHT.dec())
     app.register_error_handler(errors.ApiError, _error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -30,6 +30,11 @@ REQUEST_DURATION = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
+IN_FLIGHT = Gauge(
+    "wanwu_requests_in_flight",
+    "Requests a worker has taken and not yet answered.",
+    multiprocess_mode="livesum",
+)
 IMAGES = Counter("wanwu_images_total", "Images classified.")
 QUEUE_WAIT = Histogram(
     "wanwu_queue_wait_seconds",
