@@ -13,7 +13,6 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY scripts ./scripts
 COPY deploy/container_setup.sh ./deploy/
 # hadolint ignore=DL3059
 RUN TORCH_INDEX=${TORCH_INDEX} deploy/container_setup.sh install
