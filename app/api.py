@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -190,13 +191,18 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def _error_response(exc: Exception) -> Response:
-    error = as_api_error(exc)
-    response = jsonify(error.body())
-    response.status_code = error.status
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+def error_handler(shape: Callable[[errors.ApiError], Any]) -> Callable[[Exception], Response]:
+    """Make an error handler answering in a protocol's `shape`, with wanwu's status codes."""
+
+    def handle(exc: Exception) -> Response:
+        error = as_api_error(exc)
+        response = jsonify(shape(error))
+        response.status_code = error.status
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    return handle
 
 
 def as_api_error(exc: Exception) -> errors.ApiError:
@@ -226,4 +232,4 @@ def init_app(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_finish_request)
     # Exception covers ApiError and werkzeug's HTTPExceptions too.
-    app.register_error_handler(Exception, _error_response)
+    app.register_error_handler(Exception, error_handler(errors.ApiError.body))

@@ -92,3 +92,21 @@ def classify(uploads: Sequence[tuple[str | None, bytes]]) -> Classified:
     # For the access log, whatever the protocol.
     g.images, g.batch_size, g.timing = len(results), max(r.batch_size for r in results), timing
     return Classified([r.output for r in results], timing)
+
+
+def served_model(name: str, version: str | None = None) -> None:
+    """Refuse (404) a model name or version other than the one model this service serves.
+
+    Protocols that address models by name (TorchServe, OIP) call this first, so a client
+    pointed at the wrong name learns the right one.
+    """
+    classifier = engine().classifier
+    if name != classifier.name:
+        raise errors.ModelNotFound(
+            f"Model not found: {name}. This service serves the model {classifier.name!r}."
+        )
+    if version is not None and version != classifier.version:
+        raise errors.ModelNotFound(
+            f"Model version: {version} does not exist for model: {name}. "
+            f"The served version is {classifier.version!r}."
+        )

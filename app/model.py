@@ -32,6 +32,11 @@ class Classifier:
         return cls(module, manifest)
 
     @property
+    def name(self) -> str:
+        """The model's name, as protocols that address models by name use it."""
+        return self.manifest["name"]
+
+    @property
     def version(self) -> str:
         """Short artifact hash clients see as the model version."""
         return self.manifest["artifact_sha256"][:12]
@@ -48,7 +53,7 @@ class Classifier:
 
     def info(self) -> dict[str, Any]:
         """Describe the model for clients: `/v1/model` and every prediction."""
-        return {"name": self.manifest["name"], "version": self.version, "trained": self.trained}
+        return {"name": self.name, "version": self.version, "trained": self.trained}
 
     def prepare(self, device: torch.device, precision: str, fuse: bool = False) -> None:
         """Cast to `precision`, move to `device` and freeze (conv-bn folding, constants).
