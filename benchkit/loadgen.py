@@ -38,6 +38,17 @@ def raw_jpeg(url: str, images: list[tuple[str, bytes]]) -> MakeRequest:
     return make
 
 
+def torchserve(url: str, images: list[tuple[str, bytes]], model: str) -> MakeRequest:
+    """Post image n (round-robin) to TorchServe's /predictions/{model}, as its docs do."""
+
+    def make(session: requests.Session, n: int) -> requests.Response:
+        return session.post(
+            f"{url}/predictions/{model}", data=images[n % len(images)][1], timeout=60
+        )
+
+    return make
+
+
 def _timed(make: MakeRequest, session: requests.Session, n: int) -> Record:
     started = time.monotonic()
     try:

@@ -5,7 +5,8 @@ Each peer runs from its own virtualenv under --venvs (created on first use: a mi
 from PyPI and this machine's torch wheels), never from the project's. All three get the
 same photos, closed-loop load at each --concurrency, fp32, batching on (max batch 8, ~5 ms
 wait), and all CPU threads of the machine. Requests use each server's natural format:
-raw JPEG bodies for wanwu and TorchServe, multipart for LitServe. Prints a markdown table
+raw JPEG bodies for wanwu and TorchServe, multipart for LitServe; the wanwu-torchserve row
+sends TorchServe's exact requests (POST /predictions/resnet18) to wanwu. Prints a markdown table
 and writes throughput and latency plots.
 """
 
@@ -24,10 +25,11 @@ from pathlib import Path
 import psutil
 import requests
 
+from app.artifact import read_manifest
 from app.labels import names
 from app.settings import usable_cpus
 from benchkit.bench import ROOT, header, load_images, percentile
-from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
+from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg, torchserve
 from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
@@ -171,12 +173,7 @@ class TorchServe:
         return self
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
-        def send(session: requests.Session, n: int) -> requests.Response:
-            return session.post(
-                f"{self.url}/predictions/resnet18", data=images[n % len(images)][1], timeout=60
-            )
-
-        return send
+        return torchserve(self.url, images, "resnet18")
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(
@@ -226,9 +223,16 @@ class LitServe:
 
 
 class Wanwu:
-    """This project, with its defaults plus the common batching settings."""
+    """This project, with its defaults plus the common batching settings.
 
-    def __init__(self, work: Path, model: Path, fuse: bool = True) -> None:
+    `via_torchserve`: clients call its TorchServe route exactly as they call TorchServe.
+    """
+
+    def __init__(
+        self, work: Path, model: Path, fuse: bool = True, via_torchserve: bool = False
+    ) -> None:
+        self.via_torchserve = via_torchserve
+        self.model_name = read_manifest(model)["name"]
         self.server = GunicornServer(
             work,
             workers=WORKERS,
@@ -244,6 +248,8 @@ class Wanwu:
         return self
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        if self.via_torchserve:
+            return torchserve(self.server.url, images, self.model_name)
         return raw_jpeg(self.server.url, images)
 
     def __exit__(self, *exc: object) -> None:
@@ -255,7 +261,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     # wanwu-unfused: WANWU_CPU_FUSION=0, to show how much of the difference fusion makes.
-    parser.add_argument("--peers", default="wanwu,wanwu-unfused,torchserve,litserve")
+    # wanwu-torchserve: wanwu through its TorchServe route, with TorchServe's own requests.
+    parser.add_argument(
+        "--peers", default="wanwu,wanwu-torchserve,wanwu-unfused,torchserve,litserve"
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--images", type=Path)
@@ -281,8 +290,13 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
-        if peer in ("wanwu", "wanwu-unfused"):
-            server = Wanwu(args.out, args.model, fuse=peer == "wanwu")
+        if peer.startswith("wanwu"):
+            server = Wanwu(
+                args.out,
+                args.model,
+                fuse=peer != "wanwu-unfused",
+                via_torchserve=peer == "wanwu-torchserve",
+            )
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
                 venv(args.venvs, peer), args.out, args.model
