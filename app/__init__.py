@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 settings.model,
             )
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.engine"] = engine

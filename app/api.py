@@ -213,8 +213,9 @@ def as_api_error(exc: Exception) -> errors.ApiError:
         logging.getLogger("wanwu").exception("unhandled error")
         return errors.InternalError("Internal error; it was logged.")
     if exc.code == 413:
-        limit = classify.settings().max_upload_mb
-        if (request.content_length or 0) <= limit * 1024 * 1024:
+        settings = classify.settings()
+        limit = settings.max_upload_mb
+        if (request.content_length or 0) <= settings.max_upload_bytes:
             # Within the byte limit: werkzeug refused the number of multipart parts.
             return errors.PayloadTooLarge("The multipart body has too many parts.")
         return errors.PayloadTooLarge(f"The request body is larger than {limit:g} MB.")

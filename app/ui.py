@@ -14,7 +14,7 @@ def index() -> str:
     settings = current_app.extensions["wanwu.settings"]
     limits = {
         "max_mb": f"{settings.max_upload_mb:g}",
-        "max_bytes": int(settings.max_upload_mb * 1024 * 1024),
+        "max_bytes": settings.max_upload_bytes,
         "max_files": settings.max_files,
     }
     return render_template("index.html", model=engine.classifier.info(), limits=limits)

@@ -18,7 +18,7 @@ import requests
 import torch
 
 from app.runtime import cpu_supports_bf16
-from app.settings import Settings, usable_cpus
+from app.settings import DEFAULT_MODEL, Settings, usable_cpus
 from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def batch_stats(url: str) -> tuple[float, float]:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of scripts that start the service: artifact, photos, WANWU_* settings."""
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
     parser.add_argument(
         "--set",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from benchkit.loadgen import MakeRequest, raw_jpeg
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +24,7 @@ def free_port() -> int:
 
 
 class GunicornServer:
-    """One Gunicorn master with its workers; logs go to a file the test can read."""
+    """One Gunicorn master with its workers (a `benchkit.measure.Target`); logs go to a file."""
 
     def __init__(self, log_dir: Path, workers: int = 2, **settings: object) -> None:
         self.port = free_port()
@@ -83,6 +85,15 @@ class GunicornServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        """The Gunicorn master's process id."""
+        return self.proc.pid
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        """Send image n (round-robin) to /predict as a raw JPEG body."""
+        return raw_jpeg(self.url, images)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)

@@ -12,11 +12,11 @@ from app import create_app
 from app.artifact import write_manifest
 from app.engine import Engine
 from app.model import Classifier
-from app.settings import Settings
+from app.settings import DEFAULT_MODEL, Settings
 from benchkit import system
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", "models/resnet18.pt")
+REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", DEFAULT_MODEL)
 INPUT_SPEC = {
     "resize": 256,
     "crop": 224,
