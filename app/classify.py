@@ -69,7 +69,9 @@ def classify(uploads: Sequence[tuple[str | None, bytes]]) -> Classified:
         )
     for filename, data in uploads:
         if not data:
-            raise errors.NoImage(f"{filename or 'The image'}: the image is empty.")
+            raise errors.NoImage(
+                f"{filename}: the file is empty." if filename else "An image is empty."
+            )
     spec = eng.classifier.input_spec
     with eng.admit(len(uploads), g.started) as reservation:
         futures = []
