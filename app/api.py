@@ -16,31 +16,48 @@ from werkzeug.exceptions import HTTPException
 
 from app import classify, errors, labels, memory, metrics, openapi
 from app.engine import top_k
+from app.model import Classifier
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("wanwu.access")
 
-TOPK_RANGE = (1, 20)
+TOPK_MAX = 20  # and never more than the model's classes
+TOPK_DEFAULT = 3  # or every class of a model with fewer
 _HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
 
 
 # -- parameters and body -------------------------------------------------------------------------
 
 
-def _query_params() -> tuple[int, str]:
-    raw_k = request.args.get("topk", "3")
+def topk_range(classifier: Classifier) -> tuple[int, int, int]:
+    """(lowest, highest, default) topk for this model: 1..min(20, classes), default min(3, ..)."""
+    classes = classifier.num_classes
+    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
+
+
+def _query_params(classifier: Classifier) -> tuple[int, str]:
+    low, high, default = topk_range(classifier)
+    raw_k = request.args.get("topk", str(default))
     try:
         k = int(raw_k)
     except ValueError:
         k = 0
-    if not TOPK_RANGE[0] <= k <= TOPK_RANGE[1]:
+    if not low <= k <= high:
         raise errors.InvalidParameter(
-            f"topk must be an integer from {TOPK_RANGE[0]} to {TOPK_RANGE[1]}; got {raw_k!r}."
+            f"topk must be an integer from {low} to {high} (model {classifier.name} has "
+            f"{classifier.num_classes} classes); got {raw_k!r}."
         )
     lang = request.args.get("lang", "en")
-    if lang not in labels.LANGUAGES:
+    if lang not in classifier.languages:
+        # A language the API knows but this model has no labels in is refused too, rather
+        # than answered in another language the client did not ask for.
+        missing = (
+            f" (model {classifier.name} has no {labels.LANGUAGE_NAMES[lang]} labels)"
+            if lang in labels.LANGUAGES
+            else ""
+        )
         raise errors.InvalidParameter(
-            f"lang must be one of {', '.join(labels.LANGUAGES)}; got {lang!r}."
+            f"lang must be one of {', '.join(classifier.languages)}{missing}; got {lang!r}."
         )
     return k, lang
 
@@ -73,11 +90,12 @@ def _uploads() -> list[tuple[str | None, bytes]]:
 def predict() -> Any:
     """Classify one or more images and return the top-k labels of each."""
     classify.authorize()
-    k, lang = _query_params()
+    classifier = classify.engine().classifier
+    k, lang = _query_params(classifier)
     uploads = _uploads()
     result = classify.classify(uploads)
-    names = labels.names(lang)
-    model = classify.engine().classifier.info()
+    names = classifier.labels(lang)
+    model = classifier.info()
     if len(uploads) == 1:
         return {
             "predictions": top_k(result.probs[0], k, names),
@@ -124,7 +142,11 @@ def model_info() -> Any:
     classifier = engine.classifier
     return {
         **classifier.info(),
-        "manifest": classifier.manifest,
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": list(classifier.languages),
+        # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
+        "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,
@@ -134,7 +156,6 @@ def model_info() -> Any:
             "queue_max": settings.queue_max,
             "timeout_ms": settings.timeout_ms,
         },
-        "languages": list(labels.LANGUAGES),
         "worker": {
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
@@ -157,7 +178,7 @@ def metrics_endpoint() -> Response:
 @bp.get("/openapi.json")
 def openapi_document() -> Any:
     """Describe every endpoint in OpenAPI 3."""
-    return openapi.spec()
+    return openapi.spec(classify.engine().classifier)
 
 
 # -- request lifecycle ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import api, classify, errors, labels
+from app import api, classify, errors
 
 bp = Blueprint("oip", __name__)
 
@@ -191,7 +191,7 @@ def _tensor(probs: torch.Tensor, output: _Output) -> tuple[dict[str, Any], bytes
             return description, probs.numpy().astype("<f4").tobytes()
         return {**description, "data": probs.flatten().tolist()}, None
     k = min(output.classification, probs.shape[1])
-    names = labels.names("en")
+    names = classify.engine().classifier.labels("en")
     scores, indices = probs.topk(k, dim=1)
     items = [
         f"{float(s):.6f}:{int(i)}:{names[int(i)]}"
@@ -242,7 +242,7 @@ def model_metadata(model_name: str, version: str | None = None) -> Any:
         "versions": [classifier.version],
         "platform": "pytorch_torchscript",
         "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(labels.names("en"))]}],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classifier.num_classes]}],
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import api, classify, errors, labels
+from app import api, classify, errors
 from app.engine import top_k
 
 bp = Blueprint("torchserve", __name__)
@@ -88,7 +88,7 @@ def predictions(model_name: str, version: str | None = None) -> Any:
     classify.authorize()
     classify.served_model(model_name, version)
     result = classify.classify(_uploads())
-    names = labels.names("en")
+    names = classify.engine().classifier.labels("en")
     answers = [
         {p["label"]: p["score"] for p in top_k(probs, TOPK, names)} for probs in result.probs
     ]
