@@ -7,9 +7,9 @@ Policy (docs/MIGRATING.md; ../shared/PROTOCOLS.md section 2 has TorchServe's rul
 - Nothing in the archive is executed or extracted by its own names: members are read by the
   names the manifest gives, which must sit at the archive root, and the model is copied out
   to a path the caller chooses, within a size cap (a zip bomb stops there).
-- The model name and version come from MAR-INF/MANIFEST.json; labels from
-  index_to_name.json when present (`{"0": "tench"}`, `{"0": ["n01440764", "tench"]}`, whose
-  last item is the name, or the legacy `{"object_type_names": [...]}`), else none.
+- The model name and version come from MAR-INF/MANIFEST.json. index_to_name.json, when
+  present, is copied out as it is: `app.labels` reads it (`{"0": "tench"}`,
+  `{"0": ["n01440764", "tench"]}` or the legacy `{"object_type_names": [...]}`).
 - The handler's Python is never imported; wanwu preprocesses as TorchServe's stock
   `image_classifier` does (IMAGE_CLASSIFIER_INPUT), which is what a custom handler must match.
 """
@@ -26,6 +26,7 @@ from typing import IO, Any
 MANIFEST = "MAR-INF/MANIFEST.json"
 LABELS = "index_to_name.json"
 MAX_MODEL_BYTES = 4 << 30
+MAX_METADATA_BYTES = 64 << 20
 STOCK_HANDLERS = ("image_classifier", "vision_handler", "base_handler")
 
 # TorchServe's image_classifier: Resize(256), CenterCrop(224), ToTensor, ImageNet Normalize.
@@ -59,11 +60,20 @@ class MarArchive:
     version: str
     handler: str
     serialized_file: str
-    labels: list[str] | None
+    labels_file: str | None
 
     def save_model(self, dest: str | Path) -> None:
         """Copy the TorchScript model out of the archive to `dest`."""
-        with zipfile.ZipFile(self.path) as archive, archive.open(self.serialized_file) as src:
+        self._copy(self.serialized_file, dest)
+
+    def save_labels(self, dest: str | Path) -> None:
+        """Copy index_to_name.json out of the archive to `dest` (check `labels_file` first)."""
+        if self.labels_file is None:
+            raise MarError(f"{self.path} has no {LABELS}")
+        self._copy(self.labels_file, dest)
+
+    def _copy(self, member: str, dest: str | Path) -> None:
+        with zipfile.ZipFile(self.path) as archive, archive.open(member) as src:
             with open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
 
@@ -103,16 +113,15 @@ def read_mar(path: str | Path) -> MarArchive:
             torchscript = _is_torchscript(member)
         if not torchscript:
             raise MarError(f"{path}: {serialized} is not a TorchScript file. {_CONVERT}")
-        labels = None
-        if LABELS in members:
-            labels = _labels(_json(archive, members, LABELS, path), path)
+        if LABELS in members and members[LABELS].file_size > MAX_METADATA_BYTES:
+            raise MarError(f"{path}: {LABELS} is too large to be labels.")
     return MarArchive(
         path=path,
         name=model["modelName"],
         version=model["modelVersion"],
         handler=str(model.get("handler", "")),
         serialized_file=serialized,
-        labels=labels,
+        labels_file=LABELS if LABELS in members else None,
     )
 
 
@@ -121,7 +130,7 @@ def _json(
 ) -> Any:
     if name not in members:
         raise MarError(f"{path} has no {name}: was it made by torch-model-archiver?")
-    if members[name].file_size > 64 << 20:
+    if members[name].file_size > MAX_METADATA_BYTES:
         raise MarError(f"{path}: {name} is too large to be metadata.")
     try:
         return json.loads(archive.read(name))
@@ -137,27 +146,3 @@ def _is_torchscript(member: IO[bytes]) -> bool:
     with zipfile.ZipFile(member) as inner:
         names = inner.namelist()
     return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)
-
-
-def _labels(mapping: Any, path: Path) -> list[str]:
-    """Class names in index order from an index_to_name.json object."""
-    where = f"{path}: {LABELS}"
-    if isinstance(mapping, dict) and isinstance(mapping.get("object_type_names"), list):
-        mapping = dict(enumerate(mapping["object_type_names"]))
-    if not isinstance(mapping, dict) or not mapping:
-        raise MarError(f'{where} must be an object {{"0": "name", ...}}.')
-    try:
-        indexed = {int(key): value for key, value in mapping.items()}
-    except ValueError:
-        raise MarError(f"{where}: every key must be a class index.") from None
-    if sorted(indexed) != list(range(len(indexed))):
-        raise MarError(f"{where}: class indices must run 0..{len(indexed) - 1} without gaps.")
-    labels = []
-    for i in range(len(indexed)):
-        value = indexed[i]
-        if isinstance(value, list) and value:
-            value = value[-1]  # [wnid, name]: TorchServe uses the last item
-        if not isinstance(value, str) or not value.strip():
-            raise MarError(f"{where}: label {i} is {value!r}, not a name.")
-        labels.append(value.strip())
-    return labels

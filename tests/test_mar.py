@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.mar import MarError, read_mar
+from app.artifact import read_manifest
+from app.labels import parse_json
+from app.mar import IMAGE_CLASSIFIER_INPUT, MarError, read_mar
+from benchkit.images import image_bytes
 from tests.conftest import TinyNet
 
 
@@ -52,25 +55,63 @@ def test_a_torchscript_archive_gives_name_version_labels_and_model(
     tiny_model_path, labels_file, tmp_path
 ):
     mar = archive(
-        tmp_path,
-        "--serialized-file",
-        str(tiny_model_path),
-        "--extra-files",
-        str(labels_file),
+        tmp_path, "--serialized-file", str(tiny_model_path), "--extra-files", str(labels_file)
     )
     model = read_mar(mar)
     assert (model.name, model.version, model.handler) == ("resnet-18", "1.0", "image_classifier")
-    assert model.labels is not None and len(model.labels) == 1000
-    assert model.labels[:2] == ["class 0", "class 1"]
+    assert model.labels_file == "index_to_name.json"
     model.save_model(tmp_path / "out.pt")
     assert (tmp_path / "out.pt").read_bytes() == tiny_model_path.read_bytes()
-    loaded = torch.jit.load(str(tmp_path / "out.pt"))
-    assert loaded(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
 
 
-def test_without_index_to_name_there_are_no_labels(tiny_model_path, tmp_path):
+def test_without_index_to_name_there_is_no_labels_file(tiny_model_path, tmp_path):
     mar = archive(tmp_path, "--serialized-file", str(tiny_model_path), name="plain")
-    assert read_mar(mar).labels is None
+    assert read_mar(mar).labels_file is None
+
+
+def test_export_from_mar_serves_the_archive_under_its_name_and_labels(
+    tiny_model_path, labels_file, tmp_path
+):
+    from app import create_app
+    from app.engine import Engine
+    from app.export import main as export
+    from app.model import Classifier
+    from tests.conftest import make_settings
+
+    mar = archive(
+        tmp_path, "--serialized-file", str(tiny_model_path), "--extra-files", str(labels_file)
+    )
+    out = tmp_path / "imported.pt"
+    assert export(["--from-mar", str(mar), "--out", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest["name"] == "resnet-18" and manifest["input"] == IMAGE_CLASSIFIER_INPUT
+    assert manifest["labels"]["en"][:2] == ["class 0", "class 1"]
+    assert manifest["weights"]["kind"] == "torchserve-archive"
+    assert manifest["weights"]["archive_version"] == "1.0"
+    # A TorchServe client's call, unchanged, against the imported model.
+    settings = make_settings(out)
+    engine = Engine(Classifier.load(out), settings)
+    engine.start()
+    try:
+        assert engine.batcher.wait_ready(60)
+        client = create_app(settings, engine).test_client()
+        answer = client.put("/predictions/resnet-18", data=image_bytes()).get_json()
+        assert len(answer) == 5 and all(label.startswith("class ") for label in answer)
+    finally:
+        engine.stop(timeout=10)
+
+
+def test_export_refuses_an_eager_archive_and_writes_nothing(tmp_path, caplog):
+    from app.export import main as export
+
+    weights = tmp_path / "weights.pth"
+    torch.save(TinyNet().state_dict(), weights)
+    model_file = tmp_path / "model.py"
+    model_file.write_text("import torch\n\nclass Net(torch.nn.Module):\n    pass\n")
+    mar = archive(tmp_path, "--serialized-file", str(weights), "--model-file", str(model_file))
+    assert export(["--from-mar", str(mar), "--out", str(tmp_path / "m.pt")]) == 1
+    assert "eager-mode" in caplog.text and "torch.jit.script" in caplog.text
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.json").exists()
 
 
 def test_an_eager_archive_is_refused_with_how_to_convert(tmp_path):
@@ -105,25 +146,23 @@ def handmade(tmp_path: Path, manifest: object, **files: bytes) -> Path:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
         for name, data in files.items():
-            z.writestr(name.replace("__", "/"), data)
+            z.writestr(name, data)
     return path
 
 
-def test_bad_manifests_and_labels_are_refused(tiny_model_path, tmp_path):
+def test_bad_manifests_are_refused(tiny_model_path, tmp_path):
     script = tiny_model_path.read_bytes()
-    good = {"modelName": "m", "modelVersion": "1", "serializedFile": "m.pt"}
     with pytest.raises(MarError, match="modelName"):
         read_mar(handmade(tmp_path, {"model": {"modelVersion": "1"}}, **{"m.pt": script}))
-    outside = {**good, "serializedFile": "../m.pt"}
+    outside = {"modelName": "m", "modelVersion": "1", "serializedFile": "../m.pt"}
     with pytest.raises(MarError, match="root"):
         read_mar(handmade(tmp_path, {"model": outside}, **{"m.pt": script}))
-    with pytest.raises(MarError, match="without gaps"):
-        labels = json.dumps({"0": "a", "2": "b"}).encode()
-        read_mar(
-            handmade(tmp_path, {"model": good}, **{"m.pt": script, "index_to_name.json": labels})
-        )
-    legacy = json.dumps({"object_type_names": ["a", "b"]}).encode()
-    model = read_mar(
-        handmade(tmp_path, {"model": good}, **{"m.pt": script, "index_to_name.json": legacy})
-    )
-    assert model.labels == ["a", "b"]
+    broken = tmp_path / "broken.mar"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", "{")
+    with pytest.raises(MarError, match="not valid JSON"):
+        read_mar(broken)
+
+
+def test_the_legacy_object_type_names_labels_are_read():
+    assert parse_json({"object_type_names": ["a", "b"]}) == ["a", "b"]
