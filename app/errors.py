@@ -25,10 +25,12 @@ def _error(name: str, status: int, code: str) -> type[ApiError]:
     return type(name, (ApiError,), {"status": status, "code": code, "__doc__": code})
 
 
+BadRequest = _error("BadRequest", 400, "bad_request")
 NoImage = _error("NoImage", 400, "no_image")
 UndecodableImage = _error("UndecodableImage", 400, "undecodable_image")
 Unauthorized = _error("Unauthorized", 401, "unauthorized")
 NotFound = _error("NotFound", 404, "not_found")
+ModelNotFound = _error("ModelNotFound", 404, "model_not_found")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed")
 PayloadTooLarge = _error("PayloadTooLarge", 413, "payload_too_large")
 ImageTooLarge = _error("ImageTooLarge", 413, "image_too_large")

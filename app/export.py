@@ -16,6 +16,10 @@ Weights (--weights, with any torchvision classification --arch):
            fine-tune, with its hash. The class count comes from its classification head.
 --torchscript PATH wraps a TorchScript classifier you exported yourself instead; it needs
 --resize, --crop, --mean and --std, since nothing else says how it was trained.
+--from-mar FILE.mar imports a TorchServe archive whose serialized file is TorchScript: its
+model name, its index_to_name.json labels, and the stock image_classifier's preprocessing
+(each overridable by its option). Eager archives (model.py + state_dict) are refused with
+the steps to convert them (app/mar.py).
 
 Labels: --labels and --labels-zh take one label per line, or JSON (TorchServe's
 index_to_name.json, {"0": "cat", ...}, values may be [wnid, name] lists). Their count must
@@ -32,6 +36,7 @@ import logging
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ import torchvision
 from torchvision import models
 
 from app import labels as labelling
+from app import mar
 from app.artifact import sha256_file, write_artifact, write_manifest
 from app.labels import LabelError, read_labels
 
@@ -362,10 +368,14 @@ def manifest_fields(
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
     """Build or load the model, check it, and write the artifact and manifest at args.out."""
+    if args.from_mar is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            return export(unpack_mar(args, Path(folder)))
     if args.torchscript is not None:
         if args.weights is not None:
             raise ExportError("--torchscript and --weights exclude each other")
         module, provenance = load_torchscript(args.torchscript)
+        provenance.update(args.provenance or {})
         arch, fmt, defaults = args.arch and check_arch(args.arch), "torchscript", None
     else:
         arch = args.arch or DEFAULT_ARCH
@@ -397,6 +407,54 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     return write_artifact(args.out, save, **fields)
 
 
+def unpack_mar(args: argparse.Namespace, folder: Path) -> argparse.Namespace:
+    """The same export as --torchscript, from a TorchServe archive unpacked into `folder`.
+
+    The archive gives the model, its name and labels; preprocessing defaults to the stock
+    image_classifier's. Options given on the command line win over each of them.
+    """
+    if args.torchscript is not None or args.weights is not None:
+        raise ExportError("--from-mar excludes --torchscript and --weights")
+    try:
+        archive = mar.read_mar(args.from_mar)
+    except mar.MarError as exc:
+        raise ExportError(str(exc)) from None
+    if archive.handler not in mar.STOCK_HANDLERS:
+        log.warning(
+            "%s uses the handler %r, which is not run: wanwu preprocesses as TorchServe's "
+            "image_classifier does (or as --resize/--crop/--mean/--std say)",
+            args.from_mar,
+            archive.handler,
+        )
+    model = folder / archive.serialized_file
+    archive.save_model(model)
+    labels = args.labels
+    if labels is None and archive.labels_file is not None:
+        labels = folder / archive.labels_file
+        archive.save_labels(labels)
+    given = {k: getattr(args, k) for k in mar.IMAGE_CLASSIFIER_INPUT}
+    preprocessing = {
+        k: v if given[k] is None else given[k] for k, v in mar.IMAGE_CLASSIFIER_INPUT.items()
+    }
+    provenance = {
+        "source": f"torchserve-archive:{args.from_mar.name}",
+        "sha256": sha256_file(args.from_mar),
+        "kind": "torchserve-archive",
+        "archive_version": archive.version,
+    }
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            **preprocessing,
+            "from_mar": None,
+            "torchscript": model,
+            "labels": labels,
+            "name": args.name or archive.name,
+            "provenance": provenance,
+        }
+    )
+
+
 # -- command line -------------------------------------------------------------------------------
 
 
@@ -426,6 +484,10 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--weights", help="PATH to a state_dict, DEFAULT or none (default DEFAULT)")
     source.add_argument("--torchscript", type=Path, help="wrap this TorchScript classifier")
     source.add_argument(
+        "--from-mar", type=Path, help="import a TorchServe archive whose model is TorchScript"
+    )
+    p.set_defaults(provenance=None)  # set by --from-mar: where the TorchScript came from
+    source.add_argument(
         "--require-trained", action="store_true", help="fail instead of using random weights"
     )
     names = p.add_argument_group("labels")
@@ -449,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.out is None:
-        stem = args.torchscript.stem if args.torchscript else args.arch or DEFAULT_ARCH
+        source = args.from_mar or args.torchscript
+        stem = source.stem if source else args.arch or DEFAULT_ARCH
         args.out = Path("models") / f"{stem}.pt"
     try:
         manifest = export(args)

@@ -65,6 +65,8 @@ def read_labels(path: str | Path) -> list[str]:
 
 def parse_json(data: Any, where: str = "labels") -> list[str]:
     """Turn a JSON list of names, or an index -> name (or [wnid, name]) object, into a list."""
+    if isinstance(data, dict) and list(data) == ["object_type_names"]:
+        data = data["object_type_names"]  # TorchServe's legacy index_to_name.json
     if isinstance(data, list):
         return _checked([_name(value, str(i)) for i, value in enumerate(data)], where)
     if not isinstance(data, dict):

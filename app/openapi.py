@@ -16,10 +16,12 @@ _RETRY_AFTER = {
 }
 
 
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def _error(
+    description: str, headers: dict[str, Any] | None = None, schema: dict[str, Any] = _ERROR
+) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": _ERROR}},
+        "content": {"application/json": {"schema": schema}},
     }
     if headers:
         response["headers"] = headers
@@ -56,6 +58,20 @@ SCHEMAS: dict[str, Any] = {
                 },
             }
         },
+    },
+    "TorchServeError": {
+        "type": "object",
+        "required": ["code", "type", "message"],
+        "properties": {
+            "code": {"type": "integer"},
+            "type": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    },
+    "OipError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
     },
     "Prediction": {
         "type": "object",
@@ -172,6 +188,172 @@ _PREDICT = {
 }
 
 
+def _path(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def _errors(schema: dict[str, Any], *statuses: int) -> dict[str, Any]:
+    """The error responses of a protocol route, in that protocol's shape."""
+    described = {
+        400: "Malformed request, or no image, or a corrupt one.",
+        401: "WANWU_API_KEYS is set and no valid bearer key was sent.",
+        404: "No model by that name or version.",
+        413: "Body, image count or pixel count over its limit.",
+        415: "Not a supported image type, or a compressed body.",
+        500: "The model failed; the error was logged.",
+        503: "Not ready, or overloaded.",
+        504: "The request waited longer than WANWU_TIMEOUT_MS.",
+    }
+    return {
+        str(status): _error(described[status], _RETRY_AFTER if status == 503 else None, schema)
+        for status in statuses
+    }
+
+
+_TS_ERROR = {"$ref": "#/components/schemas/TorchServeError"}
+_OIP_ERROR = {"$ref": "#/components/schemas/OipError"}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_LABEL_SCORES = {"type": "object", "additionalProperties": {"type": "number"}}
+_TS_PREDICT = {
+    "summary": "TorchServe: classify images; top-5 {label: probability} per image.",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        for name in ("data", "file")
+                    },
+                }
+            },
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+            "text/plain": {"schema": {"type": "string", "description": "Base64 image."}},
+            "application/json": {"schema": {"type": "string", "description": "Base64 image."}},
+        },
+    },
+    "responses": {
+        "200": _json(
+            "One object for one image, a list of them for several.",
+            {"oneOf": [_LABEL_SCORES, {"type": "array", "items": _LABEL_SCORES}]},
+        ),
+        **_errors(_TS_ERROR, 400, 401, 404, 413, 415, 500, 503, 504),
+    },
+}
+_OIP_TENSOR = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string"},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+}
+_OIP_INFER = {
+    "summary": "OIP v2: classify a BYTES tensor of encoded images.",
+    "parameters": [
+        {
+            "name": "Inference-Header-Content-Length",
+            "in": "header",
+            "description": "Length of the JSON header when binary tensor data follows it.",
+            "schema": {"type": "string"},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _OIP_TENSOR},
+                        "outputs": {"type": "array", "items": _OIP_TENSOR},
+                    },
+                }
+            },
+            "application/octet-stream": _BINARY,
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "PROBS: FP32 probabilities, or classification strings.",
+            "content": {
+                "application/json": {"schema": _OPEN},
+                "application/octet-stream": _BINARY,
+            },
+        },
+        **_errors(_OIP_ERROR, 400, 401, 404, 413, 415, 500, 503, 504),
+    },
+}
+
+
+def _get(summary: str, errors: dict[str, Any], parameters: list[dict[str, Any]] | None = None):
+    operation = {"summary": summary, "responses": {"200": _json("OK.", _OPEN), **errors}}
+    if parameters:
+        operation["parameters"] = parameters
+    return {"get": operation}
+
+
+PROTOCOL_PATHS: dict[str, Any] = {
+    "/predictions/{model_name}": {
+        "post": {**_TS_PREDICT, "parameters": _path("model_name")},
+        "put": {**_TS_PREDICT, "parameters": _path("model_name")},
+    },
+    "/predictions/{model_name}/{version}": {
+        "post": {**_TS_PREDICT, "parameters": _path("model_name", "version")},
+        "put": {**_TS_PREDICT, "parameters": _path("model_name", "version")},
+    },
+    "/ping": {
+        "get": {
+            "summary": "TorchServe: Healthy once this worker is ready.",
+            "responses": {
+                "200": _json("Healthy.", _OPEN),
+                "503": _json("Unhealthy: warming up.", _OPEN),
+            },
+        }
+    },
+    "/models": _get("TorchServe: list the served model.", {}),
+    "/models/{model_name}": _get(
+        "TorchServe: describe the served model.", _errors(_TS_ERROR, 404), _path("model_name")
+    ),
+    "/v2": _get("OIP: server metadata and extensions.", {}),
+    "/v2/health/live": _get("OIP: the process answers.", {}),
+    "/v2/health/ready": _get("OIP: this worker is ready.", _errors(_OIP_ERROR, 503)),
+    "/v2/models/{model_name}": _get(
+        "OIP: model metadata.", _errors(_OIP_ERROR, 404), _path("model_name")
+    ),
+    "/v2/models/{model_name}/versions/{version}": _get(
+        "OIP: model metadata.", _errors(_OIP_ERROR, 404), _path("model_name", "version")
+    ),
+    "/v2/models/{model_name}/ready": _get(
+        "OIP: the model is ready.", _errors(_OIP_ERROR, 404, 503), _path("model_name")
+    ),
+    "/v2/models/{model_name}/versions/{version}/ready": _get(
+        "OIP: the model is ready.",
+        _errors(_OIP_ERROR, 404, 503),
+        _path("model_name", "version"),
+    ),
+    "/v2/models/{model_name}/infer": {
+        "post": {**_OIP_INFER, "parameters": _OIP_INFER["parameters"] + _path("model_name")}
+    },
+    "/v2/models/{model_name}/versions/{version}/infer": {
+        "post": {
+            **_OIP_INFER,
+            "parameters": _OIP_INFER["parameters"] + _path("model_name", "version"),
+        }
+    },
+}
+
+
 def _for_model(classifier: Classifier) -> tuple[dict[str, Any], dict[str, Any]]:
     """/predict and the schemas with this model's topk range, languages and class indices."""
     from app.api import topk_range
@@ -259,6 +441,7 @@ def spec(classifier: Classifier) -> dict[str, Any]:
                     },
                 }
             },
+            **PROTOCOL_PATHS,
         },
         "components": {"schemas": schemas},
     }

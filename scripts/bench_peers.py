@@ -5,7 +5,8 @@ Each peer runs from its own virtualenv under --venvs (created on first use: a mi
 from PyPI and this machine's torch wheels), never from the project's. All three get the
 same photos, closed-loop load at each --concurrency, fp32, batching on (max batch 8, ~5 ms
 wait), and all CPU threads of the machine. Requests use each server's natural format:
-raw JPEG bodies for wanwu and TorchServe, multipart for LitServe. Prints a markdown table
+raw JPEG bodies for wanwu and TorchServe, multipart for LitServe; the wanwu-torchserve row
+sends TorchServe's exact requests (POST /predictions/resnet18) to wanwu. Prints a markdown table
 and writes throughput and latency plots.
 """
 
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import requests
 
+from app.artifact import read_manifest
 from app.labels import names
 from app.settings import DEFAULT_MODEL, usable_cpus
 from benchkit.bench import ROOT, header, load_images
-from benchkit.loadgen import MakeRequest
+from benchkit.loadgen import MakeRequest, torchserve
 from benchkit.measure import ProcessTarget, Target, measure, settle, wait_until_up
 from benchkit.server import GunicornServer, free_port
 
@@ -144,12 +146,7 @@ class TorchServe:
         return self.proc.pid
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
-        def send(session: requests.Session, n: int) -> requests.Response:
-            return session.post(
-                f"{self.url}/predictions/resnet18", data=images[n % len(images)][1], timeout=60
-            )
-
-        return send
+        return torchserve(self.url, images, "resnet18")
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(
@@ -188,9 +185,18 @@ class LitServe(ProcessTarget):
         return send
 
 
-def wanwu(work: Path, model: Path, fuse: bool = True) -> GunicornServer:
+class WanwuViaTorchServe(GunicornServer):
+    """wanwu sent TorchServe's own requests: POST /predictions/{model}, a raw JPEG body."""
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        return torchserve(self.url, images, read_manifest(self.env["WANWU_MODEL"])["name"])
+
+
+def wanwu(
+    work: Path, model: Path, fuse: bool = True, via_torchserve: bool = False
+) -> GunicornServer:
     """This project, with its defaults plus the common batching settings."""
-    return GunicornServer(
+    return (WanwuViaTorchServe if via_torchserve else GunicornServer)(
         work,
         workers=WORKERS,
         model=model,
@@ -206,7 +212,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     # wanwu-unfused: WANWU_CPU_FUSION=0, to show how much of the difference fusion makes.
-    parser.add_argument("--peers", default="wanwu,wanwu-unfused,torchserve,litserve")
+    # wanwu-torchserve: wanwu through its TorchServe route, with TorchServe's own requests.
+    parser.add_argument(
+        "--peers", default="wanwu,wanwu-torchserve,wanwu-unfused,torchserve,litserve"
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--images", type=Path)
@@ -233,8 +242,13 @@ def main() -> int:
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
         server: Target
-        if peer in ("wanwu", "wanwu-unfused"):
-            server = wanwu(args.out, args.model, fuse=peer == "wanwu")
+        if peer.startswith("wanwu"):
+            server = wanwu(
+                args.out,
+                args.model,
+                fuse=peer != "wanwu-unfused",
+                via_torchserve=peer == "wanwu-torchserve",
+            )
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
                 venv(args.venvs, peer), args.out, args.model
