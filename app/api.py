@@ -109,7 +109,7 @@ def predict() -> Any:
         futures = []
         for filename, data in uploads:
             try:
-                tensor = imaging.load(data, spec, settings.max_pixels)
+                tensor = imaging.load(data, spec, settings.max_pixels, settings.decode)
             except errors.ApiError as exc:
                 if filename is not None:
                     exc.message = f"{filename}: {exc.message}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import errors, labels
+from app import errors, imaging, labels
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _RETRY_AFTER = {
@@ -116,6 +116,7 @@ SCHEMAS: dict[str, Any] = {
 
 _PREDICT = {
     "summary": "Classify one or more images.",
+    "description": f"Images in {imaging.FORMAT_NAMES}; EXIF orientation is applied.",
     "parameters": [
         {
             "name": "topk",

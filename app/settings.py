@@ -99,6 +99,12 @@ class Settings:
     max_pixels: int = _setting(
         "WANWU_MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted."
     )
+    decode: str = _setting(
+        "WANWU_DECODE",
+        "fast",
+        "fast decodes large photos scaled down (JPEG DCT scaling, else box reduction) to at "
+        "least twice the resize target; exact decodes every pixel, bit-exact to torchvision.",
+    )
     api_keys: tuple[str, ...] = _setting(
         "WANWU_API_KEYS",
         (),
@@ -224,6 +230,7 @@ def _validate(s: Settings) -> None:
         (s.max_upload_mb > 0, "WANWU_MAX_UPLOAD_MB must be > 0"),
         (s.max_files >= 1, "WANWU_MAX_FILES must be >= 1"),
         (s.max_pixels >= 224 * 224, "WANWU_MAX_PIXELS must be >= 50176 (224 x 224)"),
+        (s.decode in ("exact", "fast"), "WANWU_DECODE must be exact or fast"),
         (
             s.log_level in ("debug", "info", "warning", "error"),
             "WANWU_LOG_LEVEL must be debug, info, warning or error",
