@@ -22,7 +22,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pillow_heif
 from PIL import Image
 
 from benchkit.images import sample_photos
@@ -33,9 +32,6 @@ PHONE_48MP_CLASS = (7168, 5376)
 SCREENSHOTS = ((1290, 2796), (2880, 1800))
 ORIENTATIONS = (1, 6, 1, 1, 8, 1, 1, 3, 1)  # EXIF: 6 and 8 stored sideways, 3 upside down
 _GRAIN = np.random.default_rng(14).integers(-6, 7, size=(509, 509, 3), dtype=np.int16)
-
-# The HEIF encoder, for test and benchmark pictures (the service only decodes).
-pillow_heif.register_heif_opener()
 
 
 def enlarge(img: Image.Image, size: tuple[int, int]) -> Image.Image:

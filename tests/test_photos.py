@@ -11,6 +11,7 @@ from PIL import Image
 
 from app import errors, imaging, openapi
 from app.settings import Settings, SettingsError
+from benchkit.hostile import MP4
 from benchkit.images import image_bytes, sample_photos
 from benchkit.phones import PHONE_12MP, PHONE_48MP_CLASS, encode, enlarge, phone_jpeg
 from tests.conftest import INPUT_SPEC
@@ -119,9 +120,8 @@ def test_heic_and_avif_take_the_fast_path_by_reduction(fmt):
 
 
 def test_an_mp4_video_is_not_an_image():
-    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
     with pytest.raises(errors.UnsupportedMediaType, match="HEIC"):
-        imaging.decode(mp4, MAX_PIXELS)
+        imaging.decode(MP4, MAX_PIXELS)
 
 
 def test_the_decode_setting_is_checked():
