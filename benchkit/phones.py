@@ -10,9 +10,10 @@ writes, deterministically (same samples and library versions, same bytes):
   default WANWU_MAX_PIXELS) and PNG screenshots (phone and laptop);
 - DIR/heif/: a few 12 MP HEIC and AVIF photos.
 
-The samples are about 500x375, so each is upscaled and given a fixed film grain: without
-it an enlarged picture is too smooth, compresses to a fraction of a real photo's bytes and
-decodes faster than one.
+The samples are about 500x375, so each is upscaled and given a fixed film grain (--grain, the
+largest change of a level): without it an enlarged picture is too smooth, compresses to about
+half a real photo's bytes and decodes faster than one. `--grain 0` makes the smooth corpus of
+issue #14's first measurements (12 MP at quality 92, about 1.2 MB).
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ PHONE_8MP = (3264, 2448)
 PHONE_48MP_CLASS = (7168, 5376)
 SCREENSHOTS = ((1290, 2796), (2880, 1800))
 ORIENTATIONS = (1, 6, 1, 1, 8, 1, 1, 3, 1)  # EXIF: 6 and 8 stored sideways, 3 upside down
-_GRAIN = np.random.default_rng(14).integers(-6, 7, size=(509, 509, 3), dtype=np.int16)
+GRAIN = 6
 
 
-def enlarge(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _grain_tile(amplitude: int) -> np.ndarray:
+    rng = np.random.default_rng(14)
+    return rng.integers(-amplitude, amplitude + 1, size=(509, 509, 3), dtype=np.int16)
+
+
+def enlarge(img: Image.Image, size: tuple[int, int], grain: int = GRAIN) -> Image.Image:
     """Crop `img` to the aspect of `size`, upscale it and add the fixed grain."""
     img = img.convert("RGB")
     scale = max(size[0] / img.width, size[1] / img.height)
@@ -42,8 +48,8 @@ def enlarge(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     left, top = (img.width - crop_w) // 2, (img.height - crop_h) // 2
     img = img.resize(size, Image.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
     reps = (-(-size[1] // 509), -(-size[0] // 509), 1)
-    grain = np.tile(_GRAIN, reps)[: size[1], : size[0]]
-    pixels = np.asarray(img, dtype=np.int16) + grain
+    noise = np.tile(_grain_tile(grain), reps)[: size[1], : size[0]]
+    pixels = np.asarray(img, dtype=np.int16) + noise
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -64,21 +70,23 @@ def encode(img: Image.Image, fmt: str, orientation: int = 1, **options: object) 
     return buf.getvalue()
 
 
-def phone_jpeg(photo: Path, size: tuple[int, int], orientation: int = 1) -> bytes:
+def phone_jpeg(
+    photo: Path, size: tuple[int, int], orientation: int = 1, grain: int = GRAIN
+) -> bytes:
     """A phone JPEG of the sample `photo`: portrait when the orientation turns it sideways."""
     upright = size[::-1] if orientation in (6, 8) else size
-    return encode(enlarge(Image.open(photo), upright), "JPEG", orientation, quality=92)
+    return encode(enlarge(Image.open(photo), upright, grain), "JPEG", orientation, quality=92)
 
 
-def screenshot(photo: Path, size: tuple[int, int]) -> bytes:
+def screenshot(photo: Path, size: tuple[int, int], grain: int = GRAIN) -> bytes:
     """A PNG screenshot: the photo shown full width on a dark app background."""
     canvas = Image.new("RGB", size, (28, 28, 30))
-    shown = enlarge(Image.open(photo), (size[0], size[0] * 3 // 4))
+    shown = enlarge(Image.open(photo), (size[0], size[0] * 3 // 4), grain)
     canvas.paste(shown, (0, (size[1] - shown.height) // 2))
     return encode(canvas, "PNG", compress_level=6)
 
 
-def corpus(count: int = 40) -> dict[str, list[tuple[str, bytes]]]:
+def corpus(count: int = 40, grain: int = GRAIN) -> dict[str, list[tuple[str, bytes]]]:
     """The corpus by folder: {"12mp": [(name, bytes), ...], "mixed": [...], "heif": [...]}."""
     photos = sample_photos()
     if not photos:
@@ -87,13 +95,16 @@ def corpus(count: int = 40) -> dict[str, list[tuple[str, bytes]]]:
     for i, photo in enumerate(photos[:count]):
         orientation = ORIENTATIONS[i % len(ORIENTATIONS)]
         twelve.append(
-            (f"{photo.stem}-12mp-o{orientation}.jpg", phone_jpeg(photo, PHONE_12MP, orientation))
+            (
+                f"{photo.stem}-12mp-o{orientation}.jpg",
+                phone_jpeg(photo, PHONE_12MP, orientation, grain),
+            )
         )
     rest = photos[count:] or photos
-    mixed = [(f"{p.stem}-8mp.jpg", phone_jpeg(p, PHONE_8MP)) for p in rest[0:4]]
-    mixed += [(f"{p.stem}-38mp.jpg", phone_jpeg(p, PHONE_48MP_CLASS, 6)) for p in rest[4:7]]
+    mixed = [(f"{p.stem}-8mp.jpg", phone_jpeg(p, PHONE_8MP, 1, grain)) for p in rest[0:4]]
+    mixed += [(f"{p.stem}-38mp.jpg", phone_jpeg(p, PHONE_48MP_CLASS, 6, grain)) for p in rest[4:7]]
     mixed += [
-        (f"{p.stem}-screen-{w}x{h}.png", screenshot(p, (w, h)))
+        (f"{p.stem}-screen-{w}x{h}.png", screenshot(p, (w, h), grain))
         for p, (w, h) in zip(rest[7:10], SCREENSHOTS * 2, strict=False)
     ]
     heif = []
@@ -101,7 +112,7 @@ def corpus(count: int = 40) -> dict[str, list[tuple[str, bytes]]]:
         fmt, options = (
             ("HEIF", {"quality": 80}) if i % 2 == 0 else ("AVIF", {"quality": 70, "speed": 8})
         )
-        picture = enlarge(Image.open(photo), PHONE_12MP)
+        picture = enlarge(Image.open(photo), PHONE_12MP, grain)
         heif.append((f"{photo.stem}-12mp.{fmt.lower()}", encode(picture, fmt, 1, **options)))
     return {"12mp": twelve, "mixed": mixed, "heif": heif}
 
@@ -112,8 +123,9 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write the corpus into")
     parser.add_argument("--count", type=int, default=40, help="12 MP JPEGs to make")
+    parser.add_argument("--grain", type=int, default=GRAIN, help="grain amplitude, 0 for none")
     args = parser.parse_args()
-    for folder, files in corpus(args.count).items():
+    for folder, files in corpus(args.count, args.grain).items():
         (args.out / folder).mkdir(parents=True, exist_ok=True)
         for name, data in files:
             (args.out / folder / name).write_bytes(data)

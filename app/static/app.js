@@ -68,7 +68,7 @@ async function downsized(file) {
 }
 
 function sentNote(upload) {
-  const note = el("p", "meta sent");
+  const note = el("p", "sent");
   if (!upload.small) {
     note.textContent = `${t("sent")}: ${size(upload.file.size)}`;
     return note;
