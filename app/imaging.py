@@ -4,8 +4,8 @@ Two decode policies (WANWU_DECODE):
 - `exact` decodes every pixel and resizes like torchvision's reference transforms, bit for bit.
 - `fast` lets a large picture come back smaller, never below FAST_MARGIN x the resize target
   on its short side: a JPEG is decoded DCT-scaled by 1/2, 1/4 or 1/8 (`Image.draft`, so the
-  full-size picture never exists), any other format is decoded in full and box-reduced by an
-  integer factor (`Image.reduce`). The normal resize and crop follow. A picture whose short
+  full-size picture never exists), any other format is decoded in full and box-reduced by 2,
+  4 or 8 (`Image.reduce`). The normal resize and crop follow. A picture whose short
   side is under 2 x FAST_MARGIN x the target comes out exactly as with `exact`.
 """
 
@@ -84,7 +84,8 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError):
+        # libavif and libheif report some corrupt data as RuntimeError, at open and at load.
         if _looks_like_image(data):
             raise UndecodableImage("The image data is corrupt or truncated.") from None
         raise UnsupportedMediaType(
@@ -106,14 +107,18 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
     except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
-        # libheif reports corrupt data as RuntimeError.
         raise UndecodableImage("The image data is corrupt or truncated.") from None
 
 
 def _reduce(img: Image.Image, min_short: int) -> Image.Image:
-    """Box-average by the largest integer factor that keeps the short side >= min_short."""
-    factor = min(img.size) // min_short
-    if factor < 2 or img.mode not in _REDUCIBLE:
+    """Box-average by the largest of 2, 4 and 8 that keeps the short side >= min_short.
+
+    The factors of JPEG's DCT scaling: they divide a camera's sizes (multiples of 8 or 16),
+    so the reduced picture spans exactly the original; a factor of 5 on 4032 pixels would
+    leave a partial last column and shift the resize by a fraction of a pixel.
+    """
+    factor = next((f for f in (8, 4, 2) if min(img.size) // min_short >= f), 1)
+    if factor == 1 or img.mode not in _REDUCIBLE:
         return img
     return img.reduce(factor)
 

@@ -58,8 +58,10 @@ def test_the_fast_path_applies_exif_orientation_after_scaling(orientation):
 
 
 def test_other_formats_are_box_reduced():
-    data = image_bytes("PNG", size=(3000, 2000))
-    assert imaging.decode(data, MAX_PIXELS, MIN_SHORT).size == (1000, 667)  # reduce(3)
+    data = image_bytes("PNG", size=(3072, 1536))
+    assert imaging.decode(data, MAX_PIXELS, MIN_SHORT).size == (1536, 768)  # by 2, not 3
+    data = image_bytes("PNG", size=(4096, 4096))
+    assert imaging.decode(data, MAX_PIXELS, MIN_SHORT).size == (512, 512)  # by 8
 
 
 def test_a_palette_picture_is_decoded_in_full():
@@ -115,7 +117,7 @@ def test_heic_and_avif_decode_upright(fmt, orientation):
 def test_heic_and_avif_take_the_fast_path_by_reduction(fmt):
     data = encode(enlarge(Image.new("RGB", (64, 48), (9, 99, 199)), (2048, 1536)), fmt)
     picture = imaging.decode(data, MAX_PIXELS, MIN_SHORT)
-    assert picture.size == (683, 512)  # reduce(3)
+    assert picture.size == (1024, 768)  # by 2: 3 is not a DCT scale
     assert np.abs(np.asarray(picture, np.int16).mean((0, 1)) - (9, 99, 199)).max() < 3
 
 
