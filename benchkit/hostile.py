@@ -83,7 +83,7 @@ def webp_with_dimensions(width: int, height: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
 
 
-def bmff_with_dimensions(fmt: str, width: int, height: int) -> bytes:
+def heif_claiming(fmt: str, width: int, height: int) -> bytes:
     """A HEIC or AVIF of 320x240 whose image spatial extents ('ispe') claim width x height."""
     data = bytearray(image_bytes(fmt, size=(320, 240), quality=50))
     ispe = data.index(b"ispe") + 8  # after the box type, version and flags
@@ -147,38 +147,16 @@ def cases() -> list[Case]:
         Case("webp-claims-16383x16383", 413, "image_too_large", webp_with_dimensions(16383, 16383)),
         Case("bmp-claims-30000x30000", 413, "image_too_large", bmp_with_dimensions(30000, 30000)),
         Case(
-            "heic-claims-65000x65000",
-            413,
-            "image_too_large",
-            bmff_with_dimensions("HEIF", 65000, 65000),
+            "heic-claims-65000x65000", 413, "image_too_large", heif_claiming("HEIF", 65000, 65000)
         ),
-        Case(
-            "avif-claims-7000x7000",
-            413,
-            "image_too_large",
-            bmff_with_dimensions("AVIF", 7000, 7000),
-        ),
+        Case("avif-claims-7000x7000", 413, "image_too_large", heif_claiming("AVIF", 7000, 7000)),
         # Beyond libavif's own dimension limit (32768): refused as corrupt while parsing.
         Case(
-            "avif-claims-65000x65000",
-            400,
-            "undecodable_image",
-            bmff_with_dimensions("AVIF", 65000, 65000),
+            "avif-claims-65000x65000", 400, "undecodable_image", heif_claiming("AVIF", 65000, 65000)
         ),
         # A picture larger than its header says: libheif's limit is the declared size.
-        Case(
-            "heic-understates-its-size",
-            400,
-            "undecodable_image",
-            bmff_with_dimensions("HEIF", 32, 24),
-        ),
-        Case(
-            "mp4-video",
-            415,
-            "unsupported_media_type",
-            MP4,
-            "video/mp4",
-        ),
+        Case("heic-understates-its-size", 400, "undecodable_image", heif_claiming("HEIF", 32, 24)),
+        Case("mp4-video", 415, "unsupported_media_type", MP4, "video/mp4"),
         Case("heic-photo", 200, None, fmts["HEIF"], "image/heic"),
         Case("avif-photo", 200, None, fmts["AVIF"], "image/avif"),
         Case("strip-20000x1", 413, "image_too_large", strip(20_000, 1)),
