@@ -77,7 +77,7 @@ def classify(uploads: Sequence[tuple[str | None, bytes]]) -> Classified:
         futures = []
         for filename, data in uploads:
             try:
-                tensor = imaging.load(data, spec, conf.max_pixels)
+                tensor = imaging.load(data, spec, conf.max_pixels, conf.decode)
             except errors.ApiError as exc:
                 if filename is not None:
                     exc.message = f"{filename}: {exc.message}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from app import errors
+from app import errors, imaging
 
 if TYPE_CHECKING:
     from app.model import Classifier
@@ -136,6 +136,7 @@ SCHEMAS: dict[str, Any] = {
 
 _PREDICT = {
     "summary": "Classify one or more images.",
+    "description": f"Images in {imaging.FORMAT_NAMES}; EXIF orientation is applied.",
     "parameters": [
         {
             "name": "topk",

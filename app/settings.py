@@ -156,6 +156,13 @@ class Settings:
         "Largest image (width x height) accepted.",
         at_least(224 * 224, " (224 x 224)"),
     )
+    decode: str = _setting(
+        "WANWU_DECODE",
+        "fast",
+        "fast decodes large photos scaled down (JPEG DCT scaling, else box reduction) to at "
+        "least twice the resize target; exact decodes every pixel, bit-exact to torchvision.",
+        one_of("fast", "exact"),
+    )
     api_keys: tuple[str, ...] = _setting(
         "WANWU_API_KEYS",
         (),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Flask, current_app, render_template
+
+from app import imaging
 
 bp = Blueprint("ui", __name__)
 
@@ -16,6 +20,9 @@ def index() -> str:
         "max_mb": f"{settings.max_upload_mb:g}",
         "max_bytes": settings.max_upload_bytes,
         "max_files": settings.max_files,
+        "formats": imaging.FORMAT_NAMES,
+        # The page downsizes large photos to the short side the fast decode path keeps.
+        "send_short_side": math.ceil(engine.classifier.input_spec["resize"] * imaging.FAST_MARGIN),
     }
     classifier = engine.classifier
     model = {

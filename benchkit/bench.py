@@ -23,6 +23,7 @@ from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".heif", ".heic", ".avif")
 
 
 def cpu_model() -> str:
@@ -69,9 +70,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[str, bytes]]:
-    """Read JPEG/PNG files from `directory` (default: ../shared/imagenet-samples)."""
+    """Read the image files in `directory` (default: ../shared/imagenet-samples)."""
     directory = directory or DEFAULT_IMAGES
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]

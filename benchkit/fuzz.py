@@ -5,13 +5,15 @@ from __future__ import annotations
 from app import errors, imaging
 from benchkit.images import image_bytes
 
-SEEDS = [image_bytes(fmt, size=(48, 32)) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")]
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+SEEDS = [image_bytes(fmt, size=(48, 32)) for fmt in FORMATS]
 MAX_PIXELS = 4_000_000
 
 
-def decodes_or_refuses(data: bytes) -> None:
+def decodes_or_refuses(data: bytes, min_short: int | None = None) -> None:
+    """Decoding (scaled to `min_short`, if given) yields RGB within the limit, or a 4xx."""
     try:
-        picture = imaging.decode(data, MAX_PIXELS)
+        picture = imaging.decode(data, MAX_PIXELS, min_short)
     except errors.ApiError as exc:
         assert 400 <= exc.status < 500, exc
         return

@@ -45,7 +45,7 @@ def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     decode_times = []
     for _, data in images[:30]:
         start = time.perf_counter()
-        imaging.load(data, spec, 10**9)
+        imaging.load(data, spec, 10**9, settings.decode)
         decode_times.append(time.perf_counter() - start)
     return best, (single + statistics.median(decode_times)) * 1000
 
