@@ -107,7 +107,9 @@ def served_model(name: str, version: str | None = None) -> None:
         raise errors.ModelNotFound(
             f"Model not found: {name}. This service serves the model {classifier.name!r}."
         )
-    if version is not None and version != classifier.version:
+    # An imported TorchServe archive keeps answering to its own version ("1.0") too.
+    versions = {classifier.version, classifier.manifest.get("weights", {}).get("archive_version")}
+    if version is not None and version not in versions:
         raise errors.ModelNotFound(
             f"Model version: {version} does not exist for model: {name}. "
             f"The served version is {classifier.version!r}."

@@ -97,6 +97,8 @@ def test_export_from_mar_serves_the_archive_under_its_name_and_labels(
         client = create_app(settings, engine).test_client()
         answer = client.put("/predictions/resnet-18", data=image_bytes()).get_json()
         assert len(answer) == 5 and all(label.startswith("class ") for label in answer)
+        # Its clients' versioned URL keeps working.
+        assert client.put("/predictions/resnet-18/1.0", data=image_bytes()).get_json() == answer
     finally:
         engine.stop(timeout=10)
 
