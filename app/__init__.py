@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # directory before prometheus_client is first imported.
     from flask import Flask
 
-    from app import api, ui
+    from app import api, security, ui
     from app.engine import Engine
     from app.model import Classifier
     from app.settings import Settings
@@ -40,4 +40,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.extensions["wanwu.engine"] = engine
     api.init_app(app)
     ui.init_app(app)
+    security.init_app(app)
     return app
