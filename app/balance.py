@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import time
 
-from gunicorn.workers.gthread import ThreadWorker
+from app.intake import IntakeWorker
 
 # How long a busier worker leaves a new connection to a less busy sibling before taking it
 # itself (the sibling may be busy or dying). Siblings wake for the same connection together,
@@ -55,8 +55,8 @@ def install(slots: int) -> None:
     board = ConnectionBoard(slots)
 
 
-class BalancedThreadWorker(ThreadWorker):
-    """Gunicorn's gthread worker that leaves new connections to less busy siblings.
+class BalancedThreadWorker(IntakeWorker):
+    """The intake worker (app/intake.py) that leaves new connections to less busy siblings.
 
     gunicorn.conf.py installs the board and sets `wanwu_slot` on each worker before fork.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -95,6 +96,44 @@ class Settings:
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )
     max_upload_mb: float = _setting("WANWU_MAX_UPLOAD_MB", 20.0, "Largest request body.")
+    header_timeout_s: float = _setting(
+        "WANWU_HEADER_TIMEOUT_S",
+        10.0,
+        "Time a client has to send a request's headers, from connecting (or from the first byte "
+        "on a kept-alive connection); then the connection is closed.",
+    )
+    body_timeout_s: float = _setting(
+        "WANWU_BODY_TIMEOUT_S",
+        10.0,
+        "Time a client has to send a request body, plus its length at WANWU_BODY_MIN_KBPS; "
+        "then 408.",
+    )
+    body_min_kbps: float = _setting(
+        "WANWU_BODY_MIN_KBPS", 64.0, "Slowest upload (KiB/s) a body deadline allows for."
+    )
+    buffer_mb: float = _setting(
+        "WANWU_BUFFER_MB",
+        128.0,
+        "Most request bytes a worker holds (being received or served); a body that would "
+        "pass it gets 503 + Retry-After before it is read.",
+    )
+    max_connections: int = _setting(
+        "WANWU_MAX_CONNECTIONS",
+        1024,
+        "Open connections per worker; past it the longest idle one, or the new one, is closed.",
+    )
+    max_connections_per_address: int = _setting(
+        "WANWU_MAX_CONNECTIONS_PER_ADDRESS",
+        64,
+        "Open connections per worker from one client address (0 = no cap); past it the new "
+        "one is closed.",
+    )
+    trust_proxy: tuple[str, ...] = _setting(
+        "WANWU_TRUST_PROXY",
+        (),
+        "Comma-separated addresses or networks of proxies in front: not capped per address, "
+        "and their X-Forwarded-For names the client.",
+    )
     max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.")
     max_pixels: int = _setting(
         "WANWU_MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted."
@@ -223,6 +262,22 @@ def _validate(s: Settings) -> None:
         ),
         (s.max_upload_mb > 0, "WANWU_MAX_UPLOAD_MB must be > 0"),
         (s.max_files >= 1, "WANWU_MAX_FILES must be >= 1"),
+        (s.header_timeout_s > 0, "WANWU_HEADER_TIMEOUT_S must be > 0"),
+        (s.body_timeout_s > 0, "WANWU_BODY_TIMEOUT_S must be > 0"),
+        (s.body_min_kbps > 0, "WANWU_BODY_MIN_KBPS must be > 0"),
+        (
+            s.buffer_mb >= s.max_upload_mb,
+            "WANWU_BUFFER_MB must be >= WANWU_MAX_UPLOAD_MB (or no upload of that size fits)",
+        ),
+        (s.max_connections >= 1, "WANWU_MAX_CONNECTIONS must be >= 1"),
+        (
+            s.max_connections_per_address >= 0,
+            "WANWU_MAX_CONNECTIONS_PER_ADDRESS must be >= 0 (0 = no cap)",
+        ),
+        (
+            all(_is_network(p) for p in s.trust_proxy),
+            "WANWU_TRUST_PROXY must list IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8)",
+        ),
         (s.max_pixels >= 224 * 224, "WANWU_MAX_PIXELS must be >= 50176 (224 x 224)"),
         (
             s.log_level in ("debug", "info", "warning", "error"),
@@ -232,6 +287,14 @@ def _validate(s: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise SettingsError(f"{message} (got {_offending(s, message)})")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _offending(s: Settings, message: str) -> str:
