@@ -58,15 +58,30 @@ def install(slots: int) -> None:
 class BalancedThreadWorker(IntakeWorker):
     """The intake worker (app/intake.py) that leaves new connections to less busy siblings.
 
+    A busier worker stops accepting for YIELD_S instead of sleeping: its main loop reads every
+    connection it holds, and a connection flood must not stall it 10 ms per accept. After a
+    pause it takes a connection still waiting whatever the board says.
+
     gunicorn.conf.py installs the board and sets `wanwu_slot` on each worker before fork.
     """
 
+    yield_until = 0.0
+
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         board.publish(self.wanwu_slot, self.nr_conns)
-        super().wait_for_and_dispatch_events(timeout)
+        pause = self.yield_until - time.monotonic()
+        super().wait_for_and_dispatch_events(min(timeout, pause) if pause > 0 else timeout)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled or time.monotonic() >= self.yield_until:
+            super().set_accept_enabled(enabled)
 
     def accept(self, listener) -> None:  # noqa: ANN001  (a socket, as in gunicorn)
-        if board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
-            time.sleep(YIELD_S)  # a sibling that takes it meanwhile leaves us EAGAIN: fine
+        now = time.monotonic()
+        just_paused = now < self.yield_until + YIELD_S  # the connection a sibling left
+        if not just_paused and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
+            self.yield_until = now + YIELD_S
+            super().set_accept_enabled(False)  # gthread's loop re-enables it after the pause
+            return
         super().accept(listener)
         board.publish(self.wanwu_slot, self.nr_conns)

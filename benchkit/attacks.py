@@ -5,7 +5,8 @@ connection the server closes (as slowloris.py and slowhttptest do), and stops by
 after `seconds`. Kinds:
 
 - `idle`: connects and sends nothing;
-- `keepalive`: one GET, then idles on the kept-alive connection;
+- `keepalive`: one GET, then idles on the kept-alive connection (re-opened ones send none:
+  the attack holds connections, it does not send a stream of requests);
 - `slowloris`: a request line, then one header byte every `interval` seconds;
 - `slow_post`: complete headers for a `body_bytes` body, then one byte every `interval`;
 - `flood`: like `idle`, opening every connection at once from one address.
@@ -110,7 +111,7 @@ class Attack:
 
     def _head(self) -> tuple[bytes, bytes]:
         """(bytes sent at once, bytes then trickled) for one connection of this kind."""
-        if self.kind == "keepalive":
+        if self.kind == "keepalive" and self.opens <= self.count:  # re-opened ones stay idle
             return b"GET /healthz HTTP/1.1\r\nHost: wanwu\r\n\r\n", b""
         if self.kind == "slowloris":
             trickle = b"".join(b"X-a-%d: b\r\n" % i for i in range(10_000))

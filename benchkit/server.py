@@ -65,8 +65,8 @@ class GunicornServer:
         """Warm workers as `/readyz` counts them; 0 while nothing answers yet."""
         try:
             response = requests.get(f"{self.url}/readyz", timeout=10)
-        except requests.ConnectionError:
-            return 0
+        except (requests.ConnectionError, requests.Timeout):
+            return 0  # not listening yet, or no worker warm enough to accept
         return response.json().get("workers_ready", 0) if response.ok else 0
 
     def launch(self) -> GunicornServer:
