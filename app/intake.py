@@ -142,7 +142,8 @@ class IntakeWorker(ThreadWorker):
         # gthread stops accepting at worker_connections, leaving clients in the backlog;
         # this worker accepts and closes what is over its cap instead (early, counted).
         self.worker_connections = float("inf")
-        self.trusted = [ipaddress.ip_network(p, strict=False) for p in s.trust_proxy]
+        proxies = () if s.trust_proxy == ("none",) else s.trust_proxy
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in proxies]
         self.head_limit = (
             4
             + self.cfg.limit_request_line

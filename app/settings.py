@@ -130,9 +130,9 @@ class Settings:
     )
     trust_proxy: tuple[str, ...] = _setting(
         "WANWU_TRUST_PROXY",
-        (),
-        "Comma-separated addresses or networks of proxies in front: not capped per address, "
-        "and their X-Forwarded-For names the client.",
+        ("127.0.0.1", "::1"),
+        "Comma-separated addresses or networks of proxies in front (none: no proxy): not capped "
+        "per address, and their X-Forwarded-For names the client.",
     )
     max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.")
     max_pixels: int = _setting(
@@ -275,8 +275,8 @@ def _validate(s: Settings) -> None:
             "WANWU_MAX_CONNECTIONS_PER_ADDRESS must be >= 0 (0 = no cap)",
         ),
         (
-            all(_is_network(p) for p in s.trust_proxy),
-            "WANWU_TRUST_PROXY must list IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8)",
+            s.trust_proxy == ("none",) or all(_is_network(p) for p in s.trust_proxy),
+            "WANWU_TRUST_PROXY must list IP addresses or networks (e.g. 10.0.0.0/8), or be none",
         ),
         (s.max_pixels >= 224 * 224, "WANWU_MAX_PIXELS must be >= 50176 (224 x 224)"),
         (
