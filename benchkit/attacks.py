@@ -203,7 +203,8 @@ def intake_metrics(url: str) -> dict[str, float]:
         ("open", "wanwu_connections_open"),
         ("buffered", "wanwu_buffered_request_bytes"),
     ):
-        values[key] = float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        values[key] = float(found.group(1)) if found else 0.0  # 0 before any worker reports
     return values
 
 
