@@ -21,8 +21,9 @@ thread is given a connection only once it holds the whole request: the headers a
 - At `WANWU_MAX_CONNECTIONS` open connections the worker closes the one that has waited
   longest without sending a byte, or else the new one; a peer address with
   `WANWU_MAX_CONNECTIONS_PER_ADDRESS` open connections has its next one closed. Proxies in
-  `WANWU_TRUST_PROXY` are not capped per address, and their `X-Forwarded-For` names the
-  client (REMOTE_ADDR, the access log).
+  `WANWU_TRUST_PROXY` are not capped themselves: their `X-Forwarded-For` names the client,
+  whose requests in progress are capped instead (503 + Retry-After past it), and who is
+  REMOTE_ADDR and the access log's `client`.
 - Every early close is counted in `wanwu_connections_closed_total{reason}` and logged, one
   line per reason per second at most (a flood must not flood the log too).
 
@@ -171,10 +172,7 @@ class IntakeWorker(ThreadWorker):
             raise
         self.nr_conns += 1
         conn = Conn(self.cfg, sock, client, listener.getsockname())
-        self.per_address[conn.peer] += 1
-        trusted = _is_trusted(conn.peer, self.trusted)
-        limit = self.wanwu_settings.max_connections_per_address
-        if limit and not trusted and self.per_address[conn.peer] > limit:
+        if self.over_address_cap(conn.peer) and not _is_trusted(conn.peer, self.trusted):
             self.close(conn, "address_cap")
             return
         if self.nr_conns > self.max_connections:
@@ -196,9 +194,7 @@ class IntakeWorker(ThreadWorker):
             del self.waiting[conn]
             self.poller.unregister(conn.sock)
         self.nr_conns -= 1
-        self.per_address[conn.peer] -= 1
-        if not self.per_address[conn.peer]:
-            del self.per_address[conn.peer]
+        self.forget_address(conn.peer)
         self.release(conn)
         conn.close()
         if reason:
@@ -228,8 +224,23 @@ class IntakeWorker(ThreadWorker):
             self.wait(conn, time.monotonic() + LINGER_S)
 
     def release(self, conn: Conn) -> None:
+        """Give back what a connection's current request held: its bytes, its client's slot."""
         self.buffered -= conn.held
         conn.held = 0
+        if conn.forwarded:
+            self.forget_address(conn.forwarded)
+            conn.forwarded = None
+
+    def over_address_cap(self, address: str) -> bool:
+        """Count one more connection (or proxied request) from `address`; True past the cap."""
+        self.per_address[address] += 1
+        limit = self.wanwu_settings.max_connections_per_address
+        return bool(limit) and self.per_address[address] > limit
+
+    def forget_address(self, address: str) -> None:
+        self.per_address[address] -= 1
+        if not self.per_address[address]:
+            del self.per_address[address]
 
     def count(self, reason: str, peer: str) -> None:
         """Count an early close; log each reason once a second at most, with how many."""
@@ -324,9 +335,14 @@ class IntakeWorker(ThreadWorker):
         head = b"\r\n".join(kept) + b"\r\n\r\n"
         conn.buf[: end + 4] = head
         conn.need = len(head) + length
-        conn.forwarded = None
         if forwarded and _is_trusted(conn.peer, self.trusted):
+            # Behind a proxy the cap counts each client's requests in progress: the proxy's
+            # connections are shared by its clients.
             conn.forwarded = forwarded_client(forwarded, self.trusted)
+            if conn.forwarded and self.over_address_cap(conn.forwarded):
+                message = "Too many requests in progress from this client; retry."
+                self.refuse(conn, errors.Overloaded(message, retry_after=1), "address_cap")
+                return
         if length:
             s = self.wanwu_settings
             conn.deadline = time.monotonic() + s.body_timeout_s + length / (s.body_min_kbps * 1024)

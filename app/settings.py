@@ -131,8 +131,9 @@ class Settings:
     trust_proxy: tuple[str, ...] = _setting(
         "WANWU_TRUST_PROXY",
         ("127.0.0.1", "::1"),
-        "Comma-separated addresses or networks of proxies in front (none: no proxy): not capped "
-        "per address, and their X-Forwarded-For names the client.",
+        "Comma-separated addresses or networks of proxies in front (none: no proxy): their "
+        "X-Forwarded-For names the client, whose requests in progress are capped per address "
+        "instead of the proxy's connections.",
     )
     max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.")
     max_pixels: int = _setting(

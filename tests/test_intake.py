@@ -146,7 +146,7 @@ def test_past_the_worker_cap_the_longest_idle_connection_makes_room(server):
         assert [post(server.url) for _ in range(5)] == [200] * 5
 
 
-def test_a_trusted_proxy_is_not_capped_and_names_the_client(tiny_model_path, tmp_path):
+def test_a_trusted_proxy_is_not_capped_its_clients_are(tiny_model_path, tmp_path):
     with GunicornServer(
         tmp_path,
         workers=1,
@@ -163,6 +163,18 @@ def test_a_trusted_proxy_is_not_capped_and_names_the_client(tiny_model_path, tmp
         assert "address_cap" not in intake_metrics(server.url)
         lines = [json.loads(x) for x in server.log().splitlines() if '"route": "/healthz"' in x]
         assert lines[-1]["client"] == "203.0.113.9"
+        # The cap applies to the forwarded client's requests in progress instead.
+        slow = head("POST", "Content-Length: 1000", "X-Forwarded-For: 198.51.100.7")
+        pending = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        try:
+            for sock in pending:
+                sock.sendall(slow)  # bodies never sent: five requests in progress
+            wait_until(lambda: intake_metrics(server.url)["buffered"] >= 5000, 30, "5 pending")
+            assert error_code(exchange(server.port, slow)) == (503, "overloaded")
+        finally:
+            for sock in pending:
+                sock.close()
+        assert intake_metrics(server.url)["address_cap"] == 1
 
 
 @pytest.mark.parametrize("proxy", [False, pytest.param(True, marks=pytest.mark.needs("nginx"))])
