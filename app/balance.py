@@ -85,3 +85,7 @@ class BalancedThreadWorker(IntakeWorker):
             return
         super().accept(listener)
         board.publish(self.wanwu_slot, self.nr_conns)
+
+    def take_more(self) -> bool:
+        board.publish(self.wanwu_slot, self.nr_conns)
+        return not board.sibling_has_fewer(self.wanwu_slot, self.nr_conns)

@@ -52,6 +52,11 @@ from app.security import HEADERS
 from app.settings import Settings
 
 RECV_SIZE = 256 * 1024  # large reads: each recv() also re-takes the GIL
+# Work done per poller event. With request threads busy on the CPU, the main loop waits up
+# to the interpreter's switch interval (5 ms) for the GIL after each select(): a burst of
+# connections or a 1 MB body must not take one wake-up per accept or per read.
+ACCEPTS_PER_EVENT = 64
+READS_PER_EVENT = 8
 SWEEP_S = 0.1  # deadlines are checked this often at most (and at least once a second)
 LINGER_S = 2.0  # how long a closing connection's unread input is discarded, so no RST eats
 # the answer (RFC 9112 section 9.6); the same bound as gunicorn's close_graceful
@@ -164,14 +169,26 @@ class IntakeWorker(ThreadWorker):
     # -- connections in and out ------------------------------------------------------------
 
     def accept(self, listener: socket.socket) -> None:
-        try:
-            sock, client = listener.accept()
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+        """Take the connections waiting on `listener`, while take_more() says so."""
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                sock, client = listener.accept()
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    return
+                raise
+            self.admit(sock, client, listener.getsockname())
+            if not self.take_more():
                 return
-            raise
+
+    def take_more(self) -> bool:
+        """Whether to accept another waiting connection in the same event."""
+        return True
+
+    def admit(self, sock: socket.socket, client: object, server: object) -> None:
+        """Apply the connection caps to a new connection, then wait for its request."""
         self.nr_conns += 1
-        conn = Conn(self.cfg, sock, client, listener.getsockname())
+        conn = Conn(self.cfg, sock, client, server)
         if self.over_address_cap(conn.peer) and not _is_trusted(conn.peer, self.trusted):
             self.close(conn, "address_cap")
             return
@@ -259,22 +276,25 @@ class IntakeWorker(ThreadWorker):
     # -- reading ---------------------------------------------------------------------------
 
     def on_readable(self, conn: Conn, _sock: socket.socket) -> None:
-        try:
-            n = conn.sock.recv_into(self.recv_buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if not n:
-            self.close(conn)  # the client left
-            return
-        if conn.closing:
-            return
-        if conn.idle:
-            conn.idle = False
-            conn.deadline = time.monotonic() + self.wanwu_settings.header_timeout_s
-        conn.buf += self.recv_buf[:n]
-        self.advance(conn)
+        for _ in range(READS_PER_EVENT):
+            if conn not in self.waiting:
+                return  # handed to a thread, or closed (even earlier in this poll's events)
+            try:
+                n = conn.sock.recv_into(self.recv_buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                n = 0
+            if not n:
+                self.close(conn)  # the client left
+                return
+            if conn.closing:
+                continue
+            if conn.idle:
+                conn.idle = False
+                conn.deadline = time.monotonic() + self.wanwu_settings.header_timeout_s
+            conn.buf += self.recv_buf[:n]
+            self.advance(conn)
 
     def advance(self, conn: Conn) -> None:
         """Parse what arrived; refuse, keep reading, or hand a complete request to a thread."""
