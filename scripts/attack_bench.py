@@ -5,8 +5,10 @@ Starts real Gunicorn with default settings (or those given with --set), optional
 the shipped nginx config (--nginx), and measures one closed-loop client posting JPEGs: first
 alone, then while 1,000 idle keep-alive connections, 200 slowloris connections (a header byte
 every 2 s) and 50 slow POSTs (a body byte a second) hold on, all from loopback addresses
-spread as a botnet's would be (50, 20 and 10 connections per address). Reports the client's
-p50/p99 and failures in both phases, each worker's RSS, and how the attack connections ended.
+spread as a botnet's would be (50, 20 and 10 connections per address); --flood adds that
+many connections from one more address, re-opened as fast as the server closes them.
+Reports the client's p50/p99 and failures in both phases, each worker's RSS, and how the
+attack connections ended.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=1000, help="idle keep-alive connections")
     parser.add_argument("--slowloris", type=int, default=200)
     parser.add_argument("--slow-post", type=int, default=50)
+    parser.add_argument("--flood", type=int, default=0, help="connections from one address")
     parser.add_argument("--nginx", action="store_true", help="through deploy/nginx")
     args = parser.parse_args()
     images = load_images(args.images, limit=16)
@@ -76,7 +79,11 @@ def main() -> int:
                     interval=1.0,
                 ),
             ]
-            total = args.idle + args.slowloris + args.slow_post
+            if args.flood:
+                attacks.append(
+                    Attack("flood", front.port, args.flood, 3 * args.seconds, ["127.4.0.1"])
+                )
+            total = args.idle + args.slowloris + args.slow_post + args.flood
             for attack in attacks:
                 attack.start()
             rss_peak = rss_calm
@@ -112,7 +119,8 @@ def main() -> int:
     print(f"- p99 under attack / alone: {summary(attacked)[1] / summary(calm)[1]:.2f}")
     print(
         f"- attack: {total} connections ({args.idle} idle keep-alive, {args.slowloris} "
-        f"slowloris, {args.slow_post} slow POST){' through nginx' if args.nginx else ''}; "
+        f"slowloris, {args.slow_post} slow POST, {args.flood} flood)"
+        f"{' through nginx' if args.nginx else ''}; "
         f"server held {peak_open:.0f} open at the start"
     )
     for attack in attacks:
