@@ -13,13 +13,13 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY scripts ./scripts
+COPY deploy/container_setup.sh ./deploy/
 # hadolint ignore=DL3059
-RUN TORCH_INDEX=${TORCH_INDEX} scripts/container_setup.sh install
+RUN TORCH_INDEX=${TORCH_INDEX} deploy/container_setup.sh install
 # Weights are downloaded (hash-checked) and exported now: the container needs no network.
 # hadolint ignore=DL3059
 RUN ALLOW_UNTRAINED=${ALLOW_UNTRAINED} WANWU_MODEL=/src/models/resnet18.pt \
-    scripts/container_setup.sh export
+    deploy/container_setup.sh export
 
 FROM ${PYTHON_IMAGE}
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # directory before prometheus_client is first imported.
     from flask import Flask
 
-    from app import api, security, ui
+    from app import api, oip, security, torchserve, ui
     from app.engine import Engine
     from app.model import Classifier
     from app.settings import Settings
@@ -34,11 +34,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 settings.model,
             )
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.engine"] = engine
     api.init_app(app)
+    app.register_blueprint(torchserve.bp)
+    app.register_blueprint(oip.bp)
     ui.init_app(app)
     security.init_app(app)
     return app

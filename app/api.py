@@ -2,72 +2,74 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, imaging, labels, memory, metrics, openapi
-from app.engine import Engine, top_k
-from app.settings import Settings
+from app import classify, errors, labels, memory, metrics, openapi
+from app.engine import top_k
+from app.model import Classifier
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("wanwu.access")
 
-TOPK_RANGE = (1, 20)
+TOPK_MAX = 20  # and never more than the model's classes
+TOPK_DEFAULT = 3  # or every class of a model with fewer
 _HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
-
-
-def _engine() -> Engine:
-    return current_app.extensions["wanwu.engine"]
-
-
-def _settings() -> Settings:
-    return current_app.extensions["wanwu.settings"]
 
 
 # -- parameters and body -------------------------------------------------------------------------
 
 
-def _query_params() -> tuple[int, str]:
-    raw_k = request.args.get("topk", "3")
+def topk_range(classifier: Classifier) -> tuple[int, int, int]:
+    """(lowest, highest, default) topk for this model: 1..min(20, classes), default min(3, ..)."""
+    classes = classifier.num_classes
+    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
+
+
+def _query_params(classifier: Classifier) -> tuple[int, str]:
+    low, high, default = topk_range(classifier)
+    raw_k = request.args.get("topk", str(default))
     try:
         k = int(raw_k)
     except ValueError:
         k = 0
-    if not TOPK_RANGE[0] <= k <= TOPK_RANGE[1]:
+    if not low <= k <= high:
         raise errors.InvalidParameter(
-            f"topk must be an integer from {TOPK_RANGE[0]} to {TOPK_RANGE[1]}; got {raw_k!r}."
+            f"topk must be an integer from {low} to {high} (model {classifier.name} has "
+            f"{classifier.num_classes} classes); got {raw_k!r}."
         )
     lang = request.args.get("lang", "en")
-    if lang not in labels.LANGUAGES:
+    if lang not in classifier.languages:
+        # A language the API knows but this model has no labels in is refused too, rather
+        # than answered in another language the client did not ask for.
+        missing = (
+            f" (model {classifier.name} has no {labels.LANGUAGE_NAMES[lang]} labels)"
+            if lang in labels.LANGUAGES
+            else ""
+        )
         raise errors.InvalidParameter(
-            f"lang must be one of {', '.join(labels.LANGUAGES)}; got {lang!r}."
+            f"lang must be one of {', '.join(classifier.languages)}{missing}; got {lang!r}."
         )
     return k, lang
 
 
-def _uploads(max_files: int) -> list[tuple[str | None, bytes]]:
+def _uploads() -> list[tuple[str | None, bytes]]:
     """Return (filename, bytes) for each image in the request body."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         files = request.files.getlist("file")
         if not files:
             raise errors.NoImage("The multipart body has no file under the field 'file'.")
-        if len(files) > max_files:
-            raise errors.TooManyFiles(f"{len(files)} files sent; at most {max_files} per request.")
-        uploads = [(f.filename or None, f.read()) for f in files]
-        for filename, data in uploads:
-            if not data:
-                raise errors.NoImage(f"{filename or 'The file'}: the file is empty.")
-        return uploads
+        return [(f.filename or None, f.read()) for f in files]
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         data = request.get_data(cache=False)
         if not data:
@@ -81,72 +83,39 @@ def _uploads(max_files: int) -> list[tuple[str | None, bytes]]:
     )
 
 
-def _check_api_key(keys: tuple[str, ...]) -> None:
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    supplied = token.strip().encode()
-    # Compare against every key so the time taken does not reveal which one matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise errors.Unauthorized("A valid 'Authorization: Bearer <key>' header is required.")
-
-
 # -- endpoints -----------------------------------------------------------------------------------
 
 
 @bp.post("/predict")
 def predict() -> Any:
     """Classify one or more images and return the top-k labels of each."""
-    settings, engine = _settings(), _engine()
-    _check_api_key(settings.api_keys)
-    k, lang = _query_params()
-    uploads = _uploads(settings.max_files)
-    spec = engine.classifier.input_spec
-    with engine.admit(len(uploads), g.started) as reservation:
-        futures = []
-        for filename, data in uploads:
-            try:
-                tensor = imaging.load(data, spec, settings.max_pixels)
-            except errors.ApiError as exc:
-                if filename is not None:
-                    exc.message = f"{filename}: {exc.message}"
-                raise
-            # Queue each image as soon as it is ready: the model can start on it while the
-            # next one decodes.
-            futures.append(reservation.submit(tensor))
-    results = [engine.wait(f, reservation.deadline) for f in futures]
-    g.images, g.batch_size = len(results), max(r.batch_size for r in results)
-    names = labels.names(lang)
-    timing = {
-        "queue": round(max(r.queue_ms for r in results), 3),
-        "inference": round(max(r.inference_ms for r in results), 3),
-        "total": round((time.monotonic() - g.started) * 1000, 3),
-    }
-    g.timing = timing
-    model = engine.classifier.info()
+    classify.authorize()
+    classifier = classify.engine().classifier
+    k, lang = _query_params(classifier)
+    uploads = _uploads()
+    result = classify.classify(uploads)
+    names = classifier.labels(lang)
+    model = classifier.info()
     if len(uploads) == 1:
         return {
-            "predictions": top_k(results[0].output, k, names),
+            "predictions": top_k(result.probs[0], k, names),
             "model": model,
-            "timing_ms": timing,
+            "timing_ms": result.timing_ms,
         }
     return {
         "results": [
-            {"filename": filename, "predictions": top_k(r.output, k, names)}
-            for (filename, _), r in zip(uploads, results, strict=True)
+            {"filename": filename, "predictions": top_k(probs, k, names)}
+            for (filename, _), probs in zip(uploads, result.probs, strict=True)
         ],
         "model": model,
-        "timing_ms": timing,
+        "timing_ms": result.timing_ms,
     }
 
 
 @bp.get("/healthz")
 def healthz() -> Any:
     """Say the process is alive, and whether the model is a real one."""
-    classifier = _engine().classifier
+    classifier = classify.engine().classifier
     return {"status": "ok", "model": classifier.info()}
 
 
@@ -157,23 +126,27 @@ def readyz() -> Any:
     The body also counts the server's warm workers, so that a client can wait for all of
     them: a worker takes no connection before it is warm, so this one cannot tell it alone.
     """
-    if not _engine().ready:
+    if not classify.engine().ready:
         raise errors.NotReady("The model is still warming up.", retry_after=1)
     return {
         "status": "ready",
         "workers_ready": metrics.workers_ready(),
-        "workers": _settings().worker_processes,
+        "workers": classify.settings().worker_processes,
     }
 
 
 @bp.get("/v1/model")
 def model_info() -> Any:
     """Describe the model, its device and precision, and the batching settings."""
-    engine, settings = _engine(), _settings()
+    engine, settings = classify.engine(), classify.settings()
     classifier = engine.classifier
     return {
         **classifier.info(),
-        "manifest": classifier.manifest,
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": list(classifier.languages),
+        # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
+        "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,
@@ -183,7 +156,6 @@ def model_info() -> Any:
             "queue_max": settings.queue_max,
             "timeout_ms": settings.timeout_ms,
         },
-        "languages": list(labels.LANGUAGES),
         "worker": {
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
@@ -196,9 +168,9 @@ def model_info() -> Any:
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
     """Expose Prometheus metrics, summed over all workers."""
-    settings = _settings()
+    settings = classify.settings()
     if not settings.metrics_public:
-        _check_api_key(settings.api_keys)
+        classify.authorize()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
@@ -206,13 +178,14 @@ def metrics_endpoint() -> Response:
 @bp.get("/openapi.json")
 def openapi_document() -> Any:
     """Describe every endpoint in OpenAPI 3."""
-    return openapi.spec()
+    return openapi.spec(classify.engine().classifier)
 
 
 # -- request lifecycle ---------------------------------------------------------------------------
 
 
 def _start_request() -> None:
+    metrics.IN_FLIGHT.inc()
     g.started = time.monotonic()
     g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
 
@@ -241,41 +214,47 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def _error_response(exc: errors.ApiError) -> Response:
-    response = jsonify(exc.body())
-    response.status_code = exc.status
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+def error_handler(shape: Callable[[errors.ApiError], Any]) -> Callable[[Exception], Response]:
+    """Make an error handler answering in a protocol's `shape`, with wanwu's status codes."""
+
+    def handle(exc: Exception) -> Response:
+        error = as_api_error(exc)
+        response = jsonify(shape(error))
+        response.status_code = error.status
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    return handle
 
 
-def _http_error(exc: HTTPException) -> Response:
+def as_api_error(exc: Exception) -> errors.ApiError:
+    """Map anything a request raised to the ApiError its client sees (every protocol)."""
+    if isinstance(exc, errors.ApiError):
+        return exc
+    if not isinstance(exc, HTTPException):
+        logging.getLogger("wanwu").exception("unhandled error")
+        return errors.InternalError("Internal error; it was logged.")
     if exc.code == 413:
-        limit = _settings().max_upload_mb
-        if (request.content_length or 0) <= limit * 1024 * 1024:
+        settings = classify.settings()
+        limit = settings.max_upload_mb
+        if (request.content_length or 0) <= settings.max_upload_bytes:
             # Within the byte limit: werkzeug refused the number of multipart parts.
-            return _error_response(errors.PayloadTooLarge("The multipart body has too many parts."))
-        return _error_response(
-            errors.PayloadTooLarge(f"The request body is larger than {limit:g} MB.")
-        )
+            return errors.PayloadTooLarge("The multipart body has too many parts.")
+        return errors.PayloadTooLarge(f"The request body is larger than {limit:g} MB.")
     error_class = _HTTP_CODES.get(exc.code or 500)
     if error_class is None:
         error = errors.ApiError(exc.description or exc.name)
         error.status, error.code = exc.code or 500, exc.name.lower().replace(" ", "_")
-        return _error_response(error)
-    return _error_response(error_class(exc.description or exc.name))
-
-
-def _unexpected_error(exc: Exception) -> Response:
-    logging.getLogger("wanwu").exception("unhandled error")
-    return _error_response(errors.InternalError("Internal error; it was logged."))
+        return error
+    return error_class(exc.description or exc.name)
 
 
 def init_app(app: Flask) -> None:
-    """Register the endpoints, the request hooks and the JSON error handlers."""
+    """Register the endpoints, the request hooks and the JSON error handler."""
     app.register_blueprint(bp)
     app.before_request(_start_request)
     app.after_request(_finish_request)
-    app.register_error_handler(errors.ApiError, _error_response)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected_error)
+    app.teardown_request(lambda exc: metrics.IN_FLIGHT.dec())
+    # Exception covers ApiError and werkzeug's HTTPExceptions too.
+    app.register_error_handler(Exception, error_handler(errors.ApiError.body))

@@ -133,6 +133,12 @@ class Batcher:
         with self._cond:
             return len(self._queue) + self._decoding
 
+    @property
+    def queued(self) -> int:
+        """Images decoded and waiting for a forward pass (`depth` less those decoding)."""
+        with self._cond:
+            return len(self._queue)
+
     # -- request side ------------------------------------------------------------------------
 
     def reserve(self, n: int, deadline: float) -> Reservation:

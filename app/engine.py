@@ -49,7 +49,12 @@ class Engine:
             self.classifier.prepare(device, precision)
         classifier = self.classifier
         metrics.MODEL_INFO.labels(
-            classifier.version, str(classifier.trained).lower(), str(device), classifier.precision
+            classifier.name,
+            classifier.version,
+            str(classifier.num_classes),
+            str(classifier.trained).lower(),
+            str(device),
+            classifier.precision,
         ).set(1)
         self.batcher.start(warm_up=self._warm_up)
 

@@ -1,22 +1,45 @@
-"""Image bytes -> RGB picture -> normalised tensor. Pure functions: no Flask, no model."""
+"""Image bytes -> RGB picture -> normalised tensor. Pure functions: no Flask, no model.
+
+Two decode policies (WANWU_DECODE):
+- `exact` decodes every pixel and resizes like torchvision's reference transforms, bit for bit.
+- `fast` lets a large picture come back smaller, never below FAST_MARGIN x the resize target
+  on its short side: a JPEG is decoded DCT-scaled by 1/2, 1/4 or 1/8 (`Image.draft`, so the
+  full-size picture never exists), any other format is decoded in full and box-reduced by 2,
+  4 or 8 (`Image.reduce`). The normal resize and crop follow. A picture whose short
+  side is under 2 x FAST_MARGIN x the target comes out exactly as with `exact`.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pillow_heif
 import torch
 import torchvision.transforms.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
 from app.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 
 # Only raster formats a camera or browser produces; Pillow's other plug-ins (FITS, PSD, ...)
 # widen the attack surface for no user benefit.
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF"
+
+# The fast path keeps at least this multiple of the resize target on the short side, so that
+# the antialiased resize still averages over 2x2 source pixels or more: the DCT-scaled and
+# box-reduced pictures alias less at 2 than at 1 (docs/BENCHMARKS.md, decode fidelity).
+FAST_MARGIN = 2.0
+
+# One decoder thread per image: request threads already decode images in parallel on the
+# worker's pinned CPUs, and a decoder team per image would only oversubscribe them.
+# Thumbnails, depth and auxiliary images are never used, so never decoded.
+pillow_heif.register_heif_opener(decode_threads=1, thumbnails=False, depth_images=False)
+AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 # Leading bytes of the allowed formats: data that starts like one but fails is corrupt (400),
 # anything else is a type we do not take (415).
@@ -30,24 +53,43 @@ _SIGNATURES = (
     b"MM\x00*",
 )
 
+# ISO-BMFF major brands of HEIC/HEIF and AVIF stills ('ftyp' box at offset 4); a video's
+# brands (isom, mp42, ...) are not images.
+_BMFF_BRANDS = (
+    b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+    b"mif1", b"msf1", b"avif", b"avis",
+)  # fmt: skip
+
+# Modes Image.reduce takes; other modes (palette, 16-bit) are decoded in full.
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
+
 _WHITE = (255, 255, 255)
 
 
 def _looks_like_image(data: bytes) -> bool:
-    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    return (
+        data.startswith(_SIGNATURES)
+        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+        or (data[4:8] == b"ftyp" and data[8:12] in _BMFF_BRANDS)
+    )
 
 
-def decode(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode an upload into an upright 8-bit RGB picture, or raise an ApiError."""
+def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.Image:
+    """Decode an upload into an upright 8-bit RGB picture, or raise an ApiError.
+
+    With `min_short`, the picture may come back scaled down, its short side no shorter than
+    `min_short` (the fast policy above); without it, at full size.
+    """
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError):
+        # libavif and libheif report some corrupt data as RuntimeError, at open and at load.
         if _looks_like_image(data):
             raise UndecodableImage("The image data is corrupt or truncated.") from None
         raise UnsupportedMediaType(
-            "The data is not an image in a supported format (JPEG, PNG, GIF, WebP, BMP, TIFF)."
+            f"The data is not an image in a supported format ({FORMAT_NAMES})."
         ) from None
     width, height = img.size
     if width * height > max_pixels:  # checked from the header, before any pixel is decoded
@@ -55,12 +97,30 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
             f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}."
         )
     try:
+        if min_short:
+            # Before load(), in stored orientation: a square request bounds both sides.
+            img.draft(img.mode, (min_short, min_short))
         img.load()
+        if min_short:
+            img = _reduce(img, min_short)
         return to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
         raise UndecodableImage("The image data is corrupt or truncated.") from None
+
+
+def _reduce(img: Image.Image, min_short: int) -> Image.Image:
+    """Box-average by the largest of 2, 4 and 8 that keeps the short side >= min_short.
+
+    The factors of JPEG's DCT scaling: they divide a camera's sizes (multiples of 8 or 16),
+    so the reduced picture spans exactly the original; a factor of 5 on 4032 pixels would
+    leave a partial last column and shift the resize by a fraction of a pixel.
+    """
+    factor = next((f for f in (8, 4, 2) if min(img.size) // min_short >= f), 1)
+    if factor == 1 or img.mode not in _REDUCIBLE:
+        return img
+    return img.reduce(factor)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -86,6 +146,7 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
     max_pixels: int = 40_000_000,
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """Resize, centre-crop and normalise exactly like torchvision's ImageClassification.
 
@@ -98,7 +159,7 @@ def preprocess(
             f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
             f"within {max_pixels} pixels."
         )
-    img = F.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    img = F.resize(img, [resize], interpolation=InterpolationMode(interpolation), antialias=True)
     img = F.center_crop(img, [crop])
     # The same float32 arithmetic as convert_image_dtype + normalize, in NumPy: torch ops
     # here would give every request thread an OpenMP team of its own, whose spinning
@@ -108,7 +169,18 @@ def preprocess(
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
-def load(data: bytes, spec: Mapping[str, Any], max_pixels: int) -> torch.Tensor:
-    """Decode and preprocess one upload for a model whose input `spec` is given."""
-    picture = decode(data, max_pixels)
-    return preprocess(picture, spec["resize"], spec["crop"], spec["mean"], spec["std"], max_pixels)
+def load(
+    data: bytes, spec: Mapping[str, Any], max_pixels: int, policy: str = "exact"
+) -> torch.Tensor:
+    """Decode (`policy` exact or fast) and preprocess one upload for the model's input `spec`."""
+    min_short = math.ceil(spec["resize"] * FAST_MARGIN) if policy == "fast" else None
+    picture = decode(data, max_pixels, min_short)
+    return preprocess(
+        picture,
+        spec["resize"],
+        spec["crop"],
+        spec["mean"],
+        spec["std"],
+        max_pixels,
+        spec.get("interpolation", "bilinear"),
+    )

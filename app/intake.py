@@ -155,7 +155,7 @@ class IntakeWorker(ThreadWorker):
             + self.cfg.limit_request_line
             + self.cfg.limit_request_fields * ((self.cfg.limit_request_field_size or 8190) + 2)
         )
-        self.max_body = int(s.max_upload_mb * 1024 * 1024)
+        self.max_body = s.max_upload_bytes
         self.buffer_cap = int(s.buffer_mb * 1024 * 1024)
         self.buffered = 0
         self.per_address: Counter[str] = Counter()

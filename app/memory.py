@@ -32,6 +32,15 @@ def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
     }
 
 
+def peak_rss(pid: int | str = "self") -> int:
+    """Return the most resident memory a process has held (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def shared_fraction(tensors: Iterable[torch.Tensor]) -> float:
     """Fraction of the CPU tensors' present pages that other processes map too."""
     page = os.sysconf("SC_PAGE_SIZE")
@@ -54,6 +63,7 @@ def report(weights: list[torch.Tensor]) -> dict[str, float | int]:
     """Memory figures for /v1/model: this process's PSS/private and the weights' sharing."""
     return {
         **smaps_rollup(),
+        "peak_rss": peak_rss(),
         "weights_bytes": sum(t.nbytes for t in weights),
         "weights_shared_fraction": round(shared_fraction(weights), 4),
     }

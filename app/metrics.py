@@ -30,6 +30,11 @@ REQUEST_DURATION = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
+IN_FLIGHT = Gauge(
+    "wanwu_requests_in_flight",
+    "Requests a worker has taken and not yet answered.",
+    multiprocess_mode="livesum",
+)
 IMAGES = Counter("wanwu_images_total", "Images classified.")
 QUEUE_WAIT = Histogram(
     "wanwu_queue_wait_seconds",
@@ -71,7 +76,7 @@ BUFFERED_BYTES = Gauge(
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",
-    ["version", "trained", "device", "precision"],
+    ["name", "version", "classes", "trained", "device", "precision"],
     multiprocess_mode="livemax",
 )
 

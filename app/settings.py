@@ -43,11 +43,51 @@ def uses_gpu(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and visible_gpus() > 0)
 
 
-def _setting(env: str, default: Any, doc: str, **extra: Any) -> Any:
-    """Declare a field with its environment variable and a one-line description."""
-    meta = {"env": env, "doc": doc, **extra}
-    if callable(default):
-        return field(default_factory=default, metadata=meta)
+DEFAULT_MODEL = "models/resnet18.pt"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition a setting's value must meet, and the words an error message uses for it."""
+
+    holds: Callable[[Any], bool]
+    says: str
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def at_least(low: float, note: str = "") -> Rule:
+    return Rule(lambda v: v >= low, f">= {low}{note}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: v > low, f"> {low}")
+
+
+def between(low: float, high: float) -> Rule:
+    return Rule(lambda v: low <= v <= high, f"between {low} and {high}")
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+def matching(pattern: str, says: str) -> Rule:
+    return Rule(lambda v: re.fullmatch(pattern, v) is not None, says)
+
+
+def _setting(
+    env: str, default: Any, doc: str, rule: Rule | None = None, secret: bool = False
+) -> Any:
+    """Declare a setting once: its variable, default, description and the rule it must meet."""
+    meta = {"env": env, "doc": doc, "rule": rule, "secret": secret}
     return field(default=default, metadata=meta)
 
 
@@ -60,73 +100,100 @@ class Settings:
         "WANWU_WORKERS",
         0,
         "Worker processes; 0 means one per GPU on CUDA (one for cuda:N), else one per usable CPU.",
+        at_least(0),
     )
     threads: int = _setting(
         "WANWU_THREADS",
         0,
         "Torch intra-op threads per worker; 0 means usable CPUs / workers.",
+        at_least(0),
     )
     http_threads: int = _setting(
         "WANWU_HTTP_THREADS",
         0,
         "Request threads per worker; 0 means 2 x max batch (at least 8).",
+        at_least(0),
     )
-    max_batch: int = _setting("WANWU_MAX_BATCH", 8, "Most images in one forward pass.")
+    max_batch: int = _setting(
+        "WANWU_MAX_BATCH", 8, "Most images in one forward pass.", between(1, 256)
+    )
     max_wait_ms: float = _setting(
         "WANWU_MAX_WAIT_MS",
         5.0,
         "Longest a partial batch waits for images that are still being decoded.",
+        between(0, 1000),
     )
     queue_max: int = _setting(
-        "WANWU_QUEUE_MAX", 64, "Most images admitted per worker; beyond it 503 + Retry-After."
+        "WANWU_QUEUE_MAX",
+        64,
+        "Most images admitted per worker (at least WANWU_MAX_BATCH); beyond it 503 + Retry-After.",
+        at_least(1),
     )
     timeout_ms: float = _setting(
-        "WANWU_TIMEOUT_MS", 10000.0, "Per-request deadline; an expired request gets 504."
+        "WANWU_TIMEOUT_MS",
+        10000.0,
+        "Per-request deadline (more than WANWU_MAX_WAIT_MS); an expired request gets 504.",
+        above(0),
     )
-    device: str = _setting("WANWU_DEVICE", "auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = _setting("WANWU_PRECISION", "fp32", "fp32, bf16, fp16 (CUDA) or auto.")
+    device: str = _setting(
+        "WANWU_DEVICE",
+        "auto",
+        "Where the model runs: auto (CUDA when a GPU is visible), cpu, cuda or cuda:N.",
+        matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
+    )
+    precision: str = _setting(
+        "WANWU_PRECISION",
+        "fp32",
+        "Inference precision: fp32, bf16, fp16 (CUDA) or auto.",
+        one_of("fp32", "bf16", "fp16", "auto"),
+    )
     cpu_fusion: bool = _setting(
         "WANWU_CPU_FUSION",
         True,
         "Fuse operators with oneDNN Graph on the CPU: faster small batches, about one more "
         "copy of the weights per batch size in each worker.",
     )
-    model: str = _setting("WANWU_MODEL", "models/resnet18.pt", "TorchScript artifact path.")
+    model: str = _setting("WANWU_MODEL", DEFAULT_MODEL, "TorchScript artifact path.")
     pin_cpus: bool = _setting(
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )
-    max_upload_mb: float = _setting("WANWU_MAX_UPLOAD_MB", 20.0, "Largest request body.")
+    max_upload_mb: float = _setting("WANWU_MAX_UPLOAD_MB", 20.0, "Largest request body.", above(0))
     header_timeout_s: float = _setting(
         "WANWU_HEADER_TIMEOUT_S",
         10.0,
         "Time a client has to send a request's headers, from connecting (or from the first byte "
         "on a kept-alive connection); then the connection is closed.",
+        above(0),
     )
     body_timeout_s: float = _setting(
         "WANWU_BODY_TIMEOUT_S",
         10.0,
         "Time a client has to send a request body, plus its length at WANWU_BODY_MIN_KBPS; "
         "then 408.",
+        above(0),
     )
     body_min_kbps: float = _setting(
-        "WANWU_BODY_MIN_KBPS", 64.0, "Slowest upload (KiB/s) a body deadline allows for."
+        "WANWU_BODY_MIN_KBPS", 64.0, "Slowest upload (KiB/s) a body deadline allows for.", above(0)
     )
     buffer_mb: float = _setting(
         "WANWU_BUFFER_MB",
         128.0,
-        "Most request bytes a worker holds (being received or served); a body that would "
-        "pass it gets 503 + Retry-After before it is read.",
+        "Most request bytes a worker holds (being received or served; at least "
+        "WANWU_MAX_UPLOAD_MB); a body that would pass it gets 503 + Retry-After before it is read.",
+        above(0),
     )
     max_connections: int = _setting(
         "WANWU_MAX_CONNECTIONS",
         1024,
         "Open connections per worker; past it the longest idle one, or the new one, is closed.",
+        at_least(1),
     )
     max_connections_per_address: int = _setting(
         "WANWU_MAX_CONNECTIONS_PER_ADDRESS",
         64,
         "Open connections per worker from one client address (0 = no cap); past it the new "
         "one is closed.",
+        at_least(0, " (0 = no cap)"),
     )
     trust_proxy: tuple[str, ...] = _setting(
         "WANWU_TRUST_PROXY",
@@ -134,10 +201,24 @@ class Settings:
         "Comma-separated addresses or networks of proxies in front (none: no proxy): their "
         "X-Forwarded-For names the client, whose requests in progress are capped per address "
         "instead of the proxy's connections.",
+        Rule(
+            lambda v: v == ("none",) or all(_is_network(p) for p in v),
+            "IP addresses or networks (e.g. 10.0.0.0/8), or none",
+        ),
     )
-    max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.")
+    max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.", at_least(1))
     max_pixels: int = _setting(
-        "WANWU_MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted."
+        "WANWU_MAX_PIXELS",
+        40_000_000,
+        "Largest image (width x height) accepted.",
+        at_least(224 * 224, " (224 x 224)"),
+    )
+    decode: str = _setting(
+        "WANWU_DECODE",
+        "fast",
+        "fast decodes large photos scaled down (JPEG DCT scaling, else box reduction) to at "
+        "least twice the resize target; exact decodes every pixel, bit-exact to torchvision.",
+        one_of("fast", "exact"),
     )
     api_keys: tuple[str, ...] = _setting(
         "WANWU_API_KEYS",
@@ -148,10 +229,39 @@ class Settings:
     metrics_public: bool = _setting(
         "WANWU_METRICS_PUBLIC", True, "Serve /metrics without an API key."
     )
-    log_level: str = _setting("WANWU_LOG_LEVEL", "info", "debug, info, warning or error.")
+    log_level: str = _setting(
+        "WANWU_LOG_LEVEL",
+        "info",
+        "Log level: debug, info, warning or error.",
+        one_of("debug", "info", "warning", "error"),
+    )
 
     def __post_init__(self) -> None:
-        _validate(self)
+        for f in dataclasses.fields(self):
+            rule, value = f.metadata["rule"], getattr(self, f.name)
+            if rule is not None and not rule.holds(value):
+                raise SettingsError(f"{f.metadata['env']} must be {rule.says} (got {value!r})")
+        # Rules that relate two settings.
+        if self.queue_max < self.max_batch:
+            raise SettingsError(
+                f"WANWU_QUEUE_MAX must be >= WANWU_MAX_BATCH ({self.max_batch}) "
+                f"(got {self.queue_max})"
+            )
+        if self.buffer_mb < self.max_upload_mb:
+            raise SettingsError(
+                f"WANWU_BUFFER_MB must be >= WANWU_MAX_UPLOAD_MB ({self.max_upload_mb:g}), or no "
+                f"upload of that size fits (got {self.buffer_mb:g})"
+            )
+        if self.timeout_ms <= self.max_wait_ms:
+            raise SettingsError(
+                f"WANWU_TIMEOUT_MS must exceed WANWU_MAX_WAIT_MS ({self.max_wait_ms:g}) "
+                f"(got {self.timeout_ms:g})"
+            )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """WANWU_MAX_UPLOAD_MB in bytes."""
+        return int(self.max_upload_mb * MB)
 
     @property
     def worker_processes(self) -> int:
@@ -191,16 +301,17 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """List (variable, default, description) for every setting: the README's table."""
-        rows = []
-        for f in dataclasses.fields(cls):
-            if "default_text" in f.metadata:
-                default = f.metadata["default_text"]
-            elif f.default is dataclasses.MISSING:
-                default = str(f.default_factory())  # type: ignore[misc]
-            else:
-                default = _format(f.default)
-            rows.append((f.metadata["env"], default, f.metadata["doc"]))
-        return rows
+        return [
+            (f.metadata["env"], _format(f.default), f.metadata["doc"])
+            for f in dataclasses.fields(cls)
+        ]
+
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The README's settings table, generated from the declarations above."""
+        rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+        rows += [f"| `{env}` | `{default}` | {doc} |" for env, default, doc in cls.describe()]
+        return "\n".join(rows)
 
     def public(self) -> dict[str, Any]:
         """Return the settings that may be shown to clients (no secrets)."""
@@ -244,63 +355,5 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         ) from None
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _validate(s: Settings) -> None:
-    checks = [
-        (s.workers >= 0, "WANWU_WORKERS must be >= 0 (0 = automatic)"),
-        (s.threads >= 0, "WANWU_THREADS must be >= 0 (0 = automatic)"),
-        (s.http_threads >= 0, "WANWU_HTTP_THREADS must be >= 0 (0 = automatic)"),
-        (1 <= s.max_batch <= 256, "WANWU_MAX_BATCH must be between 1 and 256"),
-        (0 <= s.max_wait_ms <= 1000, "WANWU_MAX_WAIT_MS must be between 0 and 1000"),
-        (s.queue_max >= s.max_batch, "WANWU_QUEUE_MAX must be >= WANWU_MAX_BATCH"),
-        (s.timeout_ms > s.max_wait_ms, "WANWU_TIMEOUT_MS must exceed WANWU_MAX_WAIT_MS"),
-        (bool(_DEVICE.match(s.device)), "WANWU_DEVICE must be auto, cpu, cuda or cuda:N"),
-        (
-            s.precision in ("fp32", "bf16", "fp16", "auto"),
-            "WANWU_PRECISION must be fp32, bf16, fp16 or auto",
-        ),
-        (s.max_upload_mb > 0, "WANWU_MAX_UPLOAD_MB must be > 0"),
-        (s.max_files >= 1, "WANWU_MAX_FILES must be >= 1"),
-        (s.header_timeout_s > 0, "WANWU_HEADER_TIMEOUT_S must be > 0"),
-        (s.body_timeout_s > 0, "WANWU_BODY_TIMEOUT_S must be > 0"),
-        (s.body_min_kbps > 0, "WANWU_BODY_MIN_KBPS must be > 0"),
-        (
-            s.buffer_mb >= s.max_upload_mb,
-            "WANWU_BUFFER_MB must be >= WANWU_MAX_UPLOAD_MB (or no upload of that size fits)",
-        ),
-        (s.max_connections >= 1, "WANWU_MAX_CONNECTIONS must be >= 1"),
-        (
-            s.max_connections_per_address >= 0,
-            "WANWU_MAX_CONNECTIONS_PER_ADDRESS must be >= 0 (0 = no cap)",
-        ),
-        (
-            s.trust_proxy == ("none",) or all(_is_network(p) for p in s.trust_proxy),
-            "WANWU_TRUST_PROXY must list IP addresses or networks (e.g. 10.0.0.0/8), or be none",
-        ),
-        (s.max_pixels >= 224 * 224, "WANWU_MAX_PIXELS must be >= 50176 (224 x 224)"),
-        (
-            s.log_level in ("debug", "info", "warning", "error"),
-            "WANWU_LOG_LEVEL must be debug, info, warning or error",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SettingsError(f"{message} (got {_offending(s, message)})")
-
-
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def _offending(s: Settings, message: str) -> str:
-    env = message.split()[0]
-    for f in dataclasses.fields(s):
-        if f.metadata["env"] == env:
-            return repr(getattr(s, f.name))
-    return "?"
+if __name__ == "__main__":
+    print(Settings.markdown_table())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Flask, current_app, render_template
+
+from app import imaging
 
 bp = Blueprint("ui", __name__)
 
@@ -14,10 +18,20 @@ def index() -> str:
     settings = current_app.extensions["wanwu.settings"]
     limits = {
         "max_mb": f"{settings.max_upload_mb:g}",
-        "max_bytes": int(settings.max_upload_mb * 1024 * 1024),
+        "max_bytes": settings.max_upload_bytes,
         "max_files": settings.max_files,
+        "formats": imaging.FORMAT_NAMES,
+        # The page downsizes large photos to the short side the fast decode path keeps.
+        "send_short_side": math.ceil(engine.classifier.input_spec["resize"] * imaging.FAST_MARGIN),
     }
-    return render_template("index.html", model=engine.classifier.info(), limits=limits)
+    classifier = engine.classifier
+    model = {
+        **classifier.info(),
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": ",".join(classifier.languages),
+    }
+    return render_template("index.html", model=model, limits=limits)
 
 
 def init_app(app: Flask) -> None:

@@ -18,11 +18,12 @@ import requests
 import torch
 
 from app.runtime import cpu_supports_bf16
-from app.settings import Settings, usable_cpus
+from app.settings import DEFAULT_MODEL, Settings, usable_cpus
 from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".heif", ".heic", ".avif")
 
 
 def cpu_model() -> str:
@@ -69,9 +70,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[str, bytes]]:
-    """Read JPEG/PNG files from `directory` (default: ../shared/imagenet-samples)."""
+    """Read the image files in `directory` (default: ../shared/imagenet-samples)."""
     directory = directory or DEFAULT_IMAGES
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]
@@ -87,7 +88,7 @@ def batch_stats(url: str) -> tuple[float, float]:
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of scripts that start the service: artifact, photos, WANWU_* settings."""
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
     parser.add_argument(
         "--set",

@@ -13,6 +13,7 @@ from benchkit.images import image_bytes
 
 JPEG = image_bytes("JPEG", size=(320, 240))
 PNG = image_bytes("PNG", size=(320, 240))
+MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64  # ISO-BMFF, not an image
 
 
 @dataclass
@@ -82,6 +83,14 @@ def webp_with_dimensions(width: int, height: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
 
 
+def heif_claiming(fmt: str, width: int, height: int) -> bytes:
+    """A HEIC or AVIF of 320x240 whose image spatial extents ('ispe') claim width x height."""
+    data = bytearray(image_bytes(fmt, size=(320, 240), quality=50))
+    ispe = data.index(b"ispe") + 8  # after the box type, version and flags
+    data[ispe : ispe + 8] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
 def bmp_with_dimensions(width: int, height: int) -> bytes:
     bmp = bytearray(image_bytes("BMP", size=(8, 8)))
     bmp[18:26] = struct.pack("<ii", width, height)
@@ -114,7 +123,10 @@ def cases() -> list[Case]:
     """Build every case (bombs are generated here, not stored)."""
     ok, fmts = (
         [],
-        {f: image_bytes(f, size=(320, 240)) for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")},
+        {
+            f: image_bytes(f, size=(320, 240))
+            for f in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+        },
     )
     for fmt, data in fmts.items():
         ok.append(
@@ -134,6 +146,19 @@ def cases() -> list[Case]:
         Case("jpeg-claims-65000x65000", 413, "image_too_large", jpeg_with_dimensions(65000, 65000)),
         Case("webp-claims-16383x16383", 413, "image_too_large", webp_with_dimensions(16383, 16383)),
         Case("bmp-claims-30000x30000", 413, "image_too_large", bmp_with_dimensions(30000, 30000)),
+        Case(
+            "heic-claims-65000x65000", 413, "image_too_large", heif_claiming("HEIF", 65000, 65000)
+        ),
+        Case("avif-claims-7000x7000", 413, "image_too_large", heif_claiming("AVIF", 7000, 7000)),
+        # Beyond libavif's own dimension limit (32768): refused as corrupt while parsing.
+        Case(
+            "avif-claims-65000x65000", 400, "undecodable_image", heif_claiming("AVIF", 65000, 65000)
+        ),
+        # A picture larger than its header says: libheif's limit is the declared size.
+        Case("heic-understates-its-size", 400, "undecodable_image", heif_claiming("HEIF", 32, 24)),
+        Case("mp4-video", 415, "unsupported_media_type", MP4, "video/mp4"),
+        Case("heic-photo", 200, None, fmts["HEIF"], "image/heic"),
+        Case("avif-photo", 200, None, fmts["AVIF"], "image/avif"),
         Case("strip-20000x1", 413, "image_too_large", strip(20_000, 1)),
         Case("png-corrupt-crc", 400, "undecodable_image", corrupt_png_crc()),
         Case("zero-byte-body", 400, "no_image", b""),

@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pillow_heif
 import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "imagenet-samples"
+
+# Registers the HEIF encoder too, so that image_bytes can make HEIC (the service only decodes).
+pillow_heif.register_heif_opener()
 
 
 def image_bytes(

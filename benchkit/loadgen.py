@@ -24,18 +24,29 @@ class Record:
     retry_after: str = ""
 
 
-def raw_jpeg(url: str, images: list[tuple[str, bytes]]) -> MakeRequest:
-    """Post image n (round-robin) as a raw JPEG body."""
+def post_images(url: str, images: list[tuple[str, bytes]], **headers: str) -> MakeRequest:
+    """Post image n (round-robin) to `url` as the raw request body."""
 
     def make(session: requests.Session, n: int) -> requests.Response:
-        return session.post(
-            f"{url}/predict",
-            data=images[n % len(images)][1],
-            headers={"Content-Type": "image/jpeg"},
-            timeout=60,
-        )
+        return session.post(url, data=images[n % len(images)][1], headers=headers, timeout=60)
 
     return make
+
+
+def raw_jpeg(url: str, images: list[tuple[str, bytes]]) -> MakeRequest:
+    """Post image n (round-robin) to /predict as a raw JPEG body."""
+    return post_images(f"{url}/predict", images, **{"Content-Type": "image/jpeg"})
+
+
+def torchserve(url: str, images: list[tuple[str, bytes]], model: str) -> MakeRequest:
+    """Post image n (round-robin) to TorchServe's /predictions/{model}, as its docs do."""
+    return post_images(f"{url}/predictions/{model}", images)
+
+
+def oip(url: str, images: list[tuple[str, bytes]], model: str) -> MakeRequest:
+    """Post image n (round-robin) to OIP v2 infer as a raw binary request (the whole body)."""
+    headers = {"Inference-Header-Content-Length": "0"}
+    return post_images(f"{url}/v2/models/{model}/infer", images, **headers)
 
 
 def _timed(make: MakeRequest, session: requests.Session, n: int) -> Record:

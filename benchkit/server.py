@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from benchkit.loadgen import MakeRequest, raw_jpeg
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +24,7 @@ def free_port() -> int:
 
 
 class GunicornServer:
-    """One Gunicorn master with its workers; logs go to a file the test can read."""
+    """One Gunicorn master with its workers (a `benchkit.measure.Target`); logs go to a file."""
 
     def __init__(self, log_dir: Path, workers: int = 2, **settings: object) -> None:
         self.port = free_port()
@@ -65,8 +67,8 @@ class GunicornServer:
         """Warm workers as `/readyz` counts them; 0 while nothing answers yet."""
         try:
             response = requests.get(f"{self.url}/readyz", timeout=10)
-        except (requests.ConnectionError, requests.Timeout):
-            return 0  # not listening yet, or no worker warm enough to accept
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine
+            return 0
         return response.json().get("workers_ready", 0) if response.ok else 0
 
     def launch(self) -> GunicornServer:
@@ -83,6 +85,15 @@ class GunicornServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        """The Gunicorn master's process id."""
+        return self.proc.pid
+
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        """Send image n (round-robin) to /predict as a raw JPEG body."""
+        return raw_jpeg(self.url, images)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)

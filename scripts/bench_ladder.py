@@ -12,19 +12,15 @@ speed-up over rung a) and writes a PNG chart.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
-import requests
-
 from app.runtime import cpu_supports_bf16
-from app.settings import usable_cpus
-from benchkit.bench import ROOT, header, load_images, percentile
-from benchkit.loadgen import closed_loop, raw_jpeg
-from benchkit.server import GunicornServer, free_port
+from app.settings import DEFAULT_MODEL, usable_cpus
+from benchkit.bench import ROOT, header, load_images
+from benchkit.loadgen import MakeRequest, raw_jpeg
+from benchkit.measure import ProcessTarget, Target, cpu_seconds, measure, settle
+from benchkit.server import GunicornServer
 
 CORES = usable_cpus()
 RUNGS = {
@@ -53,55 +49,26 @@ RUNGS = {
 }
 
 
-class Baseline:
+class Baseline(ProcessTarget):
     """scripts/ladder_baseline.py as a subprocess."""
 
     def __init__(self, args: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "scripts/ladder_baseline.py"),
-                "--port",
-                str(self.port),
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        super().__init__()
+        script = str(ROOT / "scripts/ladder_baseline.py")
+        self.command = [sys.executable, script, "--port", str(self.port), *args]
 
-    def __enter__(self) -> Baseline:
-        for _ in range(300):
-            try:
-                requests.get(self.url, timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("baseline server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        return raw_jpeg(self.url, images)
 
 
-def start(rung: str, out: Path):
+def target(rung: str, out: Path) -> Target:
+    """The server of one rung."""
     spec = RUNGS[rung][1]
     if isinstance(spec, list):
-        return Baseline(spec), lambda server: server.proc.pid
+        return Baseline(spec)
     settings = dict(spec)
     workers = settings.pop("workers")
-    server = GunicornServer(out, workers=workers, model=ROOT / "models/resnet18.pt", **settings)
-    return server, lambda s: s.proc.pid
-
-
-def cpu_seconds(pid: int) -> float:
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        times = proc.cpu_times()
-        total += times.user + times.system
-    return total
+    return GunicornServer(out, workers=workers, model=ROOT / DEFAULT_MODEL, **settings)
 
 
 def main() -> int:
@@ -129,21 +96,18 @@ def main() -> int:
         if rung == "g" and not cpu_supports_bf16():
             print(f"| {rung} | {title} | unavailable: no native bf16 on this CPU ||||||")
             continue
-        server, pid_of = start(rung, args.out)
-        with server:
-            make = raw_jpeg(server.url, images)
-            closed_loop(make, 4, 3)  # warm-up
-            cpu_before, began = cpu_seconds(pid_of(server)), time.monotonic()
-            records = closed_loop(make, args.concurrency, args.seconds)
-            elapsed = time.monotonic() - began
-            cpu = (cpu_seconds(pid_of(server)) - cpu_before) / elapsed / CORES
-        ok = [r.latency * 1000 for r in records if r.status == 200]
-        rate = len(ok) / elapsed
+        with target(rung, args.out) as server:
+            make = server.make(images)
+            settle(make)
+            cpu_before = cpu_seconds(server.pid)
+            row = measure(make, args.concurrency, args.seconds)
+            cpu = (cpu_seconds(server.pid) - cpu_before) / row.seconds / CORES
+        rate = row.rate
         base = base or rate
         rows.append((rung, rate))
         print(
-            f"| {rung} | {title} | {rate:.1f} | {percentile(ok, 50):.0f} | "
-            f"{percentile(ok, 90):.0f} | {percentile(ok, 99):.0f} | {100 * cpu:.0f} % | "
+            f"| {rung} | {title} | {rate:.1f} | {row.p50:.0f} | {row.p90:.0f} | {row.p99:.0f} | "
+            f"{100 * cpu:.0f} % | "
             f"{rate / base:.2f}x |",
             flush=True,
         )

@@ -20,6 +20,7 @@ import torch
 
 from app import imaging
 from app.runtime import cpu_supports_bf16
+from app.settings import DEFAULT_MODEL
 from benchkit.bench import ROOT, device_name, header, in_fresh_process, load_images
 from benchkit.timing import load, time_batches
 
@@ -64,7 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--batch-sizes", type=ints, help="default 1..16 (CPU), 1..128 (CUDA)")
     parser.add_argument("--threads", type=ints, default=[1, 2])

@@ -5,7 +5,8 @@ Each peer runs from its own virtualenv under --venvs (created on first use: a mi
 from PyPI and this machine's torch wheels), never from the project's. All three get the
 same photos, closed-loop load at each --concurrency, fp32, batching on (max batch 8, ~5 ms
 wait), and all CPU threads of the machine. Requests use each server's natural format:
-raw JPEG bodies for wanwu and TorchServe, multipart for LitServe. Prints a markdown table
+raw JPEG bodies for wanwu and TorchServe, multipart for LitServe; the wanwu-torchserve row
+sends TorchServe's exact requests (POST /predictions/resnet18) to wanwu. Prints a markdown table
 and writes throughput and latency plots.
 """
 
@@ -17,17 +18,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-import psutil
 import requests
 
+from app.artifact import read_manifest
 from app.labels import names
-from app.settings import usable_cpus
-from benchkit.bench import ROOT, header, load_images, percentile
-from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
+from app.settings import DEFAULT_MODEL, usable_cpus
+from benchkit.bench import ROOT, header, load_images
+from benchkit.loadgen import MakeRequest, torchserve
+from benchkit.measure import ProcessTarget, Target, measure, settle, wait_until_up
 from benchkit.server import GunicornServer, free_port
 
 CORES = usable_cpus()
@@ -58,37 +58,8 @@ def venv(root: Path, peer: str) -> Path:
     return path / "bin"
 
 
-def errors(records: list) -> str:
-    """Non-200 outcomes by status, e.g. '503 x4', or 0."""
-    counts = Counter(str(r.status) for r in records if r.status != 200)
-    return ", ".join(f"{status} x{n}" for status, n in counts.items()) or "0"
-
-
-def stop_tree(pid: int) -> None:
-    """Terminate a process and all its descendants (peers fork workers of their own)."""
-    root = psutil.Process(pid)
-    processes = [root, *root.children(recursive=True)]
-    for process in processes:
-        process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=20)
-    for process in alive:
-        process.kill()
-
-
-def wait_until(url: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up")
-
-
 class TorchServe:
-    """TorchServe with the image_classifier handler and server-side batching."""
+    """TorchServe with the image_classifier handler and server-side batching (a Target)."""
 
     def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
         self.bin, self.work = bin_dir, work / "torchserve"
@@ -155,7 +126,7 @@ class TorchServe:
             stdout=open(self.work / "ts.log", "wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(f"http://127.0.0.1:{self.admin}/models")
+        wait_until_up(f"http://127.0.0.1:{self.admin}/models")
         response = requests.post(
             f"http://127.0.0.1:{self.admin}/models",
             timeout=300,
@@ -170,13 +141,12 @@ class TorchServe:
         response.raise_for_status()
         return self
 
-    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
-        def send(session: requests.Session, n: int) -> requests.Response:
-            return session.post(
-                f"{self.url}/predictions/resnet18", data=images[n % len(images)][1], timeout=60
-            )
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
-        return send
+    def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
+        return torchserve(self.url, images, "resnet18")
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(
@@ -190,12 +160,13 @@ class TorchServe:
             self.proc.kill()
 
 
-class LitServe:
+class LitServe(ProcessTarget):
     """scripts/peers/litserve_app.py in the LitServe virtualenv."""
 
+    health_path = "/health"
+
     def __init__(self, bin_dir: Path, work: Path, model: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log=work / "litserve.log")
         self.command = [
             str(bin_dir / "python"),
             str(ROOT / "scripts/peers/litserve_app.py"),
@@ -205,14 +176,6 @@ class LitServe:
             str(MAX_BATCH),
             str(WORKERS),
         ]
-        self.log = work / "litserve.log"
-
-    def __enter__(self) -> LitServe:
-        self.proc = subprocess.Popen(
-            self.command, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
-        )
-        wait_until(f"{self.url}/health")
-        return self
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
         def send(session: requests.Session, n: int) -> requests.Response:
@@ -221,33 +184,27 @@ class LitServe:
 
         return send
 
-    def __exit__(self, *exc: object) -> None:
-        stop_tree(self.proc.pid)
 
-
-class Wanwu:
-    """This project, with its defaults plus the common batching settings."""
-
-    def __init__(self, work: Path, model: Path, fuse: bool = True) -> None:
-        self.server = GunicornServer(
-            work,
-            workers=WORKERS,
-            model=model,
-            threads=THREADS,
-            max_batch=MAX_BATCH,
-            max_wait_ms=WAIT_MS,
-            cpu_fusion=int(fuse),
-        )
-
-    def __enter__(self) -> Wanwu:
-        self.server.start()
-        return self
+class WanwuViaTorchServe(GunicornServer):
+    """wanwu sent TorchServe's own requests: POST /predictions/{model}, a raw JPEG body."""
 
     def make(self, images: list[tuple[str, bytes]]) -> MakeRequest:
-        return raw_jpeg(self.server.url, images)
+        return torchserve(self.url, images, read_manifest(self.env["WANWU_MODEL"])["name"])
 
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
+
+def wanwu(
+    work: Path, model: Path, fuse: bool = True, via_torchserve: bool = False
+) -> GunicornServer:
+    """This project, with its defaults plus the common batching settings."""
+    return (WanwuViaTorchServe if via_torchserve else GunicornServer)(
+        work,
+        workers=WORKERS,
+        model=model,
+        threads=THREADS,
+        max_batch=MAX_BATCH,
+        max_wait_ms=WAIT_MS,
+        cpu_fusion=int(fuse),
+    )
 
 
 def main() -> int:
@@ -255,11 +212,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     # wanwu-unfused: WANWU_CPU_FUSION=0, to show how much of the difference fusion makes.
-    parser.add_argument("--peers", default="wanwu,wanwu-unfused,torchserve,litserve")
+    # wanwu-torchserve: wanwu through its TorchServe route, with TorchServe's own requests.
+    parser.add_argument(
+        "--peers", default="wanwu,wanwu-torchserve,wanwu-unfused,torchserve,litserve"
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--images", type=Path)
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache/wanwu-peers")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
     parser.add_argument(
@@ -281,26 +241,27 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
     results: dict[str, list[tuple[int, float, float, float]]] = {}
     for peer in args.peers.split(","):
-        if peer in ("wanwu", "wanwu-unfused"):
-            server = Wanwu(args.out, args.model, fuse=peer == "wanwu")
+        server: Target
+        if peer.startswith("wanwu"):
+            server = wanwu(
+                args.out,
+                args.model,
+                fuse=peer != "wanwu-unfused",
+                via_torchserve=peer == "wanwu-torchserve",
+            )
         else:
             server = {"torchserve": TorchServe, "litserve": LitServe}[peer](
                 venv(args.venvs, peer), args.out, args.model
             )
         with server:
             make = server.make(images)
-            closed_loop(make, 4, 5)  # warm-up
+            settle(make)
             for clients in levels:
-                began = time.monotonic()
-                records = closed_loop(make, clients, args.seconds)
-                elapsed = time.monotonic() - began
-                ok = [r.latency * 1000 for r in records if r.status == 200]
-                rate = len(ok) / elapsed
-                p50, p90, p99 = (percentile(ok, q) for q in (50, 90, 99))
-                results.setdefault(peer, []).append((clients, rate, p50, p99))
+                row = measure(make, clients, args.seconds)
+                results.setdefault(peer, []).append((clients, row.rate, row.p50, row.p99))
                 print(
-                    f"| {peer} | {clients} | {rate:.1f} | {p50:.0f} | {p90:.0f} | {p99:.0f} | "
-                    f"{errors(records)} |",
+                    f"| {peer} | {clients} | {row.rate:.1f} | {row.p50:.0f} | {row.p90:.0f} | "
+                    f"{row.p99:.0f} | {row.errors} |",
                     flush=True,
                 )
     plot(results, args.out)

@@ -26,11 +26,10 @@ from benchkit.bench import (
     header,
     in_fresh_process,
     load_images,
-    percentile,
     server_settings,
     start_server,
 )
-from benchkit.loadgen import closed_loop, raw_jpeg
+from benchkit.measure import measure, settle
 from benchkit.timing import best_rate
 
 
@@ -46,7 +45,7 @@ def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
     decode_times = []
     for _, data in images[:30]:
         start = time.perf_counter()
-        imaging.load(data, spec, 10**9)
+        imaging.load(data, spec, 10**9, settings.decode)
         decode_times.append(time.perf_counter() - start)
     return best, (single + statistics.median(decode_times)) * 1000
 
@@ -80,28 +79,22 @@ def main() -> int:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with start_server(args.model, args.set) as srv:
-        make = raw_jpeg(srv.url, images)
-        closed_loop(make, 4, 3)  # settle: caches, connection pools
+        make = srv.make(images)
+        settle(make)
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            before = batch_stats(srv.url)
-            began, client_cpu = time.monotonic(), time.process_time()
-            records = closed_loop(make, concurrency, args.seconds)
-            elapsed = time.monotonic() - began
-            client_share = (time.process_time() - client_cpu) / elapsed / usable_cpus()
+            before, client_cpu = batch_stats(srv.url), time.process_time()
+            row = measure(make, concurrency, args.seconds)
+            client_share = (time.process_time() - client_cpu) / row.seconds / usable_cpus()
             after = batch_stats(srv.url)
-            latencies = [r.latency for r in records if r.status == 200]
-            errors = [r for r in records if r.status != 200]
-            rate = len(latencies) / elapsed
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-            p50, p90, p99 = (percentile(latencies, q) * 1000 for q in (50, 90, 99))
             print(
-                f"| {concurrency} | {rate:.1f} | {100 * rate / ceiling:.0f} % | {p50:.1f} | "
-                f"{p90:.1f} | {p99:.1f} | {mean_batch:.2f} | {100 * client_share:.0f} % | "
-                f"{len(errors)} |",
+                f"| {concurrency} | {row.rate:.1f} | {100 * row.rate / ceiling:.0f} % | "
+                f"{row.p50:.1f} | {row.p90:.1f} | {row.p99:.1f} | {mean_batch:.2f} | "
+                f"{100 * client_share:.0f} % | {row.errors} |",
                 flush=True,
             )
             if concurrency == 1:
-                print(f"|   | c=1 p50 vs one pass + decode: {p50 / single_ms:.2f}x ||||||||")
+                print(f"|   | c=1 p50 vs one pass + decode: {row.p50 / single_ms:.2f}x ||||||||")
         pids = srv.worker_pids()
         memories = [memory.smaps_rollup(pid) for pid in pids]
     print(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from app.settings import DEFAULT_MODEL
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import closed_loop, raw_jpeg
 from benchkit.server import GunicornServer
@@ -55,7 +56,7 @@ def main() -> int:
     )
     out = Path(os.environ.get("TMPDIR", "/tmp"))
     for run in range(1, args.runs + 1):
-        with GunicornServer(out, workers=args.workers, model=ROOT / "models/resnet18.pt") as srv:
+        with GunicornServer(out, workers=args.workers, model=ROOT / DEFAULT_MODEL) as srv:
             load = threading.Thread(
                 target=closed_loop, args=(raw_jpeg(srv.url, images), args.clients, 6)
             )

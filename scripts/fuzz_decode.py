@@ -10,7 +10,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_fuzz import SEEDS, decodes_or_refuses
+from benchkit.fuzz import SEEDS, decodes_or_refuses
 
 
 def main() -> int:

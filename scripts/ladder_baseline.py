@@ -17,6 +17,8 @@ from flask import Flask, request
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
+from app.settings import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     if args.model == "eager":
         model = resnet18(weights=None).eval()  # weights do not change the speed
     else:
-        model = torch.jit.load(str(ROOT / "models/resnet18.pt")).eval()
+        model = torch.jit.load(str(ROOT / DEFAULT_MODEL)).eval()
     transform = ResNet18_Weights.IMAGENET1K_V1.transforms()
     categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     lock = threading.Lock()  # one image at a time through the model

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from app.memory import smaps_rollup
+from app.settings import DEFAULT_MODEL
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import closed_loop, open_loop, raw_jpeg
 from benchkit.server import GunicornServer
@@ -45,7 +46,7 @@ def main() -> int:
     with GunicornServer(
         Path("/tmp"),
         workers=1,
-        model=ROOT / "models/resnet18.pt",
+        model=ROOT / DEFAULT_MODEL,
         threads=0,
         queue_max=args.queue_max,
         timeout_ms=args.timeout_ms,

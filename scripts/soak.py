@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from app.memory import smaps_rollup
+from app.settings import DEFAULT_MODEL
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import closed_loop
 from benchkit.server import GunicornServer
@@ -59,9 +60,7 @@ def main() -> int:
     print("\n| t (s) | requests | unexpected | p50 ms | p99 ms | server PSS MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
     total: Counter[str] = Counter()
-    with GunicornServer(
-        Path("/tmp"), workers=1, model=ROOT / "models/resnet18.pt", threads=0
-    ) as server:
+    with GunicornServer(Path("/tmp"), workers=1, model=ROOT / DEFAULT_MODEL, threads=0) as server:
         make = mixed(server.url, images)
         began = time.monotonic()
         while time.monotonic() - began < args.minutes * 60:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,11 @@ from app import create_app
 from app.artifact import write_manifest
 from app.engine import Engine
 from app.model import Classifier
-from app.settings import Settings
-from benchkit import system
+from app.settings import DEFAULT_MODEL, Settings
+from benchkit import digits, system
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", "models/resnet18.pt")
+REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", DEFAULT_MODEL)
 INPUT_SPEC = {
     "resize": 256,
     "crop": 224,
@@ -37,10 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class TinyNet(torch.nn.Module):
     """A seeded stand-in for ResNet-18: same input and output shapes, microseconds per image."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: int = 1000) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 8, kernel_size=16, stride=16)
-        self.fc = torch.nn.Linear(8, 1000)
+        self.fc = torch.nn.Linear(8, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1), 1))
@@ -48,7 +50,7 @@ class TinyNet(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Save a tiny seeded TorchScript model with a manifest, like the real export."""
+    """A tiny seeded TorchScript model whose manifest has the first format (labels by name)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.jit.script(TinyNet().eval()).save(str(path))
@@ -65,12 +67,55 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def save_tiny_model(path: Path, labels: dict[str, list[str]], trained: bool = True) -> Path:
+    """A tiny seeded model with these labels embedded in its manifest, as app.export writes."""
+    torch.manual_seed(0)
+    torch.jit.script(TinyNet(len(labels["en"])).eval()).save(str(path))
+    write_manifest(
+        path,
+        name=path.stem,
+        arch=None,
+        format="torchscript",
+        weights={"source": "test", "sha256": None, "kind": "fine-tune"},
+        trained=trained,
+        input=INPUT_SPEC,
+        num_classes=len(labels["en"]),
+        languages=list(labels),
+        labels=labels,
+    )
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_model_path() -> Path:
     """The real ResNet-18 export (`make test` creates it first)."""
     if not REAL_MODEL.is_file():
         pytest.fail(f"{REAL_MODEL} is missing: run `make test`, which exports it")
     return REAL_MODEL
+
+
+@dataclass
+class DigitsModel:
+    """The digits classifier, trained and exported in this session, and its held-out part."""
+
+    path: Path  # the artifact app.export wrote (manifest beside it)
+    images: list[bytes]  # held-out PNGs, as a user would upload them
+    labels: list[int]  # their digits
+    reference: torch.Tensor  # the trained model's own fp32 probabilities, one row per image
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> DigitsModel:
+    """Train the digits classifier (about a minute of CPU) and export it with `app.export`."""
+    from PIL import Image
+
+    data = digits.split()
+    net = digits.train(data)
+    path = digits.export(net, tmp_path_factory.mktemp("digits") / "digits.pt")
+    images = data.test_png()
+    # The reference decodes the PNGs like any reader and preprocesses with torchvision.
+    decoded = [Image.open(io.BytesIO(png)).convert("RGB") for png in images]
+    return DigitsModel(path, images, data.test_labels, digits.predict(net, decoded))
 
 
 def make_settings(model: Path, **overrides: object) -> Settings:
@@ -93,8 +138,8 @@ def start_app(tiny_model_path: Path):
     """Return a factory for started apps over the tiny model; stops their batchers after."""
     engines: list[Engine] = []
 
-    def factory(**overrides: object):
-        settings = make_settings(tiny_model_path, **overrides)
+    def factory(model: Path | None = None, **overrides: object):
+        settings = make_settings(model or tiny_model_path, **overrides)
         engine = Engine(Classifier.load(settings.model), settings)
         engine.start()
         engine.batcher.ready.wait(30)

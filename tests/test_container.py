@@ -23,7 +23,7 @@ def test_dockerfile_passes_hadolint():
 
 def setup_step(step: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "scripts/container_setup.sh", step],
+        ["bash", "deploy/container_setup.sh", step],
         cwd=ROOT,
         # The venv's python first, as the image's PATH puts /opt/venv/bin first.
         env={

@@ -63,25 +63,37 @@ def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path,
 
 
 def test_sigterm_drains_every_accepted_request(real_model_path, tmp_path):
-    # 32 requests of 8 images: seconds of work even on a fast machine, so SIGTERM lands once
-    # every connection is accepted (0.5 s) and while most images are still queued.
-    files = [("file", (f"{n}.jpg", image_bytes(seed=n))) for n in range(8)]
+    """SIGTERM once the workers hold all 32 requests (4 images each): every one is answered."""
+    files = [("file", (f"{n}.jpg", image_bytes(seed=n))) for n in range(4)]
     server = GunicornServer(
-        tmp_path, workers=2, model=real_model_path, max_batch=4, queue_max=256, http_threads=32
+        tmp_path,
+        workers=2,
+        model=real_model_path,
+        max_batch=4,
+        queue_max=256,
+        http_threads=32,
+        timeout_ms=120_000,  # a slow machine answers late, never 504: this test is about draining
     ).start()
     finished: list[float] = []
     lock = threading.Lock()
 
     def call(_: int) -> int:
-        response = requests.post(f"{server.url}/predict", files=files, timeout=60)
+        response = requests.post(f"{server.url}/predict", files=files, timeout=120)
         with lock:
             finished.append(time.monotonic())
         return response.status_code
 
+    def taken() -> int:
+        """Requests the workers hold or have answered (the scrape itself is in flight too)."""
+        text = requests.get(f"{server.url}/metrics", timeout=30).text
+        with lock:
+            return int(metric(text, "wanwu_requests_in_flight")) - 1 + len(finished)
+
     try:
         with ThreadPoolExecutor(32) as pool:
             futures = [pool.submit(call, i) for i in range(32)]
-            time.sleep(0.5)
+            while taken() < 32:  # every connection accepted: none waits in the listen backlog
+                time.sleep(0.01)
             signalled = time.monotonic()
             server.signal(signal.SIGTERM)
             codes = [f.result() for f in futures]

@@ -1,20 +1,32 @@
-// The upload page: send each image to /predict and show its top-3 as a card.
+// The upload page: send each image to /predict and show its top-3 (the server's default:
+// every class of a model with fewer) as a card.
 "use strict";
 
 const TEXT = {
   en: { drop: "Drop images here, paste, or choose files",
         working: "Classifying…", latency: "server time", tooLarge: "File is larger than the limit",
-        busy: "The service is busy; retry in a moment.", network: "Could not reach the service." },
+        busy: "The service is busy; retry in a moment.", network: "Could not reach the service.",
+        noLabels: "", sent: "sent", original: "original", sendOriginal: "Send the original" },
   zh: { drop: "拖放图片到这里、粘贴，或选择文件",
         working: "识别中…", latency: "服务器耗时", tooLarge: "文件超过大小限制",
-        busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。" },
+        busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。",
+        noLabels: "此模型没有中文标签，结果以英文显示。",
+        sent: "已发送", original: "原图", sendOriginal: "发送原图" },
 };
 const maxBytes = Number(document.body.dataset.maxBytes);
+const labelLanguages = document.body.dataset.languages.split(",");  // the model's own
+const labelsNote = document.getElementById("labels-note");
+// The server resizes the short side to the model's input and keeps at most twice that when
+// it decodes a large photo (WANWU_DECODE=fast): more pixels only cost upload time.
+const sendShortSide = Number(document.body.dataset.sendShortSide);
 const cards = document.getElementById("cards");
 const uploads = [];  // {file, card}: kept so a language switch can re-ask the server
 let lang = localStorage.getItem("wanwu.lang") === "zh" ? "zh" : "en";
 
 function t(key) { return TEXT[lang][key]; }
+
+// The page speaks `lang`; labels come in it when the model has them, else in English.
+function labelLanguage() { return labelLanguages.includes(lang) ? lang : labelLanguages[0]; }
 
 function setLanguage(next) {
   lang = next;
@@ -24,6 +36,8 @@ function setLanguage(next) {
     button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
   }
   document.querySelector('[data-i18n="drop"]').textContent = t("drop");
+  labelsNote.hidden = labelLanguage() === lang;
+  labelsNote.textContent = labelsNote.hidden ? "" : t("noLabels");
   uploads.forEach(classify);
 }
 
@@ -34,7 +48,49 @@ function el(tag, className, text) {
   return node;
 }
 
-function showPredictions(card, body) {
+function size(bytes) {
+  return bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(0)} KB` : `${(bytes / 2 ** 20).toFixed(1)} MB`;
+}
+
+// A JPEG of the picture with its short side at sendShortSide, or null to send the file as it
+// is: already small enough, or a format this browser cannot decode (HEIC outside Safari),
+// which the server decodes.
+async function downsized(file) {
+  let picture;
+  try {
+    picture = await createImageBitmap(file);  // upright: EXIF orientation is applied
+  } catch (error) {
+    return null;
+  }
+  const scale = sendShortSide / Math.min(picture.width, picture.height);
+  if (scale >= 1) { picture.close(); return null; }
+  const width = Math.round(picture.width * scale), height = Math.round(picture.height * scale);
+  const small = await createImageBitmap(picture, { resizeWidth: width, resizeHeight: height,
+                                                   resizeQuality: "high" });
+  picture.close();
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  canvas.getContext("2d").drawImage(small, 0, 0);
+  small.close();
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+}
+
+function sentNote(upload) {
+  const note = el("p", "sent");
+  if (!upload.small) {
+    note.textContent = `${t("sent")}: ${size(upload.file.size)}`;
+    return note;
+  }
+  note.textContent = `${t("sent")}: ${size(upload.small.size)} · ${t("original")}: ${size(upload.file.size)} `;
+  const button = el("button", "original", t("sendOriginal"));
+  button.type = "button";
+  button.addEventListener("click", () => { upload.small = null; upload.original = true; classify(upload); });
+  note.append(button);
+  return note;
+}
+
+function showPredictions(upload, body) {
   const list = el("ol");
   for (const p of body.predictions) {
     const percent = (p.score * 100).toFixed(1) + "%";
@@ -49,8 +105,8 @@ function showPredictions(card, body) {
     item.append(row, bar);
     list.append(item);
   }
-  card.result.replaceChildren(list,
-    el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`));
+  upload.card.result.replaceChildren(list,
+    el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`), sentNote(upload));
 }
 
 function showError(card, message) {
@@ -60,14 +116,16 @@ function showError(card, message) {
 
 async function classify(upload) {
   const { file, card } = upload;
-  if (file.size > maxBytes) return showError(card, `${t("tooLarge")} (${(maxBytes / 2 ** 20).toFixed(0)} MB).`);
   card.result.replaceChildren(el("p", "meta", t("working")));
+  if (upload.small === undefined) upload.small = upload.original ? null : await downsized(file);
+  const sending = upload.small || file;
+  if (sending.size > maxBytes) return showError(card, `${t("tooLarge")} (${(maxBytes / 2 ** 20).toFixed(0)} MB).`);
   const form = new FormData();
-  form.append("file", file, file.name);
+  form.append("file", sending, file.name);
   try {
-    const response = await fetch(`/predict?topk=3&lang=${lang}`, { method: "POST", body: form });
+    const response = await fetch(`/predict?lang=${labelLanguage()}`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
-    if (response.ok) return showPredictions(card, body);
+    if (response.ok) return showPredictions(upload, body);
     const message = body.error ? body.error.message : `HTTP ${response.status}`;
     showError(card, response.status === 503 ? `${t("busy")} (${message})` : message);
   } catch (error) {

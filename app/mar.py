@@ -1,0 +1,148 @@
+"""Read a TorchServe model archive (.mar) whose serialized file is TorchScript.
+
+Policy (docs/MIGRATING.md; ../shared/PROTOCOLS.md section 2 has TorchServe's rules):
+- Only TorchScript archives, as `torch-model-archiver --serialized-file model.pt` makes them,
+  are taken. An eager archive (`modelFile`: a model.py plus a state_dict) would need its
+  Python run to rebuild the model; it is refused with the steps to convert it.
+- Nothing in the archive is executed or extracted by its own names: members are read by the
+  names the manifest gives, which must sit at the archive root, and the model is copied out
+  to a path the caller chooses, within a size cap (a zip bomb stops there).
+- The model name and version come from MAR-INF/MANIFEST.json. index_to_name.json, when
+  present, is copied out as it is: `app.labels` reads it (`{"0": "tench"}`,
+  `{"0": ["n01440764", "tench"]}` or the legacy `{"object_type_names": [...]}`).
+- The handler's Python is never imported; wanwu preprocesses as TorchServe's stock
+  `image_classifier` does (IMAGE_CLASSIFIER_INPUT), which is what a custom handler must match.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+MANIFEST = "MAR-INF/MANIFEST.json"
+LABELS = "index_to_name.json"
+MAX_MODEL_BYTES = 4 << 30
+MAX_METADATA_BYTES = 64 << 20
+STOCK_HANDLERS = ("image_classifier", "vision_handler", "base_handler")
+
+# TorchServe's image_classifier: Resize(256), CenterCrop(224), ToTensor, ImageNet Normalize.
+IMAGE_CLASSIFIER_INPUT = {
+    "resize": 256,
+    "crop": 224,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bilinear",
+}
+
+_CONVERT = (
+    "Convert it to TorchScript where its model.py is importable: build the model and load the "
+    "state_dict as the handler does, then torch.jit.script(model).save('model.pt') (or "
+    "torch.jit.trace(model, torch.zeros(1, 3, 224, 224))), and rebuild the archive with "
+    "`torch-model-archiver --serialized-file model.pt --handler image_classifier "
+    "--extra-files index_to_name.json` and no --model-file."
+)
+
+
+class MarError(ValueError):
+    """The archive is not one wanwu can serve; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class MarArchive:
+    """A checked TorchScript archive: its name, version, labels and model member."""
+
+    path: Path
+    name: str
+    version: str
+    handler: str
+    serialized_file: str
+    labels_file: str | None
+
+    def save_model(self, dest: str | Path) -> None:
+        """Copy the TorchScript model out of the archive to `dest`."""
+        self._copy(self.serialized_file, dest)
+
+    def save_labels(self, dest: str | Path) -> None:
+        """Copy index_to_name.json out of the archive to `dest` (check `labels_file` first)."""
+        if self.labels_file is None:
+            raise MarError(f"{self.path} has no {LABELS}")
+        self._copy(self.labels_file, dest)
+
+    def _copy(self, member: str, dest: str | Path) -> None:
+        with zipfile.ZipFile(self.path) as archive, archive.open(member) as src:
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def read_mar(path: str | Path) -> MarArchive:
+    """Open and check a .mar; raise MarError naming what is wrong and how to fix it."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise MarError(
+            f"{path} is not a .mar (zip) archive. A tgz or no-archive export: rebuild it with "
+            "torch-model-archiver's default --archive-format."
+        )
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        manifest = _json(archive, members, MANIFEST, path)
+        model = manifest.get("model") if isinstance(manifest, dict) else None
+        if not isinstance(model, dict) or not all(
+            isinstance(model.get(k), str) and model[k] for k in ("modelName", "modelVersion")
+        ):
+            raise MarError(f"{path}: {MANIFEST} lacks model.modelName or model.modelVersion.")
+        if model.get("modelFile"):
+            raise MarError(
+                f"{path} is an eager-mode archive (modelFile {model['modelFile']!r} plus a "
+                "state_dict): wanwu serves TorchScript only and never runs an archive's "
+                f"Python. {_CONVERT}"
+            )
+        serialized = model.get("serializedFile")
+        if not isinstance(serialized, str) or serialized not in members or "/" in serialized:
+            raise MarError(
+                f"{path}: the manifest's serializedFile {serialized!r} is not a file at the "
+                "archive's root."
+            )
+        info = members[serialized]
+        if info.file_size > MAX_MODEL_BYTES:
+            raise MarError(f"{path}: {serialized} unpacks to {info.file_size} bytes; too large.")
+        with archive.open(serialized) as member:
+            torchscript = _is_torchscript(member)
+        if not torchscript:
+            raise MarError(f"{path}: {serialized} is not a TorchScript file. {_CONVERT}")
+        if LABELS in members and members[LABELS].file_size > MAX_METADATA_BYTES:
+            raise MarError(f"{path}: {LABELS} is too large to be labels.")
+    return MarArchive(
+        path=path,
+        name=model["modelName"],
+        version=model["modelVersion"],
+        handler=str(model.get("handler", "")),
+        serialized_file=serialized,
+        labels_file=LABELS if LABELS in members else None,
+    )
+
+
+def _json(
+    archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str, path: Path
+) -> Any:
+    if name not in members:
+        raise MarError(f"{path} has no {name}: was it made by torch-model-archiver?")
+    if members[name].file_size > MAX_METADATA_BYTES:
+        raise MarError(f"{path}: {name} is too large to be metadata.")
+    try:
+        return json.loads(archive.read(name))
+    except ValueError as exc:
+        raise MarError(f"{path}: {name} is not valid JSON ({exc}).") from None
+
+
+def _is_torchscript(member: IO[bytes]) -> bool:
+    """TorchScript files are zips with code/ and constants.pkl; a state_dict has neither."""
+    # Read as a zip in place (zip members are seekable): nothing is loaded whole.
+    if not zipfile.is_zipfile(member):
+        return False
+    with zipfile.ZipFile(member) as inner:
+        names = inner.namelist()
+    return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)

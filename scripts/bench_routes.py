@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""wanwu through each protocol on one server: /predict, TorchServe's route, OIP v2 infer.
+
+One Gunicorn, the same photos, the same closed-loop clients. At each --concurrency the routes
+take turns, --rounds times, so the machine's drift falls on each alike. Each request carries
+one raw JPEG: a raw body to /predict, TorchServe's POST /predictions/{model} as its docs send
+it, and an OIP raw binary request (Inference-Header-Content-Length: 0). Prints req/s and
+latency per route and round, and each route's total answers relative to /predict's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+
+from app.artifact import read_manifest
+from benchkit.bench import add_server_arguments, header, load_images, server_settings, start_server
+from benchkit.loadgen import oip, raw_jpeg, torchserve
+from benchkit.measure import measure, settle
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_server_arguments(parser)
+    parser.add_argument("--concurrency", default="8,32")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    settings = server_settings(args.set)
+    images = load_images(args.images)
+    name = read_manifest(args.model)["name"]
+    print(header("Routes (scripts/bench_routes.py)"))
+    print(
+        f"- server: workers={settings.worker_processes} torch_threads={settings.torch_threads} "
+        f"max_batch={settings.max_batch} max_wait_ms={settings.max_wait_ms}; "
+        f"{args.seconds:g} s per route, round and level; {len(images)} photos\n"
+    )
+    print("| clients | round | route | req/s | p50 ms | p99 ms | errors |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
+    answered: dict[tuple[int, str], int] = defaultdict(int)
+    with start_server(args.model, args.set) as srv:
+        routes = {
+            "/predict": raw_jpeg(srv.url, images),
+            "/predictions": torchserve(srv.url, images, name),
+            "/v2 infer": oip(srv.url, images, name),
+        }
+        for make in routes.values():
+            settle(make)
+        for clients in [int(c) for c in args.concurrency.split(",")]:
+            for n in range(1, args.rounds + 1):
+                for route, make in routes.items():
+                    row = measure(make, clients, args.seconds)
+                    answered[clients, route] += sum(r.status == 200 for r in row.records)
+                    print(
+                        f"| {clients} | {n} | {route} | {row.rate:.1f} | {row.p50:.0f} | "
+                        f"{row.p99:.0f} | {row.errors} |",
+                        flush=True,
+                    )
+    print("\nanswers relative to /predict over all rounds:")
+    for clients in sorted({c for c, _ in answered}):
+        base = answered[clients, "/predict"]
+        ratios = ", ".join(
+            f"{route} {answered[clients, route] / base:.3f}" for route in routes if base
+        )
+        print(f"- {clients} clients: {ratios}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
