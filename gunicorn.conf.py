@@ -49,7 +49,8 @@ wsgi_app = "app:create_app()"
 preload_app = True
 bind = [settings.bind]
 workers = settings.worker_processes
-worker_class = "app.balance.BalancedThreadWorker"  # gthread, spreading connections evenly
+# gthread that reads whole requests before a thread sees them, spreading connections evenly
+worker_class = "app.balance.BalancedThreadWorker"
 threads = settings.request_threads
 timeout = 60
 graceful_timeout = 30
@@ -74,9 +75,11 @@ def on_starting(server):
 
 
 def pre_fork(server, worker):
-    """Give the new worker a free CPU slot; freeze the heap so fork shares it copy-on-write."""
+    """Give the new worker a free CPU slot and the settings; freeze the heap so fork shares
+    it copy-on-write."""
     taken = {getattr(w, "wanwu_slot", -1) for w in server.WORKERS.values()}
     worker.wanwu_slot = runtime.free_slot(taken)
+    worker.wanwu_settings = settings
     gc.freeze()
 
 

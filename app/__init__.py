@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # directory before prometheus_client is first imported.
     from flask import Flask
 
-    from app import api, oip, torchserve, ui
+    from app import api, oip, security, torchserve, ui
     from app.engine import Engine
     from app.model import Classifier
     from app.settings import Settings
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.register_blueprint(torchserve.bp)
     app.register_blueprint(oip.bp)
     ui.init_app(app)
+    security.init_app(app)
     return app

@@ -200,6 +200,7 @@ def _finish_request(response: Response) -> Response:
         json.dumps(
             {
                 "request_id": g.request_id,
+                "client": request.remote_addr,  # X-Forwarded-For's, from a trusted proxy
                 "method": request.method,
                 "route": route,
                 "status": response.status_code,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import time
 
-from gunicorn.workers.gthread import ThreadWorker
+from app.intake import IntakeWorker
 
 # How long a busier worker leaves a new connection to a less busy sibling before taking it
 # itself (the sibling may be busy or dying). Siblings wake for the same connection together,
@@ -55,18 +55,37 @@ def install(slots: int) -> None:
     board = ConnectionBoard(slots)
 
 
-class BalancedThreadWorker(ThreadWorker):
-    """Gunicorn's gthread worker that leaves new connections to less busy siblings.
+class BalancedThreadWorker(IntakeWorker):
+    """The intake worker (app/intake.py) that leaves new connections to less busy siblings.
+
+    A busier worker stops accepting for YIELD_S instead of sleeping: its main loop reads every
+    connection it holds, and a connection flood must not stall it 10 ms per accept. After a
+    pause it takes a connection still waiting whatever the board says.
 
     gunicorn.conf.py installs the board and sets `wanwu_slot` on each worker before fork.
     """
 
+    yield_until = 0.0
+
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         board.publish(self.wanwu_slot, self.nr_conns)
-        super().wait_for_and_dispatch_events(timeout)
+        pause = self.yield_until - time.monotonic()
+        super().wait_for_and_dispatch_events(min(timeout, pause) if pause > 0 else timeout)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled or time.monotonic() >= self.yield_until:
+            super().set_accept_enabled(enabled)
 
     def accept(self, listener) -> None:  # noqa: ANN001  (a socket, as in gunicorn)
-        if board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
-            time.sleep(YIELD_S)  # a sibling that takes it meanwhile leaves us EAGAIN: fine
+        now = time.monotonic()
+        just_paused = now < self.yield_until + YIELD_S  # the connection a sibling left
+        if not just_paused and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
+            self.yield_until = now + YIELD_S
+            super().set_accept_enabled(False)  # gthread's loop re-enables it after the pause
+            return
         super().accept(listener)
         board.publish(self.wanwu_slot, self.nr_conns)
+
+    def take_more(self) -> bool:
+        board.publish(self.wanwu_slot, self.nr_conns)
+        return not board.sibling_has_fewer(self.wanwu_slot, self.nr_conns)

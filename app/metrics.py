@@ -58,6 +58,21 @@ WORKERS_READY = Gauge(
     "Workers whose model is warm and serving (1 each).",
     multiprocess_mode="livesum",
 )
+CONNECTIONS_CLOSED = Counter(
+    "wanwu_connections_closed_total",
+    "Connections closed by a worker's intake before or instead of a request thread, by reason.",
+    ["reason"],
+)
+CONNECTIONS_OPEN = Gauge(
+    "wanwu_connections_open",
+    "Client connections the workers hold open.",
+    multiprocess_mode="livesum",
+)
+BUFFERED_BYTES = Gauge(
+    "wanwu_buffered_request_bytes",
+    "Request bytes the workers hold in memory (received, or reserved for a body).",
+    multiprocess_mode="livesum",
+)
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",

@@ -179,6 +179,8 @@ _PREDICT = {
         ),
         "400": _error("No image, or the image is corrupt."),
         "401": _error("WANWU_API_KEYS is set and no valid bearer key was sent."),
+        "408": _error("The body arrived too slowly (WANWU_BODY_TIMEOUT_S, WANWU_BODY_MIN_KBPS)."),
+        "411": _error("A chunked body: send a Content-Length."),
         "413": _error("Body, file count or pixel count over its limit."),
         "415": _error("Not a supported image type or body type."),
         "422": _error("topk or lang out of range."),

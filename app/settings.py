@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,6 +53,14 @@ class Rule:
 
     holds: Callable[[Any], bool]
     says: str
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def at_least(low: float, note: str = "") -> Rule:
@@ -149,6 +158,54 @@ class Settings:
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )
     max_upload_mb: float = _setting("WANWU_MAX_UPLOAD_MB", 20.0, "Largest request body.", above(0))
+    header_timeout_s: float = _setting(
+        "WANWU_HEADER_TIMEOUT_S",
+        10.0,
+        "Time a client has to send a request's headers, from connecting (or from the first byte "
+        "on a kept-alive connection); then the connection is closed.",
+        above(0),
+    )
+    body_timeout_s: float = _setting(
+        "WANWU_BODY_TIMEOUT_S",
+        10.0,
+        "Time a client has to send a request body, plus its length at WANWU_BODY_MIN_KBPS; "
+        "then 408.",
+        above(0),
+    )
+    body_min_kbps: float = _setting(
+        "WANWU_BODY_MIN_KBPS", 64.0, "Slowest upload (KiB/s) a body deadline allows for.", above(0)
+    )
+    buffer_mb: float = _setting(
+        "WANWU_BUFFER_MB",
+        128.0,
+        "Most request bytes a worker holds (being received or served; at least "
+        "WANWU_MAX_UPLOAD_MB); a body that would pass it gets 503 + Retry-After before it is read.",
+        above(0),
+    )
+    max_connections: int = _setting(
+        "WANWU_MAX_CONNECTIONS",
+        1024,
+        "Open connections per worker; past it the longest idle one, or the new one, is closed.",
+        at_least(1),
+    )
+    max_connections_per_address: int = _setting(
+        "WANWU_MAX_CONNECTIONS_PER_ADDRESS",
+        64,
+        "Open connections per worker from one client address (0 = no cap); past it the new "
+        "one is closed.",
+        at_least(0, " (0 = no cap)"),
+    )
+    trust_proxy: tuple[str, ...] = _setting(
+        "WANWU_TRUST_PROXY",
+        ("127.0.0.1", "::1"),
+        "Comma-separated addresses or networks of proxies in front (none: no proxy): their "
+        "X-Forwarded-For names the client, whose requests in progress are capped per address "
+        "instead of the proxy's connections.",
+        Rule(
+            lambda v: v == ("none",) or all(_is_network(p) for p in v),
+            "IP addresses or networks (e.g. 10.0.0.0/8), or none",
+        ),
+    )
     max_files: int = _setting("WANWU_MAX_FILES", 16, "Most images in one request.", at_least(1))
     max_pixels: int = _setting(
         "WANWU_MAX_PIXELS",
@@ -189,6 +246,11 @@ class Settings:
             raise SettingsError(
                 f"WANWU_QUEUE_MAX must be >= WANWU_MAX_BATCH ({self.max_batch}) "
                 f"(got {self.queue_max})"
+            )
+        if self.buffer_mb < self.max_upload_mb:
+            raise SettingsError(
+                f"WANWU_BUFFER_MB must be >= WANWU_MAX_UPLOAD_MB ({self.max_upload_mb:g}), or no "
+                f"upload of that size fits (got {self.buffer_mb:g})"
             )
         if self.timeout_ms <= self.max_wait_ms:
             raise SettingsError(

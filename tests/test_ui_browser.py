@@ -97,3 +97,20 @@ def test_untrained_banner_and_phone_layout(page, server, real_model_path, tmp_pa
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, "the page scrolls sideways on a phone"
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+
+def test_the_page_works_under_its_content_security_policy(server, photo):
+    """Upload and preview with the CSP enforced: no violation reaches the console."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find("chromium"), args=ARGS)
+        page = browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        response = page.goto(server.url)
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        page.set_input_files("#file", str(photo))
+        page.locator(".card .label").first.wait_for(timeout=30_000)
+        preview_loaded = "() => document.querySelector('.card img').naturalWidth > 0"
+        page.wait_for_function(preview_loaded, timeout=30_000)  # a blob: image
+        browser.close()
+    assert not [m for m in console if "Content Security Policy" in m], console
