@@ -174,6 +174,7 @@ def model_info() -> Any:
     return {
         **classifier.info(),
         "manifest": classifier.manifest,
+        "format": classifier.format,
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,

@@ -83,14 +83,20 @@ class Settings:
         "WANWU_TIMEOUT_MS", 10000.0, "Per-request deadline; an expired request gets 504."
     )
     device: str = _setting("WANWU_DEVICE", "auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = _setting("WANWU_PRECISION", "fp32", "fp32, bf16, fp16 (CUDA) or auto.")
+    precision: str = _setting(
+        "WANWU_PRECISION",
+        "fp32",
+        "fp32, bf16, fp16 (CUDA) or auto; a .pt2 package runs in the precision it was built in.",
+    )
     cpu_fusion: bool = _setting(
         "WANWU_CPU_FUSION",
         True,
         "Fuse operators with oneDNN Graph on the CPU: faster small batches, about one more "
         "copy of the weights per batch size in each worker.",
     )
-    model: str = _setting("WANWU_MODEL", "models/resnet18.pt", "TorchScript artifact path.")
+    model: str = _setting(
+        "WANWU_MODEL", "models/resnet18.pt", "Model artifact: TorchScript (.pt) or a .pt2 package."
+    )
     pin_cpus: bool = _setting(
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )
