@@ -65,7 +65,7 @@ class GunicornServer:
         """Warm workers as `/readyz` counts them; 0 while nothing answers yet."""
         try:
             response = requests.get(f"{self.url}/readyz", timeout=10)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a saturated CPU
             return 0
         return response.json().get("workers_ready", 0) if response.ok else 0
 
