@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(MODEL): | $(STAMP)
-	$(BIN)/python scripts/export_model.py --out $(MODEL)
+	$(BIN)/python -m app.export --out $(MODEL)
 
 clean:
 	rm -rf $(VENV) models/*.pt models/*.json

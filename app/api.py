@@ -16,12 +16,14 @@ from werkzeug.exceptions import HTTPException
 
 from app import errors, imaging, labels, memory, metrics, openapi
 from app.engine import Engine, top_k
+from app.model import Classifier
 from app.settings import Settings
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("wanwu.access")
 
-TOPK_RANGE = (1, 20)
+TOPK_MAX = 20  # and never more than the model's classes
+TOPK_DEFAULT = 3  # or every class of a model with fewer
 _HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
 
 
@@ -36,20 +38,35 @@ def _settings() -> Settings:
 # -- parameters and body -------------------------------------------------------------------------
 
 
-def _query_params() -> tuple[int, str]:
-    raw_k = request.args.get("topk", "3")
+def topk_range(classifier: Classifier) -> tuple[int, int, int]:
+    """(lowest, highest, default) topk for this model: 1..min(20, classes), default min(3, ..)."""
+    classes = classifier.num_classes
+    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
+
+
+def _query_params(classifier: Classifier) -> tuple[int, str]:
+    low, high, default = topk_range(classifier)
+    raw_k = request.args.get("topk", str(default))
     try:
         k = int(raw_k)
     except ValueError:
         k = 0
-    if not TOPK_RANGE[0] <= k <= TOPK_RANGE[1]:
+    if not low <= k <= high:
         raise errors.InvalidParameter(
-            f"topk must be an integer from {TOPK_RANGE[0]} to {TOPK_RANGE[1]}; got {raw_k!r}."
+            f"topk must be an integer from {low} to {high} (model {classifier.name} has "
+            f"{classifier.num_classes} classes); got {raw_k!r}."
         )
     lang = request.args.get("lang", "en")
-    if lang not in labels.LANGUAGES:
+    if lang not in classifier.languages:
+        # A language the API knows but this model has no labels in is refused too, rather
+        # than answered in another language the client did not ask for.
+        missing = (
+            f" (model {classifier.name} has no {labels.LANGUAGE_NAMES[lang]} labels)"
+            if lang in labels.LANGUAGES
+            else ""
+        )
         raise errors.InvalidParameter(
-            f"lang must be one of {', '.join(labels.LANGUAGES)}; got {lang!r}."
+            f"lang must be one of {', '.join(classifier.languages)}{missing}; got {lang!r}."
         )
     return k, lang
 
@@ -102,7 +119,7 @@ def predict() -> Any:
     """Classify one or more images and return the top-k labels of each."""
     settings, engine = _settings(), _engine()
     _check_api_key(settings.api_keys)
-    k, lang = _query_params()
+    k, lang = _query_params(engine.classifier)
     uploads = _uploads(settings.max_files)
     spec = engine.classifier.input_spec
     with engine.admit(len(uploads), g.started) as reservation:
@@ -119,7 +136,7 @@ def predict() -> Any:
             futures.append(reservation.submit(tensor))
     results = [engine.wait(f, reservation.deadline) for f in futures]
     g.images, g.batch_size = len(results), max(r.batch_size for r in results)
-    names = labels.names(lang)
+    names = engine.classifier.labels(lang)
     timing = {
         "queue": round(max(r.queue_ms for r in results), 3),
         "inference": round(max(r.inference_ms for r in results), 3),
@@ -173,7 +190,11 @@ def model_info() -> Any:
     classifier = engine.classifier
     return {
         **classifier.info(),
-        "manifest": classifier.manifest,
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": list(classifier.languages),
+        # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
+        "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
         "format": classifier.format,
         "device": str(classifier.device),
         "precision": classifier.precision,
@@ -184,7 +205,6 @@ def model_info() -> Any:
             "queue_max": settings.queue_max,
             "timeout_ms": settings.timeout_ms,
         },
-        "languages": list(labels.LANGUAGES),
         "worker": {
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
@@ -207,7 +227,7 @@ def metrics_endpoint() -> Response:
 @bp.get("/openapi.json")
 def openapi_document() -> Any:
     """Describe every endpoint in OpenAPI 3."""
-    return openapi.spec()
+    return openapi.spec(_engine().classifier)
 
 
 # -- request lifecycle ---------------------------------------------------------------------------

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MANIFEST_VERSION = 1
+# 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
+# still loads.
+MANIFEST_VERSION = 2
 
 
 class ArtifactError(RuntimeError):
@@ -39,13 +45,32 @@ def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
+def write_artifact(out: str | Path, save: Callable[[Path], None], **fields: Any) -> dict[str, Any]:
+    """Save an artifact and its manifest at `out` whole, or leave nothing new behind.
+
+    `save(path)` writes the artifact to a staging folder beside `out`; its manifest is written
+    there too, and only then are both moved into place. A failure on the way removes the
+    staging folder and leaves any earlier artifact at `out` as it was.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staged = staging / out.name
+        save(staged)
+        manifest = write_manifest(staged, **fields)
+        os.replace(staged, out)
+        os.replace(manifest_path(staged), manifest_path(out))
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def read_manifest(model_path: str | Path) -> dict[str, Any]:
     """Read and check the manifest of `model_path`; raise ArtifactError on any mismatch."""
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise ArtifactError(
-            f"model artifact {model_path} not found: run `python scripts/export_model.py`"
-        )
+        raise ArtifactError(f"model artifact {model_path} not found: run `python -m app.export`")
     try:
         manifest = json.loads(manifest_path(model_path).read_text())
     except (OSError, ValueError) as exc:

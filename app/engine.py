@@ -53,7 +53,9 @@ class Engine:
             self.classifier.prepare(device, precision)
         classifier = self.classifier
         metrics.MODEL_INFO.labels(
+            classifier.name,
             classifier.version,
+            str(classifier.num_classes),
             str(classifier.trained).lower(),
             str(device),
             classifier.precision,

@@ -86,6 +86,7 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
     max_pixels: int = 40_000_000,
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """Resize, centre-crop and normalise exactly like torchvision's ImageClassification.
 
@@ -98,7 +99,7 @@ def preprocess(
             f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
             f"within {max_pixels} pixels."
         )
-    img = F.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    img = F.resize(img, [resize], interpolation=InterpolationMode(interpolation), antialias=True)
     img = F.center_crop(img, [crop])
     # The same float32 arithmetic as convert_image_dtype + normalize, in NumPy: torch ops
     # here would give every request thread an OpenMP team of its own, whose spinning
@@ -111,4 +112,12 @@ def preprocess(
 def load(data: bytes, spec: Mapping[str, Any], max_pixels: int) -> torch.Tensor:
     """Decode and preprocess one upload for a model whose input `spec` is given."""
     picture = decode(data, max_pixels)
-    return preprocess(picture, spec["resize"], spec["crop"], spec["mean"], spec["std"], max_pixels)
+    return preprocess(
+        picture,
+        spec["resize"],
+        spec["crop"],
+        spec["mean"],
+        spec["std"],
+        max_pixels,
+        spec.get("interpolation", "bilinear"),
+    )

@@ -56,7 +56,7 @@ WORKERS_READY = Gauge(
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",
-    ["version", "trained", "device", "precision", "format"],
+    ["name", "version", "classes", "trained", "device", "precision", "format"],
     multiprocess_mode="livemax",
 )
 

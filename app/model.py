@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from app import labels as labelling
 from app import pt2, runtime
-from app.artifact import read_manifest
+from app.artifact import ArtifactError, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ class Classifier:
     ) -> None:
         self.module = module
         self.manifest = manifest
+        try:
+            self._labels = labelling.from_manifest(manifest)
+        except labelling.LabelError as exc:
+            raise ArtifactError(f"bad labels in the manifest: {exc}; re-export the model") from None
         self.device = torch.device("cpu")
         self.precision = "fp32"
 
@@ -70,12 +75,36 @@ class Classifier:
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        """Resize, crop, mean and std the model expects."""
+        """Resize, crop, mean, std and interpolation the model expects."""
         return self.manifest["input"]
+
+    @property
+    def name(self) -> str:
+        """The model name clients see."""
+        return self.manifest["name"]
+
+    @property
+    def arch(self) -> str | None:
+        """The torchvision architecture, when the manifest names one."""
+        return self.manifest.get("arch")
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model scores."""
+        return len(self._labels["en"])
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the model has labels in ('en' always, 'zh' when exported with them)."""
+        return tuple(self._labels)
+
+    def labels(self, lang: str = "en") -> tuple[str, ...]:
+        """The class names in `lang`, in class-index order (KeyError if the model has none)."""
+        return self._labels[lang]
 
     def info(self) -> dict[str, Any]:
         """Describe the model for clients: `/v1/model` and every prediction."""
-        return {"name": self.manifest["name"], "version": self.version, "trained": self.trained}
+        return {"name": self.name, "version": self.version, "trained": self.trained}
 
     def prepare(self, device: torch.device, precision: str, fuse: bool = False) -> None:
         """Cast to `precision`, move to `device` and freeze (conv-bn folding, constants).

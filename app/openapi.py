@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import TYPE_CHECKING, Any
 
-from app import errors, labels
+from app import errors
+
+if TYPE_CHECKING:
+    from app.model import Classifier
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _RETRY_AFTER = {
@@ -57,7 +61,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["index", "label", "score"],
         "properties": {
-            "index": {"type": "integer", "minimum": 0, "maximum": 999},
+            "index": {"type": "integer", "minimum": 0},
             "label": {"type": "string"},
             "score": {"type": "number", "minimum": 0, "maximum": 1},
         },
@@ -120,14 +124,14 @@ _PREDICT = {
         {
             "name": "topk",
             "in": "query",
-            "description": "How many classes to return.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
+            "description": "How many classes to return: 1 to min(20, classes).",
+            "schema": {"type": "integer", "minimum": 1},
         },
         {
             "name": "lang",
             "in": "query",
-            "description": "Language of the labels.",
-            "schema": {"type": "string", "enum": list(labels.LANGUAGES), "default": "en"},
+            "description": "Language of the labels: one the model has labels in.",
+            "schema": {"type": "string", "default": "en"},
         },
     ],
     "requestBody": {
@@ -168,17 +172,46 @@ _PREDICT = {
 }
 
 
-def spec() -> dict[str, Any]:
-    """Return the OpenAPI document."""
+def _for_model(classifier: Classifier) -> tuple[dict[str, Any], dict[str, Any]]:
+    """/predict and the schemas with this model's topk range, languages and class indices."""
+    from app.api import topk_range
+
+    predict, schemas = copy.deepcopy(_PREDICT), copy.deepcopy(SCHEMAS)
+    _, high, default = topk_range(classifier)
+    topk, lang = predict["parameters"]
+    topk["schema"].update(maximum=high, default=default)
+    lang["schema"]["enum"] = list(classifier.languages)
+    index = schemas["Prediction"]["properties"]["index"]
+    index["maximum"] = classifier.num_classes - 1
+    single = schemas["SinglePrediction"]["properties"]["predictions"]
+    batch = schemas["BatchPrediction"]["properties"]["results"]["items"]["properties"]
+    for predictions in (single, batch["predictions"]):
+        predictions["maxItems"] = high
+    return predict, schemas
+
+
+def spec(classifier: Classifier) -> dict[str, Any]:
+    """Return the OpenAPI document for the model this worker serves."""
+    predict, schemas = _for_model(classifier)
+    trained = "" if classifier.trained else ", UNTRAINED: seeded random weights"
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "wanwu",
             "version": "1",
-            "description": "万物识别: ImageNet-1K image classification (ResNet-18).",
+            "description": (
+                f"万物识别: image classification. Model {classifier.name} "
+                f"({classifier.arch or 'TorchScript'}, {classifier.num_classes} classes, "
+                f"labels in {', '.join(classifier.languages)}{trained})."
+            ),
+            "x-model": {
+                **classifier.info(),
+                "classes": classifier.num_classes,
+                "languages": list(classifier.languages),
+            },
         },
         "paths": {
-            "/predict": {"post": _PREDICT},
+            "/predict": {"post": predict},
             "/healthz": {
                 "get": {
                     "summary": "Process liveness and whether the model is trained.",
@@ -227,5 +260,5 @@ def spec() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas},
     }

@@ -17,7 +17,14 @@ def index() -> str:
         "max_bytes": int(settings.max_upload_mb * 1024 * 1024),
         "max_files": settings.max_files,
     }
-    return render_template("index.html", model=engine.classifier.info(), limits=limits)
+    classifier = engine.classifier
+    model = {
+        **classifier.info(),
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": ",".join(classifier.languages),
+    }
+    return render_template("index.html", model=model, limits=limits)
 
 
 def init_app(app: Flask) -> None:

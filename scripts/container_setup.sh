@@ -17,7 +17,7 @@ case "$step" in
     # Refuse to bake random weights into an image unless the builder asked for it.
     flag=--require-trained
     [[ "${ALLOW_UNTRAINED:-0}" == 1 ]] && flag=
-    python scripts/export_model.py --out "${WANWU_MODEL:-models/resnet18.pt}" $flag
+    python -m app.export --out "${WANWU_MODEL:-models/resnet18.pt}" $flag
     ;;
   *) echo "unknown step: $step" >&2; exit 2 ;;
 esac

@@ -36,8 +36,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.
 cat "$OUT/gpu.txt"
 
 # The artifacts: TorchScript (seeded random init offline) and a CUDA fp32 package, max batch 64.
-[ -f models/resnet18.pt ] || step export-torchscript 60 "$PY" -m scripts.export_model
-step export-pt2-cuda 150 "$PY" -m scripts.export_model --format pt2 --precision fp32 \
+[ -f models/resnet18.pt ] || step export-torchscript 60 "$PY" -m app.export
+step export-pt2-cuda 150 "$PY" -m app.export --format pt2 --precision fp32 \
     --device cuda --max-batch 64 --out models/resnet18-cuda-fp32.pt2
 
 step cuda-tests 110 "$PY" -m pytest -q -k cuda \

@@ -37,10 +37,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class TinyNet(torch.nn.Module):
     """A seeded stand-in for ResNet-18: same input and output shapes, microseconds per image."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: int = 1000) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 8, kernel_size=16, stride=16)
-        self.fc = torch.nn.Linear(8, 1000)
+        self.fc = torch.nn.Linear(8, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1), 1))
@@ -48,7 +48,7 @@ class TinyNet(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Save a tiny seeded TorchScript model with a manifest, like the real export."""
+    """A tiny seeded TorchScript model whose manifest has the first format (labels by name)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.jit.script(TinyNet().eval()).save(str(path))
@@ -61,6 +61,25 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         input=INPUT_SPEC,
         labels="imagenet-1k",
         num_classes=1000,
+    )
+    return path
+
+
+def save_tiny_model(path: Path, labels: dict[str, list[str]], trained: bool = True) -> Path:
+    """A tiny seeded model with these labels embedded in its manifest, as app.export writes."""
+    torch.manual_seed(0)
+    torch.jit.script(TinyNet(len(labels["en"])).eval()).save(str(path))
+    write_manifest(
+        path,
+        name=path.stem,
+        arch=None,
+        format="torchscript",
+        weights={"source": "test", "sha256": None, "kind": "fine-tune"},
+        trained=trained,
+        input=INPUT_SPEC,
+        num_classes=len(labels["en"]),
+        languages=list(labels),
+        labels=labels,
     )
     return path
 
@@ -93,8 +112,8 @@ def start_app(tiny_model_path: Path):
     """Return a factory for started apps over the tiny model; stops their batchers after."""
     engines: list[Engine] = []
 
-    def factory(**overrides: object):
-        settings = make_settings(tiny_model_path, **overrides)
+    def factory(model: Path | None = None, **overrides: object):
+        settings = make_settings(model or tiny_model_path, **overrides)
         engine = Engine(Classifier.load(settings.model), settings)
         engine.start()
         engine.batcher.ready.wait(30)

@@ -1,4 +1,4 @@
-"""The export script: TorchScript artifact + manifest, weights provenance, offline fallback."""
+"""python -m app.export: TorchScript artifact + manifest, weights provenance, offline fallback."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 def export(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "scripts/export_model.py", *args],
+        [sys.executable, "-m", "app.export", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,6 +48,7 @@ def test_local_weights_file_is_used_and_recorded(tmp_path):
     assert manifest["weights"] == {
         "source": "file:resnet18-local.pth",
         "sha256": sha256_file(weights),
+        "kind": "fine-tune",
     }
     reference = resnet18().eval()
     reference.load_state_dict(torch.load(weights, weights_only=True))
@@ -81,3 +82,169 @@ def test_a_tampered_artifact_is_refused(tmp_path, tiny_model_path):
         read_manifest(copy)
     with pytest.raises(ArtifactError, match="not found"):
         read_manifest(tmp_path / "missing.pt")
+
+
+# -- app.export in-process: what it refuses, and that a refusal writes nothing -----------------
+
+
+def run_export(*args: str) -> int:
+    from app import export as exporter
+
+    return exporter.main(list(args))
+
+
+def fine_tune(tmp_path, classes: int = 10, arch=resnet18):
+    """A seeded 'fine-tune': a state_dict whose head has `classes` outputs."""
+    torch.manual_seed(3)
+    path = tmp_path / f"finetune-{classes}.pth"
+    torch.save(arch(num_classes=classes).state_dict(), path)
+    return path
+
+
+def write_lines(path, lines):
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def assert_nothing_written(directory, *names):
+    for name in names:
+        assert not (directory / name).exists(), f"{name} was written"
+    leftovers = [p.name for p in directory.iterdir() if p.name.startswith(".")]
+    assert not leftovers, f"staging left behind: {leftovers}"
+
+
+def test_the_five_documented_architectures_are_valid():
+    from app.export import architectures
+
+    assert {
+        "resnet18",
+        "resnet50",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+        "convnext_tiny",
+    } <= set(architectures())
+    assert not {"fasterrcnn_resnet50_fpn", "raft_large", "r3d_18"} & set(architectures())
+
+
+def test_an_unknown_arch_is_refused_listing_the_valid_ones(tmp_path, caplog):
+    assert run_export("--arch", "resnet19", "--weights", "none", "--out", f"{tmp_path}/m.pt") == 1
+    assert "unknown architecture 'resnet19'" in caplog.text
+    assert "resnet18, resnet34" in caplog.text and "convnext_tiny" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+
+
+def test_a_fine_tune_gets_its_class_count_from_its_head_and_its_labels(tmp_path):
+    weights = fine_tune(tmp_path)
+    en = write_lines(tmp_path / "en.txt", [f"digit {i}" for i in range(10)] + ["", ""])
+    zh = tmp_path / "zh.json"
+    zh.write_text(json.dumps({str(i): f"数字{i}" for i in range(10)}), encoding="utf-8")
+    out = tmp_path / "digits.pt"
+    args = ["--weights", str(weights), "--labels", str(en), "--labels-zh", str(zh)]
+    assert run_export(*args, "--out", str(out), "--resize", "40", "--crop", "32") == 0
+    manifest = read_manifest(out)
+    assert manifest["name"] == "digits" and manifest["arch"] == "resnet18"
+    assert manifest["num_classes"] == 10 and manifest["languages"] == ["en", "zh"]
+    assert manifest["labels"]["en"][3] == "digit 3" and manifest["labels"]["zh"][9] == "数字9"
+    assert manifest["input"] == {
+        "resize": 40,
+        "crop": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
+    }
+    assert manifest["weights"]["kind"] == "fine-tune" and manifest["trained"] is True
+    reference = resnet18(num_classes=10).eval()
+    reference.load_state_dict(torch.load(weights, weights_only=True))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.jit.load(str(out))(x), reference(x))
+
+
+def test_a_label_count_mismatch_is_refused_and_writes_nothing(tmp_path, caplog):
+    weights = fine_tune(tmp_path)
+    labels = write_lines(tmp_path / "nine.txt", [f"c{i}" for i in range(9)])
+    out = tmp_path / "m.pt"
+    assert run_export("--weights", str(weights), "--labels", str(labels), "--out", str(out)) == 1
+    assert "label count mismatch" in caplog.text
+    assert "has 9 labels, the model outputs 10 classes" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+
+
+def test_weights_that_do_not_fit_the_arch_are_refused(tmp_path, caplog):
+    weights = fine_tune(tmp_path, classes=1000)
+    out = tmp_path / "m.pt"
+    assert run_export("--arch", "resnet34", "--weights", str(weights), "--out", str(out)) == 1
+    assert f"the weights in {weights} do not fit resnet34" in caplog.text
+    assert "Missing key(s)" in caplog.text
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    assert run_export("--weights", str(garbage), "--out", str(out)) == 1
+    assert "cannot read" in caplog.text and "state_dict" in caplog.text
+    assert run_export("--weights", str(tmp_path / "absent.pth"), "--out", str(out)) == 1
+    assert "not found" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+
+
+def test_torchscript_needs_its_preprocessing(tmp_path, tiny_model_path, caplog):
+    out = tmp_path / "m.pt"
+    assert (
+        run_export("--torchscript", str(tiny_model_path), "--crop", "224", "--out", str(out)) == 1
+    )
+    assert "--torchscript needs the preprocessing" in caplog.text
+    assert "missing --resize, --mean, --std" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+
+
+def test_a_torchscript_classifier_is_wrapped_with_index_to_name_json(tmp_path, tiny_model_path):
+    index_to_name = tmp_path / "index_to_name.json"
+    index_to_name.write_text(json.dumps({str(i): [f"n{i:08d}", f"class {i}"] for i in range(1000)}))
+    out = tmp_path / "wrapped.pt"
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.25,0.25,0.25"]
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--labels", str(index_to_name),
+                      "--out", str(out), "--name", "mine") == 0  # fmt: skip
+    manifest = read_manifest(out)
+    assert out.read_bytes() == tiny_model_path.read_bytes()  # the user's file, as it was
+    assert manifest["format"] == "torchscript" and manifest["arch"] is None
+    assert manifest["name"] == "mine" and manifest["weights"]["kind"] == "torchscript"
+    assert manifest["input"]["mean"] == [0.5, 0.5, 0.5] and manifest["languages"] == ["en"]
+    assert manifest["labels"]["en"][7] == "class 7"
+
+
+def test_a_failed_save_leaves_the_previous_artifact_alone(tmp_path, monkeypatch, tiny_model_path):
+    from app import export as exporter
+
+    out = tmp_path / "m.pt"
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out)) == 0
+    before = out.read_bytes(), out.with_suffix(".json").read_bytes()
+
+    def half_then_fail(path):
+        path.write_bytes(b"half an artifact")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(exporter.shutil, "copyfile", lambda src, dst: half_then_fail(dst))
+    with pytest.raises(OSError, match="disk full"):
+        run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out))
+    assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
+    assert_nothing_written(tmp_path)
+
+
+def test_official_checksums_are_recognised():
+    from torchvision.models import ResNet18_Weights
+
+    from app.export import official_weights
+
+    assert official_weights("resnet18", "f37072fd" + "0" * 56) is ResNet18_Weights.IMAGENET1K_V1
+    assert official_weights("resnet18", "0" * 64) is None
+
+
+def test_a_non_resnet_arch_exports_with_its_own_preprocessing(tmp_path):
+    from app.model import Classifier
+
+    out = tmp_path / "effnet.pt"
+    assert run_export("--arch", "efficientnet_b0", "--weights", "none", "--out", str(out)) == 0
+    classifier = Classifier.load(out)
+    assert classifier.arch == "efficientnet_b0" and classifier.trained is False
+    assert classifier.input_spec["interpolation"] == "bicubic"  # its weights' transforms
+    assert classifier.num_classes == 1000 and classifier.languages == ("en", "zh")
+    assert classifier(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)

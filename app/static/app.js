@@ -1,20 +1,28 @@
-// The upload page: send each image to /predict and show its top-3 as a card.
+// The upload page: send each image to /predict and show its top-3 (the server's default:
+// every class of a model with fewer) as a card.
 "use strict";
 
 const TEXT = {
   en: { drop: "Drop images here, paste, or choose files",
         working: "Classifying…", latency: "server time", tooLarge: "File is larger than the limit",
-        busy: "The service is busy; retry in a moment.", network: "Could not reach the service." },
+        busy: "The service is busy; retry in a moment.", network: "Could not reach the service.",
+        noLabels: "" },
   zh: { drop: "拖放图片到这里、粘贴，或选择文件",
         working: "识别中…", latency: "服务器耗时", tooLarge: "文件超过大小限制",
-        busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。" },
+        busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。",
+        noLabels: "此模型没有中文标签，结果以英文显示。" },
 };
 const maxBytes = Number(document.body.dataset.maxBytes);
+const labelLanguages = document.body.dataset.languages.split(",");  // the model's own
+const labelsNote = document.getElementById("labels-note");
 const cards = document.getElementById("cards");
 const uploads = [];  // {file, card}: kept so a language switch can re-ask the server
 let lang = localStorage.getItem("wanwu.lang") === "zh" ? "zh" : "en";
 
 function t(key) { return TEXT[lang][key]; }
+
+// The page speaks `lang`; labels come in it when the model has them, else in English.
+function labelLanguage() { return labelLanguages.includes(lang) ? lang : labelLanguages[0]; }
 
 function setLanguage(next) {
   lang = next;
@@ -24,6 +32,8 @@ function setLanguage(next) {
     button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
   }
   document.querySelector('[data-i18n="drop"]').textContent = t("drop");
+  labelsNote.hidden = labelLanguage() === lang;
+  labelsNote.textContent = labelsNote.hidden ? "" : t("noLabels");
   uploads.forEach(classify);
 }
 
@@ -65,7 +75,7 @@ async function classify(upload) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const response = await fetch(`/predict?topk=3&lang=${lang}`, { method: "POST", body: form });
+    const response = await fetch(`/predict?lang=${labelLanguage()}`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
     if (response.ok) return showPredictions(card, body);
     const message = body.error ? body.error.message : `HTTP ${response.status}`;
