@@ -38,6 +38,14 @@ def _cache_key() -> str:
     return digest.hexdigest()[:16]
 
 
+def manifest_like(source: Path, path: Path, **changes: object) -> None:
+    """Write `path`'s manifest as a copy of `source`'s with `changes`."""
+    manifest = {**read_manifest(source), **changes}
+    for key in ("manifest_version", "artifact_sha256"):
+        manifest.pop(key)
+    write_manifest(path, **manifest)
+
+
 @pytest.fixture(scope="session")
 def calibration_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("calibration")
@@ -47,7 +55,7 @@ def calibration_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def packages(request, calibration_dir) -> dict[str, Path]:
+def packages(request, calibration_dir, tiny_model_path) -> dict[str, Path]:
     """fp32 and int8 packages of the tiny model (max batch 4), with manifests."""
     directory = Path(request.config.cache.mkdir(f"wanwu-pt2-{_cache_key()}"))
     paths = {}
@@ -59,15 +67,9 @@ def packages(request, calibration_dir) -> dict[str, Path]:
             if precision == "int8":
                 images, record = pt2.calibration_set(calibration_dir, INPUT_SPEC)
             pt2.compile_package(TinyNet(), path, precision, MAX_BATCH, INPUT_SPEC["crop"], images)
-            write_manifest(
-                path,
-                name="tiny",
-                **pt2.manifest_fields(precision, MAX_BATCH, "cpu", record),
-                weights={"source": "random-init(seed=0)"},
-                trained=False,
-                input=INPUT_SPEC,
-                labels="imagenet-1k",
-                num_classes=1000,
+            # The tiny TorchScript model's manifest (same weights), with the package's fields.
+            manifest_like(
+                tiny_model_path, path, **pt2.manifest_fields(precision, MAX_BATCH, "cpu", record)
             )
         paths[precision] = path
     return paths
@@ -118,14 +120,6 @@ def test_the_package_decides_the_precision(packages, caplog):
         pt2.serving_precision("auto", package, torch.device("cuda"), MAX_BATCH)
     with pytest.raises(SettingsError, match="at most 4"):
         pt2.serving_precision("auto", package, cpu, MAX_BATCH + 1)
-
-
-def manifest_like(source: Path, path: Path, **changes: object) -> None:
-    """Write `path`'s manifest as a copy of `source`'s with `changes`."""
-    manifest = {**read_manifest(source), **changes}
-    for key in ("manifest_version", "artifact_sha256"):
-        manifest.pop(key)
-    write_manifest(path, **manifest)
 
 
 def test_a_package_whose_metadata_disagrees_with_its_manifest_is_refused(packages, tmp_path):
