@@ -1,11 +1,13 @@
 # The two commands: `make serve` and `make test`. Each sets itself up on a fresh machine.
+# `make demo` serves a digits classifier it trains here, offline, if models/digits.pt is missing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= models/resnet18.pt
+DEMO   := models/digits.pt
 
-.PHONY: serve test lint loadtest clean
+.PHONY: serve demo test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -15,6 +17,13 @@ RESULTS    ?= results/loadtest
 
 serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
+
+demo: $(STAMP) $(DEMO)  ## serve the digits model: upload a digit drawn dark on light at :8000
+	@echo "wanwu demo: open http://localhost:8000 and upload a digit (samples: models/digits-samples/)"
+	WANWU_MODEL=$(DEMO) $(BIN)/gunicorn -c gunicorn.conf.py
+
+$(DEMO): | $(STAMP)
+	$(BIN)/python -m benchkit.digits --out models --images models/digits-samples --samples 20
 
 # Debian packages the real-component tests drive (nginx, Chromium, a CJK font): installed
 # with apt when run as root, otherwise named once, and the tests that need them skip.
@@ -41,4 +50,4 @@ $(MODEL): | $(STAMP)
 	$(BIN)/python -m app.export --out $(MODEL)
 
 clean:
-	rm -rf $(VENV) models/*.pt models/*.json
+	rm -rf $(VENV) models/*.pt models/*.json models/digits-samples

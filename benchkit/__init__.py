@@ -4,6 +4,7 @@
   service says so (`/readyz`);
 - `nginx`: the shipped nginx template in front of test servers;
 - `images`: seeded pictures and the shared ImageNet photos;
+- `digits`: a really trained classifier, offline (scikit-learn's digits), exported with app.export;
 - `hostile`: malformed and hostile requests with their documented answers;
 - `loadgen`: closed- and open-loop load generators;
 - `bench`: machine description, percentiles and the options of the benchmark scripts.

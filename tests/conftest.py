@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from app.artifact import write_manifest
 from app.engine import Engine
 from app.model import Classifier
 from app.settings import Settings
-from benchkit import system
+from benchkit import digits, system
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", "models/resnet18.pt")
@@ -90,6 +92,30 @@ def real_model_path() -> Path:
     if not REAL_MODEL.is_file():
         pytest.fail(f"{REAL_MODEL} is missing: run `make test`, which exports it")
     return REAL_MODEL
+
+
+@dataclass
+class DigitsModel:
+    """The digits classifier, trained and exported in this session, and its held-out part."""
+
+    path: Path  # the artifact app.export wrote (manifest beside it)
+    images: list[bytes]  # held-out PNGs, as a user would upload them
+    labels: list[int]  # their digits
+    reference: torch.Tensor  # the trained model's own fp32 probabilities, one row per image
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> DigitsModel:
+    """Train the digits classifier (about a minute of CPU) and export it with `app.export`."""
+    from PIL import Image
+
+    data = digits.split()
+    net = digits.train(data)
+    path = digits.export(net, tmp_path_factory.mktemp("digits") / "digits.pt")
+    images = data.test_png()
+    # The reference decodes the PNGs like any reader and preprocesses with torchvision.
+    decoded = [Image.open(io.BytesIO(png)).convert("RGB") for png in images]
+    return DigitsModel(path, images, data.test_labels, digits.predict(net, decoded))
 
 
 def make_settings(model: Path, **overrides: object) -> Settings:
