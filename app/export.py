@@ -397,7 +397,10 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
             )
         images, calibration = (None, None)
         if args.precision == "int8":
-            images, calibration = pt2.calibration_set(args.calibrate, spec)
+            try:
+                images, calibration = pt2.calibration_set(args.calibrate, spec)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from None
         save = functools.partial(
             pt2.compile_package,
             module,

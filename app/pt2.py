@@ -66,9 +66,15 @@ def calibration_set(
 
     The record (for the manifest) names the set by the SHA-256 of its files' names and bytes.
     """
-    files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in _SUFFIXES)[:limit]
+    directory = Path(directory)
+    found = directory.iterdir() if directory.is_dir() else ()
+    files = sorted(p for p in found if p.suffix.lower() in _SUFFIXES)
     if not files:
-        raise SystemExit(f"--calibrate {directory}: no images there (JPEG, PNG, WebP, ...)")
+        raise ValueError(
+            f"--calibrate {directory}: no images there (JPEG, PNG, WebP, BMP, GIF, TIFF); "
+            "point it at a folder of pictures like those the model will serve"
+        )
+    files = files[:limit]
     digest = hashlib.sha256()
     tensors = []
     for path in files:

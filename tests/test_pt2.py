@@ -90,6 +90,12 @@ def test_manifest_and_package_record_precision_and_calibration(packages, calibra
     assert runner.get_metadata()[pt2.PRECISION_KEY] == "int8"
 
 
+def test_calibration_without_images_says_what_to_pass(tmp_path):
+    for directory in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(ValueError, match="no images there"):
+            pt2.calibration_set(directory, INPUT_SPEC)
+
+
 def test_one_package_serves_every_batch_size_like_the_eager_model(packages):
     torch.manual_seed(0)
     eager = TinyNet().eval()
