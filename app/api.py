@@ -147,6 +147,7 @@ def model_info() -> Any:
         "languages": list(classifier.languages),
         # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
         "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
+        "format": classifier.format,
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,

@@ -29,7 +29,9 @@ class Engine:
         self.classifier = classifier
         self.settings = settings
         self.planned_device = runtime.planned_device(settings.device)
-        self.precision = runtime.resolve_precision(settings.precision, self.planned_device)
+        self.precision = classifier.resolve_precision(
+            settings.precision, self.planned_device, settings.max_batch
+        )
         if self.planned_device.type == "cpu":
             # Before fork: the frozen weights are then shared by every worker.
             classifier.prepare(self.planned_device, self.precision, settings.cpu_fusion)
@@ -45,7 +47,9 @@ class Engine:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
         device = runtime.worker_device(self.planned_device, self.settings.device, slot)
         if device != self.classifier.device:
-            precision = runtime.resolve_precision(self.settings.precision, device)
+            precision = self.classifier.resolve_precision(
+                self.settings.precision, device, self.settings.max_batch
+            )
             self.classifier.prepare(device, precision)
         classifier = self.classifier
         metrics.MODEL_INFO.labels(
@@ -55,6 +59,7 @@ class Engine:
             str(classifier.trained).lower(),
             str(device),
             classifier.precision,
+            classifier.format,
         ).set(1)
         self.batcher.start(warm_up=self._warm_up)
 

@@ -1,4 +1,4 @@
-"""Export an image classifier as a wanwu artifact: TorchScript plus a manifest beside it.
+"""Export an image classifier as a wanwu artifact (TorchScript or .pt2) plus a manifest.
 
   python -m app.export                                  # ResNet-18, ImageNet-1K
   python -m app.export --arch convnext_tiny --weights DEFAULT
@@ -26,12 +26,21 @@ index_to_name.json, {"0": "cat", ...}, values may be [wnid, name] lists). Their 
 match the model's outputs, checked by running it once. Without --labels, a 1000-class model
 gets the ImageNet-1K names (English and the project's Chinese), any other the class indices.
 
+Format and precision: TorchScript (the default, fp32: the service casts and freezes it), or
+with --format pt2 a torch.export + AOTInductor package compiled for one precision (fp32, bf16,
+int8) and a dynamic batch 1..--max-batch (app/pt2.py):
+  python -m app.export --format pt2 --precision bf16 --out models/resnet18-bf16.pt2
+  python -m app.export --precision int8 --calibrate photos/ --out models/resnet18-int8.pt2
+--precision int8 implies --format pt2 and calibrates on the first 200 images of --calibrate
+DIR (by name), preprocessed exactly as the service does.
+
 Nothing is written unless everything checks out: artifact and manifest appear together.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import re
 import shutil
@@ -46,7 +55,7 @@ import torchvision
 from torchvision import models
 
 from app import labels as labelling
-from app import mar
+from app import mar, pt2
 from app.artifact import sha256_file, write_artifact, write_manifest
 from app.labels import LabelError, read_labels
 
@@ -388,7 +397,30 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
             "UNTRAINED MODEL refused (--require-trained): no trained weights were loaded "
             "(see the warning above); re-run with network access or --weights PATH"
         )
-    if args.torchscript is not None:
+    package: dict[str, Any] = {}
+    if args.format == "pt2":
+        if args.torchscript is not None:
+            raise ExportError(
+                "--format pt2 needs the eager model (--arch, --weights): torch.export cannot "
+                "read TorchScript"
+            )
+        images, calibration = (None, None)
+        if args.precision == "int8":
+            try:
+                images, calibration = pt2.calibration_set(args.calibrate, spec)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from None
+        save = functools.partial(
+            pt2.compile_package,
+            module,
+            precision=args.precision,
+            max_batch=args.max_batch,
+            crop=spec["crop"],
+            calibration=images,
+            device=args.device,
+        )
+        package = pt2.manifest_fields(args.precision, args.max_batch, args.device, calibration)
+    elif args.torchscript is not None:
         source = args.torchscript
 
         def save(path: Path) -> None:
@@ -404,7 +436,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
         input=spec,
         labels=labels,
     )
-    return write_artifact(args.out, save, **fields)
+    return write_artifact(args.out, save, **{**fields, **package})
 
 
 def unpack_mar(args: argparse.Namespace, folder: Path) -> argparse.Namespace:
@@ -499,6 +531,24 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 0.485,0.456,0.406")
     pre.add_argument("--std", type=_floats, help="per-channel std, e.g. 0.229,0.224,0.225")
     pre.add_argument("--interpolation", choices=INTERPOLATIONS, help="resize filter")
+    kind = p.add_argument_group("format and precision")
+    kind.add_argument("--format", choices=("torchscript", "pt2"), default="torchscript")
+    kind.add_argument(
+        "--precision",
+        choices=pt2.PRECISIONS,
+        default="fp32",
+        help="fp32, bf16 or int8 (pt2 only; int8 implies --format pt2)",
+    )
+    kind.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="DIR",
+        help=f"int8: calibrate on the first {pt2.CALIBRATION_IMAGES} images of DIR, by name",
+    )
+    kind.add_argument("--max-batch", type=int, default=8, help="pt2: the largest batch served")
+    kind.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="pt2: the device it serves on"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--name", help="the model name clients see (default: --out's file stem)")
     out.add_argument(
@@ -508,12 +558,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.precision == "int8":
+        args.format = "pt2"
+        if args.calibrate is None:
+            p.error("--precision int8 needs --calibrate DIR (images like those it will serve)")
+    if args.format == "torchscript" and args.precision != "fp32":
+        p.error("TorchScript is exported in fp32 (the service casts it): add --format pt2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.out is None:
         source = args.from_mar or args.torchscript
         stem = source.stem if source else args.arch or DEFAULT_ARCH
-        args.out = Path("models") / f"{stem}.pt"
+        suffix = f"-{args.precision}.pt2" if args.format == "pt2" else ".pt"
+        args.out = Path("models") / f"{stem}{suffix}"
     try:
         manifest = export(args)
     except ExportError as exc:

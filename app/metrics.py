@@ -76,7 +76,7 @@ BUFFERED_BYTES = Gauge(
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",
-    ["name", "version", "classes", "trained", "device", "precision"],
+    ["name", "version", "classes", "trained", "device", "precision", "format"],
     multiprocess_mode="livemax",
 )
 

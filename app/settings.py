@@ -144,7 +144,8 @@ class Settings:
     precision: str = _setting(
         "WANWU_PRECISION",
         "fp32",
-        "Inference precision: fp32, bf16, fp16 (CUDA) or auto.",
+        "Inference precision: fp32, bf16, fp16 (CUDA) or auto; a .pt2 package runs in the "
+        "precision it was built in.",
         one_of("fp32", "bf16", "fp16", "auto"),
     )
     cpu_fusion: bool = _setting(
@@ -153,7 +154,9 @@ class Settings:
         "Fuse operators with oneDNN Graph on the CPU: faster small batches, about one more "
         "copy of the weights per batch size in each worker.",
     )
-    model: str = _setting("WANWU_MODEL", DEFAULT_MODEL, "TorchScript artifact path.")
+    model: str = _setting(
+        "WANWU_MODEL", DEFAULT_MODEL, "Model artifact: TorchScript (.pt) or a .pt2 package."
+    )
     pin_cpus: bool = _setting(
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )

@@ -5,7 +5,9 @@ Runs the served code path (app.model.Classifier: frozen TorchScript, channels-la
 and without oneDNN Graph fusion on the CPU), one process per thread count, with no HTTP and no
 batcher: the ceiling the service is measured against. On CUDA (--device cuda) a pass includes
 the copies to and from the GPU, as in the service. With --images it also reports how often each
-reduced precision picks the same top-1 class as fp32 on real photos.
+reduced precision picks the same top-1 class as fp32 on real photos. Each --package (.pt2) is
+measured the same way, in its own precision, after the TorchScript rows; every configuration
+also reports the private memory its process gained by loading and warming up batch sizes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from app import imaging
+from app import imaging, memory
+from app.artifact import read_manifest
 from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL
 from benchkit.bench import ROOT, device_name, header, in_fresh_process, load_images
@@ -29,36 +32,46 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def package_precision(path: Path) -> str:
+    """The precision a .pt2 package was compiled in (from its manifest)."""
+    return read_manifest(path)["precision"]
+
+
 def agreement(
-    model: Path, images: list[tuple[str, bytes]], device: str, reduced: list[str]
+    model: Path,
+    images: list[tuple[str, bytes]],
+    device: str,
+    reduced: list[tuple[Path, str]],
 ) -> Iterator[str]:
-    """Yield, for each reduced precision, its top-1 agreement and largest gap against fp32."""
+    """Yield, for each (artifact, precision), its top-1 agreement and largest gap against fp32."""
     reference = load(model, "fp32", device=device)
     batch = torch.stack([imaging.load(data, reference.input_spec, 10**9) for _, data in images])
     p32 = reference(batch)
-    for precision in reduced:
-        p16 = load(model, precision, device=device)(batch)
+    for path, precision in reduced:
+        p16 = load(path, precision, device=device)(batch)
         same = int((p32.argmax(1) == p16.argmax(1)).sum())
         yield (
-            f"{precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
+            f"{path.name} {precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
             f"{same}/{len(images)} ({100 * same / len(images):.1f} %), "
             f"max |Δp| {float((p32 - p16).abs().max()):.4f}, trained weights: {reference.trained}"
         )
 
 
-def rows(args: argparse.Namespace, threads: int) -> None:
-    """Print the table rows of one thread count."""
+def rows(args: argparse.Namespace, threads: int, model: Path, precision: str, fuse: int) -> None:
+    """Print the table rows of one artifact, precision, fusion and thread count."""
     torch.set_num_threads(threads)
-    for precision in args.precisions.split(","):
-        for fuse in args.fusion:
-            classifier = load(args.model, precision, bool(fuse), args.device)
-            for batch in args.batch_sizes:
-                median = statistics.median(time_batches(classifier, batch, args.reps))
-                print(
-                    f"| {threads} | {precision} | {'yes' if fuse else 'no'} | {batch} | "
-                    f"{median * 1000:.1f} | {batch / median:.1f} |",
-                    flush=True,
-                )
+    before = memory.smaps_rollup()["private"]
+    classifier = load(model, precision, bool(fuse), args.device)
+    kind = "pt2" if model.suffix == ".pt2" else "fused" if fuse else "plain"
+    for batch in args.batch_sizes:
+        median = statistics.median(time_batches(classifier, batch, args.reps))
+        print(
+            f"| {threads} | {model.name} | {precision} | {kind} | {batch} | "
+            f"{median * 1000:.1f} | {batch / median:.1f} |",
+            flush=True,
+        )
+    grown = (memory.smaps_rollup()["private"] - before) / 2**20
+    print(f"| {threads} | {model.name} | {precision} | {kind} | private +{grown:.0f} MiB |||")
 
 
 def main() -> int:
@@ -73,6 +86,9 @@ def main() -> int:
     parser.add_argument("--fusion", type=ints, default=[0, 1], help="0: plain, 1: oneDNN fused")
     parser.add_argument("--reps", type=int, default=10, help="timed passes per cell")
     parser.add_argument("--images", type=Path, help="photos for the top-1 agreement check")
+    parser.add_argument(
+        "--package", type=Path, action="append", default=[], help=".pt2 package to measure too"
+    )
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if args.precisions is None:
@@ -85,11 +101,18 @@ def main() -> int:
         args.fusion, args.threads = [0], args.threads[:1]
     print(header("Model-only throughput (scripts/bench_model.py)"))
     print(f"- device: {device_name(args.device)}")
-    print("\n| threads | precision | fused | batch | ms/batch (median) | images/s |")
-    print("|---:|---|---|---:|---:|---:|")
+    print("\n| threads | artifact | precision | kind | batch | ms/batch (median) | images/s |")
+    print("|---:|---|---|---|---:|---:|---:|")
+    configs = [
+        (args.model, precision, fuse)
+        for precision in args.precisions.split(",")
+        for fuse in args.fusion
+    ] + [(path, package_precision(path), 0) for path in args.package]
     for threads in args.threads:
-        in_fresh_process(rows, args, threads)
-    reduced = [p for p in args.precisions.split(",") if p != "fp32"]
+        for config in configs:
+            in_fresh_process(rows, args, threads, *config)
+    reduced = [(args.model, p) for p in args.precisions.split(",") if p != "fp32"]
+    reduced += [(path, package_precision(path)) for path in args.package]
     if reduced:
         torch.set_num_threads(max(args.threads))
         for line in agreement(args.model, load_images(args.images), args.device, reduced):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from app import imaging, memory, runtime
 from app.artifact import read_manifest
+from app.model import Classifier
 from app.settings import Settings, usable_cpus
 from benchkit.bench import (
     add_server_arguments,
@@ -33,10 +34,9 @@ from benchkit.measure import measure, settle
 from benchkit.timing import best_rate
 
 
-def ceilings(model: Path, settings: Settings, images) -> tuple[float, float]:
+def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[float, float]:
     """Model-only images/s at the best batch size, and ms of one pass + decode at batch 1."""
     device = runtime.planned_device(settings.device)
-    precision = runtime.resolve_precision(settings.precision, device)
     batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b <= settings.max_batch]
     args = (model, precision, settings.cpu_fusion)
     best = in_fresh_process(best_rate, *args, usable_cpus(), batches, str(device))
@@ -60,14 +60,19 @@ def main() -> int:
     args = parser.parse_args()
     settings = server_settings(args.set)
     images = load_images(args.images)
+    # The artifact has its say: a .pt2 package runs in the precision it was compiled for.
+    classifier = Classifier.load(args.model)
+    precision = classifier.resolve_precision(
+        settings.precision, runtime.planned_device(settings.device), settings.max_batch
+    )
     print(header("Service under load (scripts/bench_service.py)"))
     print(
         f"- server: workers={settings.worker_processes} torch_threads={settings.torch_threads} "
         f"max_batch={settings.max_batch} max_wait_ms={settings.max_wait_ms} "
-        f"device={settings.device} precision={settings.precision} "
+        f"device={settings.device} model={args.model.name} ({classifier.format}, {precision}) "
         f"http_threads={settings.request_threads}"
     )
-    ceiling, single_ms = ceilings(args.model, settings, images)
+    ceiling, single_ms = ceilings(args.model, settings, precision, images)
     print(
         f"- model-only ceiling ({usable_cpus()} threads, best batch "
         f"<= {settings.max_batch}, same device and precision): {ceiling:.1f} images/s"

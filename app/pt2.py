@@ -1,0 +1,224 @@
+"""torch.export + AOTInductor packages (.pt2): compiled at export time, loaded like TorchScript.
+
+Policy:
+- A package holds one precision: fp32, bf16, or int8 (PT2E static quantisation with torchao's
+  X86InductorQuantizer, calibrated on the user's images preprocessed by `app.imaging` exactly
+  as the service does). Its batch dimension is dynamic, 1..max batch, so one compiled program
+  serves every batch the batcher forms; inputs are channels-last.
+- The package records its precision twice: in its own metadata and in the manifest beside it.
+  Serving needs nothing but WANWU_MODEL; `serving_precision` says how WANWU_PRECISION is read.
+- CPU packages are compiled with dynamic threads: by default inductor bakes the compiling
+  process's thread count into every kernel, and a 2 x 1 worker layout would then run two
+  threads per worker.
+- A CPU package is loaded in the Gunicorn master without a forward pass (loading starts no
+  thread); a CUDA package is loaded by each worker after fork, as CUDA must not be touched in
+  the master.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app import imaging
+from app.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pt2-aoti"
+PRECISIONS = ("fp32", "bf16", "int8")
+PRECISION_KEY = "wanwu.precision"  # in the package's own metadata
+CALIBRATION_IMAGES = 200  # PTQ needs a few hundred representative images, not thousands
+_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+class _ReLU(torch.nn.Module):
+    """A ReLU whose every call is its own graph node, even when the module is reused."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+
+def own_relus(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every nn.ReLU module by one that calls F.relu (same maths), in place.
+
+    torchvision's BasicBlock calls one nn.ReLU twice; the quantizer groups the two calls into
+    one partition and fails with "Input partition has more than one output node".
+    """
+    for name, child in model.named_children():
+        if isinstance(child, torch.nn.ReLU):
+            setattr(model, name, _ReLU())
+        else:
+            own_relus(child)
+    return model
+
+
+def calibration_set(
+    directory: Path, spec: dict[str, Any], limit: int = CALIBRATION_IMAGES
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Preprocess up to `limit` images of `directory` as served; return them and their record.
+
+    The record (for the manifest) names the set by the SHA-256 of its files' names and bytes.
+    """
+    directory = Path(directory)
+    found = directory.iterdir() if directory.is_dir() else ()
+    files = sorted(p for p in found if p.suffix.lower() in _SUFFIXES)
+    if not files:
+        raise ValueError(
+            f"--calibrate {directory}: no images there (JPEG, PNG, WebP, BMP, GIF, TIFF); "
+            "point it at a folder of pictures like those the model will serve"
+        )
+    files = files[:limit]
+    digest = hashlib.sha256()
+    tensors = []
+    for path in files:
+        data = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+        tensors.append(imaging.load(data, spec, 10**9))
+    record = {"source": str(directory), "images": len(files), "sha256": digest.hexdigest()}
+    return torch.stack(tensors), record
+
+
+def _quantize(
+    model: torch.nn.Module, example: torch.Tensor, batch: Any, images: torch.Tensor, max_batch: int
+) -> torch.nn.Module:
+    """PT2E post-training static int8: export, observe `images`, convert."""
+    # Imported here: torchao is only needed to build int8 packages, never to serve them.
+    # Importing the quantizer also registers the inductor passes that fuse the int8 patterns.
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    graph = torch.export.export(own_relus(model), (example,), dynamic_shapes=batch).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for chunk in images.split(max_batch):  # the exported graph takes no larger batch
+            prepared(chunk.contiguous(memory_format=torch.channels_last))
+    return convert_pt2e(prepared)
+
+
+def compile_package(
+    model: torch.nn.Module,
+    out: Path,
+    precision: str,
+    max_batch: int,
+    crop: int,
+    calibration: torch.Tensor | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Export `model` and compile it with AOTInductor into the package `out`.
+
+    int8 needs `calibration` images (a batch from `calibration_set`) and a CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and (calibration is None or device != "cpu"):
+        raise ValueError("int8 packages are built on the CPU from calibration images")
+    model = model.eval().to(device=device, dtype=_DTYPES[precision])
+    example = torch.randn(min(2, max_batch), 3, crop, crop, device=device)
+    example = example.to(_DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+    # A dynamic dimension needs an example of at least 2; a max batch of 1 stays static.
+    batch = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if max_batch > 1 else None
+    if precision == "int8":
+        model = _quantize(model, example, batch, calibration, max_batch)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=batch)
+        configs: dict[str, Any] = {
+            "freezing": True,  # fold weights into constants, pre-pack them for oneDNN
+            "aot_inductor.metadata": {PRECISION_KEY: precision},
+        }
+        if device == "cpu":
+            configs["cpp.dynamic_threads"] = True
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(out), inductor_configs=configs
+        )
+    return out
+
+
+class Package:
+    """A .pt2 package: loaded once, then called with an input batch, returning logits."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.precision: str = manifest["precision"]
+        self.device_type: str = manifest["device"]
+        self.max_batch: int = manifest["max_batch"]
+        self.input_dtype = _DTYPES[self.precision]
+        self._runner: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._runner is not None
+
+    def load(self, device_index: int = -1) -> None:
+        """Load the compiled program and its constants; runs nothing (safe before fork)."""
+        runner = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
+        recorded = runner.get_metadata().get(PRECISION_KEY)
+        if recorded != self.precision:
+            raise SettingsError(
+                f"{self.path} was compiled as {recorded}, its manifest says {self.precision}: "
+                "re-export the model"
+            )
+        self._runner = runner
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._runner(x)
+
+
+def serving_precision(setting: str, package: Package, device: torch.device, max_batch: int) -> str:
+    """The precision a package is served in: always its own; refuse a conflicting setting.
+
+    `auto` and the package's own precision agree. `fp32` is WANWU_PRECISION's default and
+    cannot be told from unset, so it is logged and the package's precision served; `bf16` or
+    `fp16` against a package of another precision stop start-up. A package runs only on the
+    device type it was compiled for, and batches no larger than it was compiled for.
+    """
+    name = package.path.name
+    if max_batch > package.max_batch:
+        raise SettingsError(
+            f"WANWU_MAX_BATCH={max_batch} but {name} takes batches of at most "
+            f"{package.max_batch}: lower WANWU_MAX_BATCH or re-export with a larger max batch"
+        )
+    if device.type != package.device_type:
+        raise SettingsError(
+            f"{name} is compiled for {package.device_type} but WANWU_DEVICE resolves to "
+            f"{device}: set WANWU_DEVICE={package.device_type} or export on the serving device"
+        )
+    if setting in ("auto", package.precision):
+        return package.precision
+    if setting == "fp32":
+        log.info("%s is an %s package: serving %s", name, package.precision, package.precision)
+        return package.precision
+    raise SettingsError(
+        f"WANWU_PRECISION={setting} conflicts with {name}, an {package.precision} package: "
+        f"unset WANWU_PRECISION, or export a {setting} package "
+        f"(--format pt2 --precision {setting})"
+    )
+
+
+def manifest_fields(
+    precision: str, max_batch: int, device: str, calibration: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a package's manifest records beyond the TorchScript export's fields."""
+    fields: dict[str, Any] = {
+        "format": FORMAT,
+        "precision": precision,
+        "device": device,
+        "max_batch": max_batch,
+    }
+    if calibration is not None:
+        fields["calibration"] = calibration
+    return fields
+
+
+def is_package(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest describes a .pt2 package (else a TorchScript artifact)."""
+    return manifest.get("format") == FORMAT

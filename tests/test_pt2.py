@@ -1,0 +1,216 @@
+""".pt2 packages: export (fp32, int8), the precision policy, serving in-process and under Gunicorn.
+
+AOTInductor compiles take a minute or more on a small machine, so the packages of the tiny
+test model are compiled once and kept in pytest's cache, keyed by everything that shapes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+from app import create_app, imaging, pt2
+from app.artifact import read_manifest, write_manifest
+from app.engine import Engine
+from app.model import Classifier
+from app.settings import SettingsError
+from benchkit.images import image_bytes
+from benchkit.server import GunicornServer
+from tests.conftest import INPUT_SPEC, ROOT, TinyNet, make_settings
+
+MAX_BATCH = 4
+JPEG = {"Content-Type": "image/jpeg"}
+CALIBRATION_IMAGES = 24
+
+
+def _cache_key() -> str:
+    """What shapes the packages: torch, the build code, the tiny model, the fixture's choices."""
+    digest = hashlib.sha256(f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES}".encode())
+    for source in ("app/pt2.py", "app/imaging.py", "tests/conftest.py"):
+        digest.update((ROOT / source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def manifest_like(source: Path, path: Path, **changes: object) -> None:
+    """Write `path`'s manifest as a copy of `source`'s with `changes`."""
+    manifest = {**read_manifest(source), **changes}
+    for key in ("manifest_version", "artifact_sha256"):
+        manifest.pop(key)
+    write_manifest(path, **manifest)
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("calibration")
+    for seed in range(CALIBRATION_IMAGES):
+        (directory / f"img{seed:02d}.jpg").write_bytes(image_bytes("JPEG", seed=seed))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def packages(request, calibration_dir, tiny_model_path) -> dict[str, Path]:
+    """fp32 and int8 packages of the tiny model (max batch 4), with manifests."""
+    directory = Path(request.config.cache.mkdir(f"wanwu-pt2-{_cache_key()}"))
+    paths = {}
+    for precision in ("fp32", "int8"):
+        path = directory / f"tiny-{precision}.pt2"
+        if not path.with_suffix(".json").is_file():
+            torch.manual_seed(0)
+            images, record = (None, None)
+            if precision == "int8":
+                images, record = pt2.calibration_set(calibration_dir, INPUT_SPEC)
+            pt2.compile_package(TinyNet(), path, precision, MAX_BATCH, INPUT_SPEC["crop"], images)
+            # The tiny TorchScript model's manifest (same weights), with the package's fields.
+            manifest_like(
+                tiny_model_path, path, **pt2.manifest_fields(precision, MAX_BATCH, "cpu", record)
+            )
+        paths[precision] = path
+    return paths
+
+
+def batch_of(n: int) -> torch.Tensor:
+    return torch.stack([imaging.load(image_bytes(seed=s), INPUT_SPEC, 10**9) for s in range(n)])
+
+
+def test_manifest_and_package_record_precision_and_calibration(packages, calibration_dir):
+    manifest = read_manifest(packages["int8"])
+    assert manifest["format"] == pt2.FORMAT and manifest["precision"] == "int8"
+    assert manifest["max_batch"] == MAX_BATCH and manifest["device"] == "cpu"
+    calibration = manifest["calibration"]
+    assert calibration["images"] == CALIBRATION_IMAGES
+    assert calibration["sha256"] == pt2.calibration_set(calibration_dir, INPUT_SPEC)[1]["sha256"]
+    runner = torch._inductor.aoti_load_package(str(packages["int8"]))
+    assert runner.get_metadata()[pt2.PRECISION_KEY] == "int8"
+
+
+def test_calibration_without_images_says_what_to_pass(tmp_path):
+    for directory in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(ValueError, match="no images there"):
+            pt2.calibration_set(directory, INPUT_SPEC)
+
+
+def test_one_package_serves_every_batch_size_like_the_eager_model(packages):
+    torch.manual_seed(0)
+    eager = TinyNet().eval()
+    fp32, int8 = (Classifier.load(packages[p]) for p in ("fp32", "int8"))
+    for classifier, precision in ((fp32, "fp32"), (int8, "int8")):
+        classifier.prepare(torch.device("cpu"), precision)
+    for n in (1, 3, MAX_BATCH):
+        x = batch_of(n)
+        with torch.no_grad():
+            expected = torch.softmax(eager(x), dim=1)
+        torch.testing.assert_close(fp32(x), expected, atol=1e-5, rtol=0)
+        # int8 rounds activations and weights: close, not equal.
+        assert float((int8(x) - expected).abs().max()) < 0.01
+
+
+def test_the_package_decides_the_precision(packages, caplog):
+    package = pt2.Package(packages["int8"], read_manifest(packages["int8"]))
+    cpu = torch.device("cpu")
+    assert pt2.serving_precision("auto", package, cpu, MAX_BATCH) == "int8"
+    assert pt2.serving_precision("int8", package, cpu, MAX_BATCH) == "int8"
+    with caplog.at_level(logging.INFO, logger="app.pt2"):
+        # fp32 is the default: it cannot be told from unset, so it never conflicts.
+        assert pt2.serving_precision("fp32", package, cpu, MAX_BATCH) == "int8"
+    assert "serving int8" in caplog.text
+    with pytest.raises(SettingsError, match="WANWU_PRECISION=bf16 conflicts"):
+        pt2.serving_precision("bf16", package, cpu, MAX_BATCH)
+    with pytest.raises(SettingsError, match="compiled for cpu"):
+        pt2.serving_precision("auto", package, torch.device("cuda"), MAX_BATCH)
+    with pytest.raises(SettingsError, match="at most 4"):
+        pt2.serving_precision("auto", package, cpu, MAX_BATCH + 1)
+
+
+def test_a_package_whose_metadata_disagrees_with_its_manifest_is_refused(packages, tmp_path):
+    path = tmp_path / "liar.pt2"
+    path.write_bytes(packages["fp32"].read_bytes())
+    manifest_like(packages["fp32"], path, precision="bf16")
+    with pytest.raises(SettingsError, match="compiled as fp32"):
+        Classifier.load(path)
+
+
+def test_in_process_app_serves_a_package(packages):
+    settings = make_settings(packages["int8"], max_batch=MAX_BATCH)
+    engine = Engine(Classifier.load(settings.model), settings)
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(60)
+        client = create_app(settings, engine).test_client()
+        info = client.get("/v1/model").get_json()
+        assert (info["format"], info["precision"]) == ("pt2", "int8")
+        response = client.post("/predict", data=image_bytes(), content_type="image/jpeg")
+        assert response.status_code == 200 and len(response.get_json()["predictions"]) == 3
+    finally:
+        engine.stop(10)
+
+
+def test_export_options_are_checked_before_any_work():
+    from app.export import main
+
+    with pytest.raises(SystemExit):
+        main(["--precision", "int8"])  # no --calibrate
+    with pytest.raises(SystemExit):
+        main(["--precision", "bf16"])  # TorchScript is exported in fp32
+
+
+@pytest.mark.integration
+def test_gunicorn_serves_an_int8_package_from_the_master(packages, tmp_path):
+    with GunicornServer(tmp_path, workers=2, model=packages["int8"], max_batch=MAX_BATCH) as srv:
+        infos = {}
+        for _ in range(40):
+            info = requests.get(f"{srv.url}/v1/model", timeout=10).json()
+            infos[info["worker"]["pid"]] = info
+        assert {(i["format"], i["precision"]) for i in infos.values()} == {("pt2", "int8")}
+        assert all(i["worker"]["torch_threads"] == 1 for i in infos.values())
+        data = image_bytes(seed=3)
+
+        def predict(_: int) -> list[dict]:
+            response = requests.post(f"{srv.url}/predict", data=data, headers=JPEG, timeout=30)
+            return response.json()["predictions"]
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent: batches of several sizes form
+            answers = list(pool.map(predict, range(24)))
+        for answer in answers:  # whichever worker and batch size: the same answer
+            assert [p["index"] for p in answer] == [p["index"] for p in answers[0]]
+            for p, q in zip(answer, answers[0], strict=True):
+                assert abs(p["score"] - q["score"]) < 1e-4
+        metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
+        info_line = re.search(r"^wanwu_model_info\{.*$", metrics, re.M).group(0)
+        assert 'format="pt2"' in info_line and 'precision="int8"' in info_line
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_cuda_package_is_opened_by_the_worker_and_matches_the_cpu(packages, tmp_path):
+    path = tmp_path / "tiny-cuda.pt2"
+    torch.manual_seed(0)
+    pt2.compile_package(TinyNet(), path, "fp32", MAX_BATCH, INPUT_SPEC["crop"], device="cuda")
+    manifest_like(packages["fp32"], path, device="cuda")
+    settings = make_settings(path, device="cuda", max_batch=MAX_BATCH)
+    engine = Engine(Classifier.load(path), settings)
+    # What the master does leaves a CUDA package unopened (this test compiled on CUDA itself).
+    assert not engine.classifier.module.loaded
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(120)
+        reference = Classifier.load(packages["fp32"])
+        reference.prepare(torch.device("cpu"), "fp32")
+        x = batch_of(3)
+        torch.testing.assert_close(engine.classifier(x), reference(x), atol=1e-4, rtol=0)
+    finally:
+        engine.stop(30)
+
+
+@pytest.mark.integration
+def test_a_conflicting_precision_stops_start_up_with_the_fix(packages, tmp_path):
+    srv = GunicornServer(
+        tmp_path, workers=1, model=packages["int8"], max_batch=MAX_BATCH, precision="bf16"
+    )
+    with pytest.raises(RuntimeError, match="WANWU_PRECISION=bf16 conflicts"):
+        srv.start(timeout=60)
