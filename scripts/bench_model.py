@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from app import imaging
+from app.artifact import read_manifest
 from app.runtime import cpu_supports_bf16
 from benchkit.bench import ROOT, device_name, header, in_fresh_process, load_images
 from benchkit.timing import load, time_batches
@@ -64,7 +65,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "models/resnet18.pt", help="any exported artifact"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--batch-sizes", type=ints, help="default 1..16 (CPU), 1..128 (CUDA)")
     parser.add_argument("--threads", type=ints, default=[1, 2])
@@ -84,6 +87,12 @@ def main() -> int:
         args.fusion, args.threads = [0], args.threads[:1]
     print(header("Model-only throughput (scripts/bench_model.py)"))
     print(f"- device: {device_name(args.device)}")
+    manifest = read_manifest(args.model)
+    print(
+        f"- model: {args.model.name}: {manifest.get('arch') or manifest['format']}, "
+        f"{manifest['num_classes']} classes, {manifest['input']['crop']}px input, "
+        f"trained: {manifest['trained']}"
+    )
     print("\n| threads | precision | fused | batch | ms/batch (median) | images/s |")
     print("|---:|---|---|---:|---:|---:|")
     for threads in args.threads:
