@@ -47,7 +47,7 @@ class GunicornServer:
         self.launch()
         try:
             return self.wait_ready(timeout)
-        except RuntimeError:
+        except BaseException:  # never leave a server running behind a failed start
             self.stop()
             raise
 
@@ -67,7 +67,7 @@ class GunicornServer:
         """Warm workers as `/readyz` counts them; 0 while nothing answers yet."""
         try:
             response = requests.get(f"{self.url}/readyz", timeout=10)
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
             return 0
         return response.json().get("workers_ready", 0) if response.ok else 0
 

@@ -78,7 +78,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / DEFAULT_MODEL, help="any exported artifact"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--batch-sizes", type=ints, help="default 1..16 (CPU), 1..128 (CUDA)")
     parser.add_argument("--threads", type=ints, default=[1, 2])
@@ -101,6 +103,12 @@ def main() -> int:
         args.fusion, args.threads = [0], args.threads[:1]
     print(header("Model-only throughput (scripts/bench_model.py)"))
     print(f"- device: {device_name(args.device)}")
+    manifest = read_manifest(args.model)
+    print(
+        f"- model: {args.model.name}: {manifest.get('arch') or manifest['format']}, "
+        f"{manifest['num_classes']} classes, {manifest['input']['crop']}px input, "
+        f"trained: {manifest['trained']}"
+    )
     print("\n| threads | artifact | precision | kind | batch | ms/batch (median) | images/s |")
     print("|---:|---|---|---|---:|---:|---:|")
     configs = [

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from app import labels
+from benchkit.digits import LABELS_EN, LABELS_ZH
 from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
 from benchkit.system import find
+from tests.conftest import save_tiny_model
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.needs("chromium")]
@@ -30,15 +34,22 @@ def server(real_model_path, tmp_path_factory):
         yield srv
 
 
-@pytest.fixture
-def page(server):
+@contextlib.contextmanager
+def open_page(url: str):
+    """The page at `url` in a fresh headless Chromium."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=find("chromium"), args=ARGS)
         context = browser.new_context(viewport={"width": 900, "height": 800})
         page = context.new_page()
-        page.goto(server.url)
+        page.goto(url)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(server):
+    with open_page(server.url) as page:
+        yield page
 
 
 @pytest.fixture
@@ -114,3 +125,68 @@ def test_the_page_works_under_its_content_security_policy(server, photo):
         page.wait_for_function(preview_loaded, timeout=30_000)  # a blob: image
         browser.close()
     assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def top_labels(page, names: list[str]) -> dict[str, str]:
+    """The first label of each card, by file name."""
+    cards = page.locator(".card")
+    return {
+        cards.nth(i).locator(".name").inner_text(): cards.nth(i)
+        .locator(".label")
+        .first.inner_text()
+        for i in range(cards.count())
+        if cards.nth(i).locator(".name").inner_text() in names
+    }
+
+
+def test_the_digits_model_names_uploaded_digits_in_both_languages(digits_model, tmp_path):
+    """What `make demo` shows a person: upload digits, read their names, switch to Chinese."""
+    files, expected = [], {}
+    for png, digit, probs in zip(
+        digits_model.images, digits_model.labels, digits_model.reference, strict=True
+    ):
+        if digit not in expected.values() and int(probs.argmax()) == digit:
+            path = tmp_path / f"digit-{len(files)}.png"
+            path.write_bytes(png)
+            files.append(str(path))
+            expected[path.name] = digit
+        if len(files) == 3:
+            break
+    with (
+        GunicornServer(tmp_path, workers=1, model=digits_model.path, max_batch=4) as server,
+        open_page(server.url) as page,
+    ):
+        assert page.locator("#untrained").count() == 0
+        assert "digits · 10 classes ·" in page.locator("footer").inner_text()
+        page.set_input_files("#file", files)
+        page.wait_for_function("document.querySelectorAll('.card li').length === 9", timeout=30_000)
+        assert top_labels(page, list(expected)) == {n: LABELS_EN[d] for n, d in expected.items()}
+        page.click("button[data-lang=zh]")
+        first = [LABELS_ZH[d] for d in expected.values()]
+        page.wait_for_function(
+            "want => want.every(w => [...document.querySelectorAll('.card')].some("
+            "c => c.querySelector('.label') && c.querySelector('.label').textContent === w))",
+            arg=first,
+            timeout=30_000,
+        )
+        assert top_labels(page, list(expected)) == {n: LABELS_ZH[d] for n, d in expected.items()}
+        assert page.locator("#labels-note").is_hidden()
+        page.screenshot(path=str(tmp_path / "digits.png"), full_page=True)
+
+
+def test_a_model_without_chinese_labels_shows_english_ones_with_a_note(tmp_path):
+    model = save_tiny_model(tmp_path / "catdog.pt", {"en": ["cat", "dog"]})
+    image = tmp_path / "a.png"
+    image.write_bytes(image_bytes("PNG"))
+    with (
+        GunicornServer(tmp_path, workers=1, model=model, max_batch=2) as server,
+        open_page(server.url) as page,
+    ):
+        page.click("button[data-lang=zh]")
+        assert "此模型没有中文标签" in page.locator("#labels-note").inner_text()
+        page.set_input_files("#file", str(image))
+        page.locator(".card li").nth(1).wait_for(timeout=30_000)
+        assert page.locator(".card li").count() == 2  # top-3 is top-2 for two classes
+        assert sorted(page.locator(".card .label").all_inner_texts()) == ["cat", "dog"]
+        assert "catdog · 2 classes ·" in page.locator("footer").inner_text()
+        page.screenshot(path=str(tmp_path / "catdog.png"), full_page=True)
