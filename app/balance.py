@@ -78,8 +78,11 @@ class BalancedThreadWorker(IntakeWorker):
 
     def accept(self, listener) -> None:  # noqa: ANN001  (a socket, as in gunicorn)
         now = time.monotonic()
-        just_paused = now < self.yield_until + YIELD_S  # the connection a sibling left
-        if not just_paused and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
+        # Right after a pause: the connection a sibling left, taken once whatever the board
+        # says. Only once: a quick client's next connection is weighed again.
+        after_pause = self.yield_until <= now < self.yield_until + YIELD_S
+        self.yield_until = 0.0
+        if not after_pause and board.sibling_has_fewer(self.wanwu_slot, self.nr_conns):
             self.yield_until = now + YIELD_S
             super().set_accept_enabled(False)  # gthread's loop re-enables it after the pause
             return

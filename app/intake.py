@@ -81,6 +81,17 @@ class Conn(TConn):
         self.closing = False  # answered and half-closed: input is discarded until EOF
 
 
+def _quiet(conn: Conn) -> bool:
+    """Whether no byte waits unread on an idle connection: one whose request has arrived but
+    not yet been read (a busy loop) is a client about to be served, not one to evict."""
+    try:
+        return not conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # a broken connection: evicting it costs nobody
+
+
 def raise_fd_limit(wanted: int) -> int:
     """Raise this process's soft descriptor limit towards `wanted`; return the limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -193,7 +204,7 @@ class IntakeWorker(ThreadWorker):
             self.close(conn, "address_cap")
             return
         if self.nr_conns > self.max_connections:
-            idle = next((c for c in self.waiting if c.idle and not c.closing), None)
+            idle = next((c for c in self.waiting if c.idle and not c.closing and _quiet(c)), None)
             self.close(idle or conn, "evicted" if idle else "worker_cap")
             if idle is None:
                 return
