@@ -15,28 +15,20 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import classify, errors, labels, memory, metrics, openapi
-from app.engine import top_k
+from app.engine import top_k, topk_range
 from app.model import Classifier
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("wanwu.access")
 
-TOPK_MAX = 20  # and never more than the model's classes
-TOPK_DEFAULT = 3  # or every class of a model with fewer
 _HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
 
 
 # -- parameters and body -------------------------------------------------------------------------
 
 
-def topk_range(classifier: Classifier) -> tuple[int, int, int]:
-    """(lowest, highest, default) topk for this model: 1..min(20, classes), default min(3, ..)."""
-    classes = classifier.num_classes
-    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
-
-
 def _query_params(classifier: Classifier) -> tuple[int, str]:
-    low, high, default = topk_range(classifier)
+    low, high, default = topk_range(classifier.num_classes)
     raw_k = request.args.get("topk", str(default))
     try:
         k = int(raw_k)

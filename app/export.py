@@ -512,9 +512,18 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_argument_group("model")
-    source.add_argument("--arch", help=f"torchvision classification model (default {DEFAULT_ARCH})")
-    source.add_argument("--weights", help="PATH to a state_dict, DEFAULT or none (default DEFAULT)")
-    source.add_argument("--torchscript", type=Path, help="wrap this TorchScript classifier")
+    source.add_argument(
+        "--arch", metavar="NAME", help=f"torchvision classification model (default {DEFAULT_ARCH})"
+    )
+    source.add_argument(
+        "--weights",
+        metavar="PATH|DEFAULT|none",
+        help="a state_dict file, torchvision's default weights or a seeded random init "
+        "(default DEFAULT)",
+    )
+    source.add_argument(
+        "--torchscript", type=Path, metavar="PATH", help="wrap this TorchScript classifier"
+    )
     source.add_argument(
         "--from-mar", type=Path, help="import a TorchServe archive whose model is TorchScript"
     )
@@ -523,8 +532,12 @@ def parser() -> argparse.ArgumentParser:
         "--require-trained", action="store_true", help="fail instead of using random weights"
     )
     names = p.add_argument_group("labels")
-    names.add_argument("--labels", type=Path, help="English labels: text, one per line, or JSON")
-    names.add_argument("--labels-zh", type=Path, help="Chinese labels, same formats")
+    names.add_argument(
+        "--labels", type=Path, metavar="FILE", help="English labels: text, one per line, or JSON"
+    )
+    names.add_argument(
+        "--labels-zh", type=Path, metavar="FILE", help="Chinese labels, same formats"
+    )
     pre = p.add_argument_group("preprocessing (defaults: the torchvision weights' transforms)")
     pre.add_argument("--resize", type=int, help="resize the short side to this many pixels")
     pre.add_argument("--crop", type=int, help="then centre-crop a square of this size")

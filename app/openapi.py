@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from app import errors, imaging
+from app.engine import topk_range
 
 if TYPE_CHECKING:
     from app.model import Classifier
@@ -359,10 +360,8 @@ PROTOCOL_PATHS: dict[str, Any] = {
 
 def _for_model(classifier: Classifier) -> tuple[dict[str, Any], dict[str, Any]]:
     """/predict and the schemas with this model's topk range, languages and class indices."""
-    from app.api import topk_range
-
     predict, schemas = copy.deepcopy(_PREDICT), copy.deepcopy(SCHEMAS)
-    _, high, default = topk_range(classifier)
+    _, high, default = topk_range(classifier.num_classes)
     topk, lang = predict["parameters"]
     topk["schema"].update(maximum=high, default=default)
     lang["schema"]["enum"] = list(classifier.languages)

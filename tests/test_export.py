@@ -248,3 +248,15 @@ def test_a_non_resnet_arch_exports_with_its_own_preprocessing(tmp_path):
     assert classifier.input_spec["interpolation"] == "bicubic"  # its weights' transforms
     assert classifier.num_classes == 1000 and classifier.languages == ("en", "zh")
     assert classifier(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_a_training_checkpoint_with_ddp_prefixes_is_unwrapped(tmp_path):
+    torch.manual_seed(4)
+    state = resnet18(num_classes=3).state_dict()
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in state.items()}}, checkpoint)
+    out = tmp_path / "m.pt"
+    assert run_export("--weights", str(checkpoint), "--out", str(out)) == 0
+    manifest = read_manifest(out)
+    assert manifest["num_classes"] == 3 and manifest["labels"]["en"] == ["0", "1", "2"]
+    assert manifest["languages"] == ["en"] and manifest["weights"]["kind"] == "fine-tune"
