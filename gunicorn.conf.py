@@ -97,10 +97,16 @@ def post_worker_init(worker):
     batcher = _engine(worker).batcher
     while worker.alive and not batcher.wait_ready(1.0):
         worker.notify()
+    if settings.grpc_bind and worker.alive:  # grpcio is imported after fork, never before
+        from app.adapters import grpc
+
+        worker.wanwu_grpc = grpc.serve(worker.app.wsgi())
 
 
 def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
+    if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
+        worker.wanwu_grpc.stop(graceful_timeout).wait()
     _engine(server).stop(timeout=graceful_timeout)
 
 

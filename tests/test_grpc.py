@@ -1,0 +1,226 @@
+"""OIP v2 over gRPC with the real tritonclient.grpc, against real Gunicorn and in-process.
+
+Each answer must match /predict's for the same image; each error has its status code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import torch
+import tritonclient.grpc as triton
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from benchkit.grpcload import image_tensor, reserved_port
+from benchkit.images import image_bytes, sample_photos
+from benchkit.server import GunicornServer
+from scripts.gen_grpc_stubs import PROTO_DIR, STUBS, generate
+
+pytestmark = pytest.mark.integration
+
+KEY = "grpc-test-key"
+BEARER = {"authorization": f"Bearer {KEY}"}
+
+
+def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
+    for path in generate(tmp_path):
+        assert path.read_bytes() == (PROTO_DIR / path.name).read_bytes(), path.name
+    assert sorted(p.name for p in PROTO_DIR.glob("*_pb2*.py")) == sorted(STUBS)
+
+
+# -- against Gunicorn ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_path, tmp_path_factory):
+    with reserved_port() as port:
+        with GunicornServer(
+            tmp_path_factory.mktemp("grpc"),
+            workers=1,
+            model=tiny_model_path,
+            grpc_bind=f"127.0.0.1:{port}",
+            api_keys=KEY,
+            max_upload_mb=1,
+        ) as srv:
+            srv.grpc_address = f"127.0.0.1:{port}"
+            yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    client = triton.InferenceServerClient(server.grpc_address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    """A few real photos where ../shared has them, and generated ones."""
+    return [p.read_bytes() for p in sample_photos()[::40]] + [image_bytes(seed=n) for n in (0, 1)]
+
+
+def predict_top5(server, data: bytes) -> list[dict]:
+    response = requests.post(
+        f"{server.url}/predict?topk=5",
+        data=data,
+        headers={"Content-Type": "image/jpeg", "Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.json()["predictions"]
+
+
+def status_of(call, *args, **kwargs) -> str:
+    with pytest.raises(InferenceServerException) as error:
+        call(*args, **kwargs)
+    return error.value.status()
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("tiny")
+    assert not client.is_model_ready("resnet50")
+    assert set(client.get_server_metadata(as_json=True)["extensions"]) >= {"classification"}
+    model = client.get_model_metadata("tiny", as_json=True)
+    assert model["name"] == "tiny" and model["platform"]
+    assert model["inputs"] == [{"name": "IMAGE", "datatype": "BYTES", "shape": ["-1"]}]
+    assert model["outputs"] == [{"name": "PROBS", "datatype": "FP32", "shape": ["-1", "1000"]}]
+    assert status_of(client.get_model_metadata, "resnet50") == "StatusCode.NOT_FOUND"
+
+
+def test_infer_matches_predict(server, client, images):
+    probs = client.infer("tiny", [image_tensor(images)], headers=BEARER).as_numpy("PROBS")
+    assert probs.shape == (len(images), 1000)
+    for row, data in zip(probs, images, strict=True):
+        top = predict_top5(server, data)
+        indices = [p["index"] for p in top]
+        assert row.argmax() == indices[0]
+        assert np.allclose(row[indices], [p["score"] for p in top], rtol=0, atol=1e-6)
+
+
+def test_classification_extension_matches_predict(server, client, images):
+    # A [N, 1] input, as Triton's image_client sends it.
+    tensor = triton.InferInput("IMAGE", [len(images), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.object_).reshape(-1, 1))
+    wanted = triton.InferRequestedOutput("PROBS", class_count=5)
+    answer = client.infer("tiny", [tensor], outputs=[wanted], headers=BEARER, request_id="r7")
+    assert answer.get_response().id == "r7"
+    for row, data in zip(answer.as_numpy("PROBS"), images, strict=True):
+        scores, indices, labels = zip(*(c.decode().split(":", 2) for c in row), strict=True)
+        top = predict_top5(server, data)  # "score:index:label", most probable first
+        assert list(labels) == [p["label"] for p in top]
+        assert list(map(int, indices)) == [p["index"] for p in top]
+        assert np.allclose(np.array(scores, float), [p["score"] for p in top], rtol=0, atol=1e-6)
+
+
+def test_errors_have_their_status_codes(server, client):
+    image = [image_tensor([image_bytes()])]
+    assert status_of(client.infer, "tiny", image) == "StatusCode.UNAUTHENTICATED"
+    wrong = {"authorization": "Bearer nope"}
+    assert status_of(client.infer, "tiny", image, headers=wrong) == "StatusCode.UNAUTHENTICATED"
+    assert status_of(client.infer, "resnet50", image, headers=BEARER) == "StatusCode.NOT_FOUND"
+    pdf = [image_tensor([b"%PDF-1.4 not an image"])]
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("tiny", pdf, headers=BEARER)
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "IMAGE[0]" in error.value.message()
+    fp32 = triton.InferInput("IMAGE", [1], "FP32")
+    fp32.set_data_from_numpy(np.zeros(1, dtype=np.float32))
+    assert status_of(client.infer, "tiny", [fp32], headers=BEARER) == "StatusCode.INVALID_ARGUMENT"
+    # Over WANWU_MAX_UPLOAD_MB (1 here): gRPC refuses the message before it is read.
+    big = [image_tensor([bytes(2 * 1024 * 1024)])]
+    assert status_of(client.infer, "tiny", big, headers=BEARER) == "StatusCode.RESOURCE_EXHAUSTED"
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    route = 'route="/inference.GRPCInferenceService/ModelInfer"'
+    for status in ("OK", "UNAUTHENTICATED", "NOT_FOUND", "INVALID_ARGUMENT"):
+        assert f'{route},status="{status}"' in text
+
+
+# -- in-process: states Gunicorn cannot be held in -----------------------------------------------
+
+
+@pytest.fixture
+def serve(start_app):
+    """Start an app over the tiny model and its gRPC server; a raw stub and tritonclient."""
+    from app.adapters import grpc as adapter
+
+    servers = []
+
+    def factory(**settings):
+        with reserved_port() as port:
+            app = start_app(grpc_bind=f"127.0.0.1:{port}", **settings)
+            servers.append(adapter.serve(app))
+            address = f"127.0.0.1:{port}"
+        channel = grpc.insecure_channel(address)
+        return app, service_pb2_grpc.GRPCInferenceServiceStub(channel), address
+
+    yield factory
+    for server in servers:
+        server.stop(None).wait()
+
+
+def test_full_queue_is_resource_exhausted_with_retry_info(serve):
+    _, stub, _ = serve(max_batch=2, queue_max=2)
+    images = [image_bytes(seed=n) for n in range(3)]  # more than the queue admits at once
+    request = service_pb2.ModelInferRequest(model_name="tiny")
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[3]).contents.bytes_contents.extend(
+        images
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    [detail] = rpc_status.from_call(error.value).details
+    retry = error_details_pb2.RetryInfo()
+    assert detail.Unpack(retry) and retry.retry_delay.seconds == 1
+    assert ("grpc-retry-pushback-ms", "1000") in error.value.trailing_metadata()
+
+
+def wait_until(condition, failure: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def test_grpc_and_http_requests_share_one_forward_pass(serve, monkeypatch):
+    app, _, address = serve(max_batch=2, max_wait_ms=0)
+    engine = app.extensions["wanwu.engine"]
+    original, sizes, held = engine.classifier.module, [], threading.Lock()
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(x.shape[0])
+        with held:  # the forward pass waits while the test holds the lock
+            return original(x)
+
+    monkeypatch.setattr(engine.classifier, "module", model)
+    held.acquire()
+    # A first image holds the model, so the two protocols' images queue behind it.
+    with engine.admit(1, time.monotonic()) as reservation:
+        blocker = reservation.submit(torch.zeros(3, 224, 224))
+    wait_until(lambda: sizes == [1], "the first image never reached the model")
+    client = triton.InferenceServerClient(address)
+    with ThreadPoolExecutor(2) as pool:
+        over_grpc = pool.submit(client.infer, "tiny", [image_tensor([image_bytes(seed=0)])])
+        over_http = pool.submit(
+            app.test_client().post,
+            "/predict",
+            data=image_bytes(seed=1),
+            content_type="image/jpeg",
+        )
+        wait_until(lambda: engine.batcher.queued == 2, "the two images never queued together")
+        held.release()
+        assert over_grpc.result(30).as_numpy("PROBS").shape == (1, 1000)
+        assert over_http.result(30).status_code == 200
+    blocker.result(30)
+    client.close()
+    assert sizes == [1, 2]
