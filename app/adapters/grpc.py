@@ -304,4 +304,5 @@ def serve(app: Flask) -> grpc.Server:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(core), server)
     server.add_insecure_port(settings.grpc_bind)
     server.start()
+    logging.getLogger("wanwu").info("OIP v2 over gRPC on %s", settings.grpc_bind)
     return server
