@@ -192,22 +192,32 @@ def wait_until(condition, failure: str, seconds: float = 30) -> None:
         time.sleep(0.01)
 
 
+class HeldModel:
+    """The engine's model, held in a first forward pass (of one image) until `release()`."""
+
+    def __init__(self, engine, monkeypatch) -> None:
+        original, self.sizes, self.lock = engine.classifier.module, [], threading.Lock()
+
+        def model(x: torch.Tensor) -> torch.Tensor:
+            self.sizes.append(x.shape[0])
+            with self.lock:  # the forward pass waits while the test holds the lock
+                return original(x)
+
+        monkeypatch.setattr(engine.classifier, "module", model)
+        self.lock.acquire()
+        with engine.admit(1, time.monotonic()) as reservation:
+            self.first = reservation.submit(torch.zeros(3, 224, 224))
+        wait_until(lambda: self.sizes == [1], "the first image never reached the model")
+
+    def release(self) -> None:
+        self.lock.release()
+        self.first.result(30)
+
+
 def test_grpc_and_http_requests_share_one_forward_pass(serve, monkeypatch):
     app, _, address = serve(max_batch=2, max_wait_ms=0)
     engine = app.extensions["wanwu.engine"]
-    original, sizes, held = engine.classifier.module, [], threading.Lock()
-
-    def model(x: torch.Tensor) -> torch.Tensor:
-        sizes.append(x.shape[0])
-        with held:  # the forward pass waits while the test holds the lock
-            return original(x)
-
-    monkeypatch.setattr(engine.classifier, "module", model)
-    held.acquire()
-    # A first image holds the model, so the two protocols' images queue behind it.
-    with engine.admit(1, time.monotonic()) as reservation:
-        blocker = reservation.submit(torch.zeros(3, 224, 224))
-    wait_until(lambda: sizes == [1], "the first image never reached the model")
+    held = HeldModel(engine, monkeypatch)  # so that the two protocols' images queue behind it
     client = triton.InferenceServerClient(address)
     with ThreadPoolExecutor(2) as pool:
         over_grpc = pool.submit(client.infer, "tiny", [image_tensor([image_bytes(seed=0)])])
@@ -221,6 +231,38 @@ def test_grpc_and_http_requests_share_one_forward_pass(serve, monkeypatch):
         held.release()
         assert over_grpc.result(30).as_numpy("PROBS").shape == (1, 1000)
         assert over_http.result(30).status_code == 200
-    blocker.result(30)
     client.close()
-    assert sizes == [1, 2]
+    assert held.sizes == [1, 2]
+
+
+def test_expired_request_is_deadline_exceeded(serve, monkeypatch):
+    app, _, address = serve(max_batch=2, max_wait_ms=0, timeout_ms=100)
+    engine = app.extensions["wanwu.engine"]
+    held = HeldModel(engine, monkeypatch)
+    client = triton.InferenceServerClient(address)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(client.infer, "tiny", [image_tensor([image_bytes()])])
+        wait_until(lambda: engine.batcher.queued == 1, "the image never queued")
+        queued = time.monotonic()
+        # The request arrived before it queued, so its 100 ms deadline has passed after this.
+        wait_until(lambda: time.monotonic() > queued + 0.1, "the clock stopped")
+        held.release()
+        with pytest.raises(InferenceServerException) as error:
+            call.result(30)
+    client.close()
+    assert error.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert held.sizes == [1]  # the expired image never reached the model
+
+
+def test_stopping_worker_is_unavailable_with_retry_info(serve):
+    app, stub, _ = serve()
+    app.extensions["wanwu.engine"].batcher.stop(10)
+    request = service_pb2.ModelInferRequest(model_name="tiny")
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+        image_bytes()
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    [detail] = rpc_status.from_call(error.value).details
+    assert detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
