@@ -17,7 +17,7 @@ from collections import defaultdict
 
 from app.artifact import read_manifest
 from benchkit.bench import add_server_arguments, header, load_images, server_settings, start_server
-from benchkit.grpcload import grpc_infer, reserved_port
+from benchkit.grpcload import grpc_infer, reserved_port, wait_listening
 from benchkit.loadgen import oip, raw_jpeg, torchserve
 from benchkit.measure import measure, settle
 
@@ -50,6 +50,7 @@ def main() -> int:
         reserved_port() as port,
         start_server(args.model, [*args.set, f"GRPC_BIND=127.0.0.1:{port}"]) as srv,
     ):
+        wait_listening(srv.worker_pids(), port)
         routes = {
             "/predict": raw_jpeg(srv.url, images),
             "/predictions": torchserve(srv.url, images, name),

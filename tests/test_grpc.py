@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 import requests
 import torch
@@ -20,7 +21,13 @@ from grpc_status import rpc_status
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from benchkit.grpcload import image_tensor, reserved_port
+from benchkit.grpcload import (
+    image_tensor,
+    own_connection,
+    reserved_port,
+    sockets_by_worker,
+    wait_listening,
+)
 from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
 from scripts.gen_grpc_stubs import PROTO_DIR, STUBS, generate
@@ -45,13 +52,14 @@ def server(tiny_model_path, tmp_path_factory):
     with reserved_port() as port:
         with GunicornServer(
             tmp_path_factory.mktemp("grpc"),
-            workers=1,
+            workers=2,
             model=tiny_model_path,
             grpc_bind=f"127.0.0.1:{port}",
             api_keys=KEY,
             max_upload_mb=1,
         ) as srv:
-            srv.grpc_address = f"127.0.0.1:{port}"
+            wait_listening(srv.worker_pids(), port)
+            srv.grpc_port, srv.grpc_address = port, f"127.0.0.1:{port}"
             yield srv
 
 
@@ -144,6 +152,18 @@ def test_errors_have_their_status_codes(server, client):
     route = 'route="/inference.GRPCInferenceService/ModelInfer"'
     for status in ("OK", "UNAUTHENTICATED", "NOT_FOUND", "INVALID_ARGUMENT"):
         assert f'{route},status="{status}"' in text
+
+
+def test_every_worker_serves_the_port(server):
+    # The kernel spreads connections over the workers' sockets (SO_REUSEPORT): with 24, all
+    # on one of two workers has a chance of 2 ** -23.
+    clients = [own_connection(server.grpc_address) for _ in range(24)]
+    assert all(c.is_server_ready() for c in clients)
+    held = sockets_by_worker(server.worker_pids(), server.grpc_port, psutil.CONN_ESTABLISHED)
+    for c in clients:
+        c.close()
+    # At least these 24 (the module's client may hold one more).
+    assert sum(held.values()) >= 24 and all(held.values()), held
 
 
 # -- in-process: states Gunicorn cannot be held in -----------------------------------------------
