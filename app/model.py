@@ -57,6 +57,16 @@ class Classifier:
         """The artifact's kind: torchscript or pt2."""
         return "pt2" if isinstance(self.module, pt2.Package) else "torchscript"
 
+    @property
+    def runtime(self) -> str:
+        """The runtime TorchServe's `/models` reports."""
+        return "torchscript"
+
+    @property
+    def platform(self) -> str:
+        """The platform OIP model metadata reports."""
+        return "pytorch_torchscript"
+
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
         if isinstance(self.module, pt2.Package):
