@@ -126,6 +126,8 @@ def model_info() -> Any:
         # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
         "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
         "format": classifier.format,
+        "runtime": classifier.runtime,
+        "platform": classifier.platform,
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,
