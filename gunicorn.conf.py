@@ -100,7 +100,7 @@ def post_worker_init(worker):
     if settings.grpc_bind and worker.alive:  # grpcio is imported after fork, never before
         from app.adapters import grpc
 
-        worker.wanwu_grpc = grpc.serve(worker.app.wsgi())
+        worker.wanwu_grpc = grpc.serve(worker.app.wsgi().extensions["wanwu.core"])
 
 
 def worker_exit(server, worker):

@@ -179,7 +179,7 @@ def serve(start_app):
     def factory(**settings):
         with reserved_port() as port:
             app = start_app(grpc_bind=f"127.0.0.1:{port}", **settings)
-            servers.append(adapter.serve(app))
+            servers.append(adapter.serve(app.extensions["wanwu.core"]))
             address = f"127.0.0.1:{port}"
         channel = grpc.insecure_channel(address)
         return app, service_pb2_grpc.GRPCInferenceServiceStub(channel), address
@@ -223,7 +223,7 @@ class HeldModel:
             with self.lock:  # the forward pass waits while the test holds the lock
                 return original(x)
 
-        monkeypatch.setattr(engine.classifier, "module", model)
+        monkeypatch.setattr(engine.classifier.backend, "module", model)
         self.lock.acquire()
         with engine.admit(1, time.monotonic()) as reservation:
             self.first = reservation.submit(torch.zeros(3, 224, 224))

@@ -8,9 +8,10 @@ Policy:
   UNIMPLEMENTED.
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
-  and shapes `PROBS` exactly as OIP over HTTP does (`app.oip`), with the classification
-  extension (`class_count`), and answers in `raw_output_contents`.
-- Every image goes through the request core: the same keys (metadata `authorization: Bearer
+  and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip`), with the
+  classification extension (`class_count`), and answers in `raw_output_contents`.
+- Every image goes through the request core (`app.core`, called directly: no web framework
+  here): the same keys (metadata `authorization: Bearer
   <key>`), limits, admission, batcher and deadline as /predict. A message over
   WANWU_MAX_UPLOAD_MB is refused by gRPC itself (RESOURCE_EXHAUSTED).
 - Errors map to status codes: 400/415/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
@@ -27,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import wraps
@@ -35,14 +36,15 @@ from typing import Any, NamedTuple
 
 import grpc
 import torch
-from flask import Flask, g
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from app import classify, errors, metrics, oip
+from app import errors, metrics
+from app.adapters import oip
 from app.adapters.grpc_proto import grpc_service_pb2 as pb
 from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app.core import Classified, Core, Upload
 
 log = logging.getLogger("wanwu.access")
 
@@ -58,51 +60,6 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-
-
-# -- the request core: a shim over app.classify until app.core lands --------------------------
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One image as a protocol received it."""
-
-    data: bytes
-    filename: str | None = None
-
-
-@dataclass(frozen=True)
-class Classified:
-    """Probability rows in upload order, where the time went, the largest batch."""
-
-    probs: list[torch.Tensor]
-    timing_ms: dict[str, float]
-    batch_size: int
-
-
-class _Core:
-    """app.core.Core's interface over today's app.classify, which reads Flask's context."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.engine = app.extensions["wanwu.engine"]
-        self.settings = app.extensions["wanwu.settings"]
-
-    def authorize(self, authorization: str | None, client: str) -> None:
-        with self.app.test_request_context(headers={"Authorization": authorization or ""}):
-            classify.authorize()
-
-    def require_ready(self) -> None:
-        if not self.engine.ready:
-            raise errors.NotReady("The model is still warming up.", retry_after=1)
-
-    def served_model(self, name: str, version: str | None = None) -> None:
-        classify.served_model(name, version)
-
-    def classify(self, uploads: Sequence[Upload], started: float) -> Classified:
-        g.started = started
-        result = classify.classify([(u.filename, u.data) for u in uploads])
-        return Classified(result.probs, result.timing_ms, g.batch_size)
 
 
 # -- errors, metrics and the access log ----------------------------------------------------------
@@ -147,7 +104,7 @@ class _Call:
 
 
 def _rpc(method: Callable[[Servicer, Any, _Call], Any]) -> Callable[..., Any]:
-    """Serve one RPC in the app's context; count and log it; answer errors with a status."""
+    """Serve one RPC; count and log it; answer errors with a status."""
     route = SERVICE + method.__name__
 
     @wraps(method)
@@ -156,8 +113,7 @@ def _rpc(method: Callable[[Servicer, Any, _Call], Any]) -> Callable[..., Any]:
         code = grpc.StatusCode.OK
         metrics.IN_FLIGHT.inc()
         try:
-            with self.core.app.app_context():
-                return method(self, request, call)
+            return method(self, request, call)
         except Exception as exc:
             status = _status(exc)
             code = status.code
@@ -208,14 +164,14 @@ def _images(request: pb.ModelInferRequest) -> list[bytes]:
     if request.raw_input_contents:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
-        data = oip._serialize_bytes(list(tensor.contents.bytes_contents))
+        data = oip.serialize_bytes(list(tensor.contents.bytes_contents))
     header = {
         "name": tensor.name,
         "datatype": tensor.datatype,
         "shape": list(tensor.shape),
         "parameters": {"binary_data_size": len(data)},
     }
-    return oip._images({"inputs": [header]}, data)
+    return oip.tensor_images({"inputs": [header]}, data)
 
 
 def _outputs(request: pb.ModelInferRequest) -> list[Any]:
@@ -225,13 +181,13 @@ def _outputs(request: pb.ModelInferRequest) -> list[Any]:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
         ]
-    return oip._outputs(header)
+    return oip.requested_outputs(header)
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """The v2 core RPCs over the request core."""
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
 
     @_rpc
@@ -256,7 +212,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
-        meta = oip.model_metadata(request.name, request.version or None)
+        self.core.served_model(request.name, request.version or None)
+        meta = oip.metadata(self.core.engine.classifier)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             **{k: meta[k] for k in ("name", "versions", "platform")},
@@ -278,19 +235,18 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             model_name=classifier.name, model_version=classifier.version, id=request.id
         )
         for output in outputs:
-            description, blob = oip._tensor(probs, output)
+            description, blob = oip.output_tensor(probs, output, classifier.labels("en"))
             answer.outputs.add(**description)
             answer.raw_output_contents.append(blob)
         return answer
 
 
-def serve(app: Flask) -> grpc.Server:
+def serve(core: Core) -> grpc.Server:
     """Start this worker's gRPC server on WANWU_GRPC_BIND (call after fork, once warm).
 
     Its threads match Gunicorn's request threads; gRPC refuses RPCs beyond twice that
     (RESOURCE_EXHAUSTED) rather than queueing them without bound.
     """
-    core = _Core(app)
     settings = core.settings
     threads = settings.request_threads
     server = grpc.server(
