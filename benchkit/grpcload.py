@@ -83,13 +83,20 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def grpc_infer(address: str, images: list[tuple[str, bytes]], model: str) -> MakeRequest:
-    """Send image n (round-robin) to ModelInfer with tritonclient.grpc, a connection per client."""
+def grpc_infer(
+    address: str, images: list[tuple[str, bytes]], model: str, shared: bool = False
+) -> MakeRequest:
+    """Send image n (round-robin) to ModelInfer with tritonclient.grpc, a client per thread.
+
+    Each client has a connection of its own, or with `shared` all share one (gRPC's default
+    within a process), which one server worker then serves alone.
+    """
     local = threading.local()
 
     def make(session: requests.Session, n: int) -> Answer:
         if not hasattr(local, "client"):
-            local.client = own_connection(address)
+            connect = triton.InferenceServerClient if shared else own_connection
+            local.client = connect(address)
         try:
             local.client.infer(model, [image_tensor([images[n % len(images)][1]])])
         except InferenceServerException as exc:

@@ -5,8 +5,10 @@ One Gunicorn, the same photos, the same closed-loop clients. At each --concurren
 take turns, --rounds times, so the machine's drift falls on each alike. Each request carries
 one raw JPEG: a raw body to /predict, TorchServe's POST /predictions/{model} as its docs send
 it, an OIP raw binary request (Inference-Header-Content-Length: 0), and a gRPC ModelInfer from
-tritonclient.grpc (one channel per client, served by every worker on WANWU_GRPC_BIND). Prints
-req/s and latency per route and round, and each route's total answers relative to /predict's.
+tritonclient.grpc: a connection per client, spread over every worker on WANWU_GRPC_BIND, and
+all clients on one connection, so on one worker (what one gRPC process per host would serve).
+Prints req/s and latency per route and round, and each route's total answers relative to
+/predict's.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def main() -> int:
             "/predictions": torchserve(srv.url, images, name),
             "/v2 infer": oip(srv.url, images, name),
             "gRPC ModelInfer": grpc_infer(f"127.0.0.1:{port}", images, name),
+            # What one gRPC process per host would give: every call on one worker.
+            "gRPC one connection": grpc_infer(f"127.0.0.1:{port}", images, name, shared=True),
         }
         if args.routes:
             routes = {route: routes[route] for route in args.routes.split(",")}
