@@ -18,6 +18,7 @@ import torch
 import tritonclient.grpc as triton
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from tritonclient.grpc import model_config_pb2 as model_config
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -42,6 +43,14 @@ def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
     for path in generate(tmp_path):
         assert path.read_bytes() == (PROTO_DIR / path.name).read_bytes(), path.name
     assert sorted(p.name for p in PROTO_DIR.glob("*_pb2*.py")) == sorted(STUBS)
+
+
+def test_stubs_describe_what_tritonclient_speaks():
+    """Byte-identical descriptors: both stub sets load in one process, and the wire agrees."""
+    from app.adapters.grpc_proto import grpc_service_pb2, model_config_pb2
+
+    assert grpc_service_pb2.DESCRIPTOR.serialized_pb == service_pb2.DESCRIPTOR.serialized_pb
+    assert model_config_pb2.DESCRIPTOR.serialized_pb == model_config.DESCRIPTOR.serialized_pb
 
 
 # -- against Gunicorn ----------------------------------------------------------------------------
