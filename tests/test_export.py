@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,7 +212,7 @@ def test_a_torchscript_classifier_is_wrapped_with_index_to_name_json(tmp_path, t
 
 
 def test_a_failed_save_leaves_the_previous_artifact_alone(tmp_path, monkeypatch, tiny_model_path):
-    from app import export as exporter
+    from app.export import formats
 
     out = tmp_path / "m.pt"
     pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
@@ -222,11 +223,48 @@ def test_a_failed_save_leaves_the_previous_artifact_alone(tmp_path, monkeypatch,
         path.write_bytes(b"half an artifact")
         raise OSError("disk full")
 
-    monkeypatch.setattr(exporter.shutil, "copyfile", lambda src, dst: half_then_fail(dst))
+    monkeypatch.setattr(formats.shutil, "copyfile", lambda src, dst: half_then_fail(dst))
     with pytest.raises(OSError, match="disk full"):
-        run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out))
+        run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out), "--force")
     assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
     assert_nothing_written(tmp_path)
+
+
+def test_an_existing_artifact_is_replaced_only_with_force(tmp_path, tiny_model_path, caplog):
+    out = tmp_path / "m.pt"
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out)) == 0
+    before = out.with_suffix(".json").read_text()
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out),
+                      "--name", "other") == 1  # fmt: skip
+    assert f"{out} exists and is not replaced" in caplog.text and "--force" in caplog.text
+    assert out.with_suffix(".json").read_text() == before
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out),
+                      "--name", "other", "--force") == 0  # fmt: skip
+    assert read_manifest(out)["name"] == "other"
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "replacing"])
+def test_an_interrupted_write_leaves_the_pair_as_it_was(tmp_path, monkeypatch, fresh):
+    """Ctrl-C (or SIGTERM, which the CLI turns into SystemExit) between the two renames."""
+    from app import artifact
+
+    out = tmp_path / "m.pt"
+    if not fresh:
+        artifact.write_artifact(out, lambda p: p.write_bytes(b"old"), name="old")
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+    real_replace = artifact.os.replace
+
+    def interrupted(src, dst):
+        if Path(dst) == out:  # the artifact, after its manifest went into place
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifact.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        artifact.write_artifact(out, lambda p: p.write_bytes(b"new"), name="new")
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before
 
 
 def test_official_checksums_are_recognised():
