@@ -20,16 +20,15 @@ serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* 
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
-	@bind="$${WANWU_BIND:-0.0.0.0:8000}"; case "$$bind" in 0.0.0.0:*|\[::\]:*) \
-		bind="localhost:$${bind##*:}";; esac; \
-	echo "wanwu demo: EfficientNet-Lite0, ImageNet-1K: open http://$$bind and upload a photo"
+	@url="http://$${WANWU_BIND:-0.0.0.0:8000}"; case "$$url" in http://0.0.0.0:*|http://\[::\]:*) \
+		url="http://localhost:$${url##*:}";; http://unix:*) url="$${url#http://}";; esac; \
+	echo "wanwu demo: EfficientNet-Lite0, ImageNet-1K: open $$url and upload a photo"
 	WANWU_MODEL=$(DEMO) $(BIN)/gunicorn -c gunicorn.conf.py
 
-# Exported like any user's factory; its preprocessing is the reference's (docs/MODELS.md).
+# `python -m app.export --arch app.export.zoo:efficientnet_lite0` and the reference's
+# preprocessing, like any user's factory (app/export/zoo.py, docs/MODELS.md).
 $(DEMO): | $(STAMP)
-	$(BIN)/python -m app.export --arch app.export.zoo:efficientnet_lite0 --require-trained \
-		--resize 256 --crop 224 --interpolation bicubic \
-		--mean 0.4980392156862745 --std 0.5019607843137255 --out $@
+	$(BIN)/python -m app.export.zoo efficientnet_lite0 --out $@
 
 demo-digits: $(STAMP) $(DIGITS)  ## serve the digits model: upload a digit drawn dark on light
 	@echo "wanwu demo: upload a digit (samples: models/digits-samples/)"
