@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,27 @@ def test_a_training_checkpoint_with_ddp_prefixes_is_unwrapped(tmp_path):
     manifest = read_manifest(out)
     assert manifest["num_classes"] == 3 and manifest["labels"]["en"] == ["0", "1", "2"]
     assert manifest["languages"] == ["en"] and manifest["weights"]["kind"] == "fine-tune"
+
+
+def test_a_file_given_to_the_wrong_option_is_named_with_its_command(
+    tmp_path, tiny_model_path, caplog
+):
+    mar = tmp_path / "pets.mar"
+    with zipfile.ZipFile(mar, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", "{}")
+    weights = fine_tune(tmp_path)
+    out = str(tmp_path / "m.pt")
+    assert run_export("--weights", str(tiny_model_path), "--out", out) == 1
+    assert "it is a TorchScript file: wrap it with" in caplog.text
+    assert f"python -m app.export --torchscript {tiny_model_path}" in caplog.text
+    assert "weights_only" not in caplog.text  # the right option, not torch's unpickling advice
+    assert run_export("--weights", str(mar), "--out", out) == 1
+    assert f"python -m app.export --from-mar {mar}" in caplog.text
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
+    assert run_export("--torchscript", str(weights), *pre, "--out", out) == 1
+    assert f"--arch ARCH --weights {weights}" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+    # WANWU_MODEL given the archive or the weights: the same commands, not "cannot read manifest"
+    for path, command in ((mar, "--from-mar"), (weights, "--weights")):
+        with pytest.raises(ArtifactError, match=f"not a wanwu artifact; .*{command} {path}"):
+            read_manifest(path)
