@@ -114,9 +114,9 @@ def test_hugging_face_preprocessing_is_reproduced(processor):
         expected = proc(picture, return_tensors="pt")["pixel_values"][0]
         ours = imaging.preprocess(picture, **spec)
         assert ours.shape == expected.shape
-        # Pixel-for-pixel the same resize; where Hugging Face rounds a centre crop's offset
-        # differently, one row or column shifts: compare the mean difference as well.
-        assert float((ours - expected).abs().mean()) < 0.02, type(proc).__name__
+        # The same geometry and filter; Hugging Face resizes a tensor where we resize the PIL
+        # picture, so a few pixels round to the next 8-bit level (measured mean: under 0.003).
+        assert float((ours - expected).abs().mean()) < 0.005, type(proc).__name__
 
 
 # -- timm -----------------------------------------------------------------------------------------

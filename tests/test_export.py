@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -323,3 +326,47 @@ def test_a_file_given_to_the_wrong_option_is_named_with_its_command(
     for path, command in ((mar, "--from-mar"), (weights, "--weights")):
         with pytest.raises(ArtifactError, match=f"not a wanwu artifact; .*{command} {path}"):
             read_manifest(path)
+
+
+BLOCKING_MODEL = '''
+import pathlib, time, torch
+
+class Blocking(torch.nn.Module):
+    """Answers a blank image at once; on any other input, says so in a file and waits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        if bool(x.any()):
+            pathlib.Path(__file__).with_name("saving").touch()
+            time.sleep(600)
+        return self.fc(x.mean((2, 3)))
+
+def build():
+    return Blocking()
+'''
+
+
+def test_an_export_terminated_while_saving_leaves_nothing_behind(tmp_path):
+    (tmp_path / "blocking_model.py").write_text(BLOCKING_MODEL)
+    out = tmp_path / "out" / "m.pt"
+    pre = ["--resize", "8", "--crop", "8", "--mean", "0.5", "--std", "0.5"]
+    command = [sys.executable, "-m", "app.export", "--arch", "blocking_model:build", *pre]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "export.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([*command, "--out", str(out)], cwd=ROOT, env=env, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "saving").exists():  # the model is being traced into staging
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the export never reached its save"
+            time.sleep(0.05)
+        assert [p.name[:6] for p in out.parent.iterdir()] == [".m.pt."]  # staging, nothing else
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(out.parent.iterdir()) == []
