@@ -138,11 +138,15 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one export; 0 on success, 1 (nothing written) on an ExportError, 2 on bad usage."""
-    args = vars(parser().parse_args(argv))
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        request = ExportRequest(**vars(args))
+    except ExportError as exc:  # options that conflict: a usage error, before any work
+        p.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        request = ExportRequest(**args)
         manifest = export(request)
     except ExportError as exc:
         log.error("export failed, nothing written: %s", exc)
