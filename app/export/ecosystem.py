@@ -71,14 +71,15 @@ def timm_model(name: str, weights: str) -> Loaded:
         try:
             model = timm.create_model(name, pretrained=True).eval()
             provenance = {"source": f"timm:{name}", "sha256": None, "kind": "official"}
-            provenance["trained"] = True
+            provenance = {**provenance, "trained": True}
         except Exception as exc:  # no network: the same loud fallback as torchvision's
             log.warning("could not download timm's %s weights (%s)", name, summary(exc, 200))
+            torch.manual_seed(RANDOM_SEED)  # the same init as --weights none
             model, provenance = timm.create_model(name, pretrained=False).eval(), random_init()
     else:
         path = Path(weights)
         state = read_state_dict(path)
-        head = timm.create_model(name, pretrained=False).pretrained_cfg.get("classifier", "")
+        head = timm.models.get_pretrained_cfg_value(name, "classifier") or ""
         classes = state.get(f"{head}.weight")
         kwargs = {} if classes is None else {"num_classes": int(classes.shape[0])}
         build = lambda: timm.create_model(name, pretrained=False, **kwargs)  # noqa: E731
