@@ -216,6 +216,7 @@ def error_handler(shape: Callable[[errors.ApiError], Any]) -> Callable[[Exceptio
         response.status_code = error.status
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
+        response.headers.update(error.headers)
         return response
 
     return handle

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from flask import current_app, g, request
 
-from app import errors, imaging
+from app import errors, imaging, ratelimit, tokens
 from app.engine import Engine
 from app.settings import Settings
 
@@ -41,18 +41,27 @@ def settings() -> Settings:
 
 
 def authorize() -> None:
-    """Require a bearer key from WANWU_API_KEYS, when any is set; raise Unauthorized."""
-    keys = settings().api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    supplied = token.strip().encode()
-    # Compare against every key so the time taken does not reveal which one matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise errors.Unauthorized("A valid 'Authorization: Bearer <key>' header is required.")
+    """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either is
+    set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT."""
+    conf = settings()
+    keys, verifier = conf.api_keys, tokens.verifier(conf)
+    caller = f"address {request.remote_addr}"
+    if keys or verifier:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        bearer, token = scheme.lower() == "bearer", token.strip()
+        # Compare against every key so the time taken does not reveal which one matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(token.encode(), key.encode())
+        if bearer and matched:
+            caller = f"key {token}"
+        elif bearer and verifier and tokens.looks_like_jwt(token):
+            caller = f"subject {verifier.subject(token)}"
+        else:
+            raise errors.Unauthorized(
+                "A valid 'Authorization: Bearer <key or token>' header is required."
+            )
+    ratelimit.check(conf.rate_limit, caller)
 
 
 def classify(uploads: Sequence[tuple[str | None, bytes]]) -> Classified:
