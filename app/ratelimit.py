@@ -33,6 +33,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import errors, metrics
@@ -84,7 +85,7 @@ class Decision:
 class Limiter:
     """GCRA state for up to SLOTS callers, shared by every process forked after it is made."""
 
-    def __init__(self, rate: Rate, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         # CLOCK_MONOTONIC is one clock for every process on the machine.
         self._clock = clock

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from app import errors
 from app.settings import Settings
@@ -33,7 +34,9 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidSignatureError, "the token's signature does not verify"),
     (jwt.MissingRequiredClaimError, "the token lacks a required claim"),
     (jwt.InvalidAlgorithmError, "the token's algorithm is not accepted"),
-    (jwt.InvalidKeyError, "the token's algorithm does not match its key"),
+    # pyjwt's TypeError for a key of another type than the algorithm's (an ES256 token
+    # against an RSA key): nothing else in decoding a str token raises it.
+    (TypeError, "the token's algorithm does not match its key"),
 )
 
 
@@ -77,10 +80,10 @@ class Verifier:
                 leeway=LEEWAY_S,
                 options={"require": required},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError) as exc:
             reason = next((why for kind, why in _REASONS if isinstance(exc, kind)), "invalid")
-            # pyjwt's own words, except where they dump internals (a key-type mismatch).
-            detail = "" if isinstance(exc, jwt.InvalidKeyError) else f" ({exc})"
+            # pyjwt's own words, except where they mislead (a key-type mismatch).
+            detail = "" if isinstance(exc, TypeError) else f" ({exc})"
             raise _refuse(reason + detail) from None
         return f"{claims.get('iss', '')} {claims['sub']}"
 
@@ -91,7 +94,8 @@ def _refuse(reason: str) -> errors.ApiError:
 
 def _load_keys(public_key: str, jwks: str) -> dict[str | None, Any]:
     if public_key:
-        return {None: Path(public_key).read_bytes()}
+        # Parsed once here: pyjwt would parse PEM bytes again for every token.
+        return {None: serialization.load_pem_public_key(Path(public_key).read_bytes())}
     keys: dict[str | None, Any] = {}
     for key in jwt.PyJWKSet.from_json(Path(jwks).read_text()).keys:
         keys[key.key_id] = key

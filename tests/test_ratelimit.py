@@ -4,6 +4,7 @@ Gunicorn workers, 429 with Retry-After and RateLimit-* on every protocol."""
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing.sharedctypes import Synchronized
 
 import pytest
 import requests
@@ -65,7 +66,7 @@ def test_a_full_table_reuses_slots_whose_allowance_is_whole(monkeypatch):
     assert all(not limiter.hit(f"d{n}").allowed for n in range(4))
 
 
-def _hammer(limiter: Limiter, calls: int, allowed) -> None:  # noqa: ANN001
+def _hammer(limiter: Limiter, calls: int, allowed: Synchronized) -> None:
     allowed.value = sum(limiter.hit("shared").allowed for _ in range(calls))
 
 

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from app import tokens
 from app.settings import Settings, SettingsError
 from benchkit.images import image_bytes
 
@@ -143,6 +144,11 @@ def test_the_token_subject_is_the_rate_limited_caller(start_app, rsa_key, tmp_pa
 
 
 def test_token_settings_fail_fast(tmp_path):
+    (tmp_path / "bad.pem").write_text("not a key")
+    for name in ("missing.pem", "bad.pem"):
+        settings = Settings(jwt_public_key=str(tmp_path / name), jwt_audience=AUDIENCE)
+        with pytest.raises(ValueError, match=f"cannot read .*{name}"):
+            tokens.verifier(settings)
     with pytest.raises(SettingsError, match="WANWU_JWT_AUDIENCE must name"):
         Settings(jwt_public_key="issuer.pem")
     with pytest.raises(SettingsError, match="not both"):
