@@ -12,9 +12,12 @@ Exact across workers: the table lives in an anonymous shared mapping that the Gu
 creates before it forks (as app/balance.py's board), and every update holds a POSIX record
 lock on a file the master opened. The kernel drops a record lock when its holder dies, so a
 worker killed mid-update cannot wedge its siblings (a `multiprocessing.Lock` would stay held);
-record locks do not exclude threads of one process, so a thread lock is taken first. A shared
-store such as Redis would also work across machines, but would add a service to run; limits
-here are per server (a replica), as the queue is.
+record locks do not exclude threads of one process, so a thread lock is taken first. The
+`limits` library (Flask-Limiter's) keeps its counts in one process's memory, or in Redis,
+Memcached or MongoDB: exact across forked workers only with a server beside the service, to
+run and to reach on every call. Limits here are per server (a replica), as the queue is. A
+configuration reload (HUP) makes a fresh table for the new workers: callers start again with a
+whole allowance.
 
 The table holds SLOTS callers. A caller whose allowance is whole needs no state, so its slot
 is free for reuse; a caller finding every slot of its probe run in use takes the one nearest

@@ -69,6 +69,10 @@ def refusal(response) -> str:  # noqa: ANN001
 
 def test_a_valid_token_and_an_api_key_both_pass(pem_client, rsa_key):
     assert call(pem_client, token(rsa_key)).status_code == 200
+    bearer = {"Authorization": f"Bearer {token(rsa_key)}"}
+    image = image_bytes(size=(32, 32))
+    assert pem_client.post("/predictions/tiny", data=image, headers=bearer).status_code == 200
+    assert pem_client.post("/predictions/tiny", data=image).status_code == 401
     assert call(pem_client, "k1").status_code == 200
     assert "Bearer <key or token>" in refusal(call(pem_client, None))
     assert "Bearer <key or token>" in refusal(call(pem_client, "k2"))
