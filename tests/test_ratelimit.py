@@ -4,6 +4,7 @@ Gunicorn workers, 429 with Retry-After and RateLimit-* on every protocol."""
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.sharedctypes import Synchronized
 
 import pytest
@@ -124,12 +125,12 @@ def test_each_api_key_has_its_own_allowance(start_app):
 
 @pytest.mark.integration
 def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
-    """The limit's calls through one worker use it up for the other: exactly 2x limit = limit
-    429s, whichever worker a connection lands on."""
+    """2x the limit through two real workers gets exactly `limit` 429s: key a's calls through
+    one worker use its allowance up for the other; key b's race through both at once."""
     limit = 12
     image = image_bytes(size=(64, 64))
     with GunicornServer(
-        tmp_path, workers=2, model=tiny_model_path, rate_limit=f"{limit}/day"
+        tmp_path, workers=2, model=tiny_model_path, rate_limit=f"{limit}/day", api_keys="a,b"
     ) as server:
         by_worker: dict[int, requests.Session] = {}
         sessions = []
@@ -143,17 +144,22 @@ def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
         assert len(by_worker) == 2, "no connection landed on the second worker"
         (pid_a, first), (pid_b, second) = by_worker.items()
 
-        def predict(session: requests.Session) -> requests.Response:
+        def predict(session: requests.Session, key: str) -> requests.Response:
             return session.post(
                 f"{server.url}/predict",
                 data=image,
-                headers={"Content-Type": "image/jpeg"},
+                headers={"Content-Type": "image/jpeg", "Authorization": f"Bearer {key}"},
                 timeout=30,
             )
 
-        through_a = [predict(first) for _ in range(limit)]
-        through_b = [predict(second) for _ in range(limit)]
-        # Both connections stayed where they were: each worker saw its half.
+        through_a = [predict(first, "a") for _ in range(limit)]
+        through_b = [predict(second, "a") for _ in range(limit)]
+        with ThreadPoolExecutor(2) as pool:
+            racing = pool.map(
+                lambda s: [predict(s, "b").status_code for _ in range(limit)], by_worker.values()
+            )
+            raced = [code for codes in racing for code in codes]
+        # Every connection stayed where it was: each worker saw its half.
         assert first.get(f"{server.url}/v1/model", timeout=30).json()["worker"]["pid"] == pid_a
         assert second.get(f"{server.url}/v1/model", timeout=30).json()["worker"]["pid"] == pid_b
         text = requests.get(f"{server.url}/metrics", timeout=30).text
@@ -163,4 +169,5 @@ def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
     assert [r.status_code for r in through_b] == [429] * limit
     assert {r.headers["RateLimit-Remaining"] for r in through_b} == {"0"}
     assert all(int(r.headers["Retry-After"]) >= 1 for r in through_b)
-    assert f"wanwu_rate_limited_total {float(limit)}" in text
+    assert sorted(raced) == [200] * limit + [429] * limit
+    assert f"wanwu_rate_limited_total {float(2 * limit)}" in text
