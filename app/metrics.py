@@ -127,9 +127,12 @@ class ServerMemory:
         ]
 
 
+CGROUP = "/sys/fs/cgroup"  # cgroup v2, as containers mount it
+
+
 def _cgroup_value(name: str) -> int | None:
     try:
-        with open(f"/sys/fs/cgroup/{name}") as f:
+        with open(f"{CGROUP}/{name}") as f:
             return int(f.read())  # "max" (no limit) is no number
     except (OSError, ValueError):
         return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +70,29 @@ def test_promtool_checks_the_rules_and_config_and_runs_the_rule_unit_tests():
     tested = set(re.findall(r"alertname: (\w+)", (MONITORING / "rules_test.yml").read_text()))
     alerts = set(re.findall(r"alert: (\w+)", (MONITORING / "rules.yml").read_text()))
     assert len(alerts) == 5 and tested == alerts
+
+
+def test_server_memory_is_the_cgroups_else_the_process_trees(tmp_path, monkeypatch):
+    from app import metrics
+
+    def sample(name: str) -> float:
+        return next(
+            family.samples[0].value
+            for family in metrics.ServerMemory().collect()
+            if family.name == name
+        )
+
+    monkeypatch.setattr(metrics, "CGROUP", str(tmp_path))
+    # No cgroup files: this process's PSS (no Gunicorn here) against the machine's memory.
+    assert 0 < sample("wanwu_memory_usage_bytes") < sample("wanwu_memory_limit_bytes")
+    (tmp_path / "memory.current").write_text("734003200\n")
+    (tmp_path / "memory.max").write_text("max\n")  # a cgroup without a limit
+    assert sample("wanwu_memory_usage_bytes") == 734003200
+    assert sample("wanwu_memory_limit_bytes") == os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES"
+    )
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    assert sample("wanwu_memory_limit_bytes") == 1073741824
 
 
 class Prometheus:
@@ -171,6 +196,10 @@ def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_pat
         assert {(r["name"], r["health"], r.get("lastError", "")) for r in rules()} == {
             (name, "ok", "") for name in re.findall(r"alert: (\w+)", rules_text)
         }
+
+        # A worker killed: the master counts its exit, which WanwuWorkersRestarting watches.
+        os.kill(server.worker_pids()[0], signal.SIGKILL)
+        prometheus.wait("the exit counted", lambda: answers("wanwu_worker_exits_total == 1"))
     finally:
         prometheus.stop()
         server.stop()
