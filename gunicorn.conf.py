@@ -48,7 +48,7 @@ balance.install(2 * settings.worker_processes)
 # One table every worker shares, made before the fork: the rate limit is exact across workers.
 ratelimit.install(settings.rate_limit)
 tokens.verifier(settings)  # an unreadable token key file stops start-up here, with its name
-metrics.WORKERS_WANTED.set(settings.worker_processes)
+metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 
 wsgi_app = "app:create_app()"
 preload_app = True

@@ -3,7 +3,8 @@
 Policy: /predict, TorchServe's /predictions and OIP's /v2 infer differ only in how they read a
 body and shape an answer. Between those, a request takes this path, so every protocol gets the
 same API keys and signed tokens, per-caller rate limit (429), file-count, byte and pixel
-limits, queue admission (503 + Retry-After when full), deadline (504) and batcher: images from different protocols share forward passes.
+limits, queue admission (503 + Retry-After when full), deadline (504) and batcher: images
+from different protocols share forward passes.
 Errors are raised as `errors.ApiError`; each protocol renders them in its own shape.
 """
 

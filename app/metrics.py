@@ -82,7 +82,7 @@ WORKER_EXITS = Counter(
     "wanwu_worker_exits_total",
     "Workers that exited (crashed, timed out or were stopped), counted by the master.",
 )
-WORKERS_WANTED = Gauge(
+WORKERS_CONFIGURED = Gauge(
     "wanwu_workers_configured",
     "Workers the server runs when all is well (set by the master).",
     multiprocess_mode="livemax",
