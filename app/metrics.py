@@ -156,8 +156,9 @@ def _tree_pss() -> int:
     return total
 
 
-_SERVER_MEMORY = ServerMemory()
-REGISTRY.register(_SERVER_MEMORY)
+# Apart from the others: read only for a scrape, not each time /readyz counts warm workers.
+_SERVER_MEMORY = CollectorRegistry()
+_SERVER_MEMORY.register(ServerMemory())
 
 
 def _registry() -> CollectorRegistry:
@@ -166,13 +167,12 @@ def _registry() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(_SERVER_MEMORY)
     return registry
 
 
 def exposition() -> tuple[bytes, str]:
     """Render all metrics, summed over every worker when running under Gunicorn."""
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+    return generate_latest(_registry()) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
 
 
 def workers_ready() -> int:
