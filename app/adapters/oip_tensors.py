@@ -129,11 +129,10 @@ def tensor(
             return description, probs.numpy().astype("<f4").tobytes()
         return {**description, "data": probs.flatten().tolist()}, None
     k = min(output.classification, probs.shape[1])
-    scores, indices = probs.topk(k, dim=1)
     items = [
-        f"{float(s):.6f}:{int(i)}:{labels[int(i)]}"
-        for row_s, row_i in zip(scores, indices, strict=True)
-        for s, i in zip(row_s, row_i, strict=True)
+        f"{p['score']:.6f}:{p['index']}:{p['label']}"
+        for row in probs
+        for p in common.top_k(row, k, labels)
     ]
     description = {"name": OUTPUT, "datatype": "BYTES", "shape": [probs.shape[0], k]}
     if output.binary:
