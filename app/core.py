@@ -126,6 +126,7 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
+        self.require_ready()
         spec = eng.classifier.input_spec
         with eng.admit(len(uploads), started) as reservation:
             futures = []

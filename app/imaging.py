@@ -83,7 +83,9 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
+        raise ImageTooLarge(
+            f"The image is larger than {max_pixels} pixels (WANWU_MAX_PIXELS)."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError):
         # libavif and libheif report some corrupt data as RuntimeError, at open and at load.
         if _looks_like_image(data):
@@ -94,7 +96,8 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
     width, height = img.size
     if width * height > max_pixels:  # checked from the header, before any pixel is decoded
         raise ImageTooLarge(
-            f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}."
+            f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+            "(WANWU_MAX_PIXELS)."
         )
     try:
         if min_short:
@@ -105,7 +108,9 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
             img = _reduce(img, min_short)
         return to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"The image is larger than {max_pixels} pixels.") from None
+        raise ImageTooLarge(
+            f"The image is larger than {max_pixels} pixels (WANWU_MAX_PIXELS)."
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
         raise UndecodableImage("The image data is corrupt or truncated.") from None
 
