@@ -79,8 +79,6 @@ class Engine:
 
     def admit(self, n: int, started: float) -> batching.Reservation:
         """Reserve queue places for `n` images or raise the matching ApiError."""
-        if not self.ready:
-            raise errors.NotReady("The model is still loading; retry shortly.", retry_after=1)
         try:
             reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
         except batching.Overloaded:

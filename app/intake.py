@@ -47,7 +47,8 @@ from http import HTTPStatus
 
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from app import errors, metrics
+from app import adapters, errors, metrics
+from app.adapters.common import body_too_large
 from app.security import HEADERS
 from app.settings import Settings
 
@@ -119,9 +120,15 @@ def _is_trusted(address: str, trusted: list) -> bool:
     return any(ip in network for network in trusted)
 
 
-def answer(error: errors.ApiError) -> bytes:
-    """A complete HTTP response in the service's JSON error shape, closing the connection."""
-    body = json.dumps(error.body(), separators=(",", ":")).encode()
+def _target(buf: bytearray) -> str:
+    """The path of the request line in `buf` ("/" before one has arrived)."""
+    line = bytes(buf[: buf.find(b"\r\n")]).split(b" ")
+    return line[1].partition(b"?")[0].decode("latin-1") if len(line) == 3 else "/"
+
+
+def answer(error: errors.ApiError, path: str = "/") -> bytes:
+    """A complete HTTP response in the JSON error shape of `path`'s protocol, closing."""
+    body = json.dumps(adapters.error_body(path, error), separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
         "Content-Type: application/json",
@@ -232,7 +239,7 @@ class IntakeWorker(ThreadWorker):
         """Answer with an error and close; the client's input is discarded meanwhile."""
         self.count(reason, conn.peer)
         try:
-            conn.sock.send(answer(error))
+            conn.sock.send(answer(error, _target(conn.buf)))
         except OSError:
             pass
         self.linger(conn)
@@ -359,8 +366,7 @@ class IntakeWorker(ThreadWorker):
             return
         length = int(next(iter(lengths), b"0"))
         if length > self.max_body:
-            limit = self.wanwu_settings.max_upload_mb
-            message = f"The request body is larger than {limit:g} MB."
+            message = body_too_large(self.wanwu_settings.max_upload_mb)
             self.refuse(conn, errors.PayloadTooLarge(message), "too_large")
             return
         head = b"\r\n".join(kept) + b"\r\n\r\n"

@@ -1,4 +1,9 @@
-"""Boot real Gunicorn from gunicorn.conf.py on a free loopback port, for integration tests."""
+"""Boot real Gunicorn from gunicorn.conf.py on a loopback socket, for integration tests.
+
+The socket is bound and listening here, before Gunicorn starts, and handed to it as an
+inherited file descriptor (`WANWU_BIND=fd://N`): no port is probed free and then raced for,
+and a client may connect at once (it waits in the backlog until a worker is warm).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
+    """A loopback port free now, for servers that cannot inherit a bound socket (nginx)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -27,13 +33,14 @@ class GunicornServer:
     """One Gunicorn master with its workers (a `benchkit.measure.Target`); logs go to a file."""
 
     def __init__(self, log_dir: Path, workers: int = 2, **settings: object) -> None:
-        self.port = free_port()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+        self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.log_path = log_dir / f"gunicorn-{self.port}.log"
         self.env = {
             **os.environ,
-            "WANWU_BIND": f"127.0.0.1:{self.port}",
+            "WANWU_BIND": f"fd://{self.listener.fileno()}",
             "WANWU_WORKERS": str(workers),
             "WANWU_THREADS": "1",
             **{f"WANWU_{k.upper()}": str(v) for k, v in settings.items()},
@@ -72,15 +79,18 @@ class GunicornServer:
         return response.json().get("workers_ready", 0) if response.ok else 0
 
     def launch(self) -> GunicornServer:
-        """Start the master without waiting for anything."""
+        """Start the master without waiting for anything; it takes over the socket."""
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            pass_fds=(self.listener.fileno(),),
         )
+        # Only Gunicorn holds it now: once it exits, the port refuses connections.
+        self.listener.close()
         return self
 
     def log(self) -> str:

@@ -178,6 +178,14 @@ def test_every_worker_serves_the_port(server):
 # -- in-process: states Gunicorn cannot be held in -----------------------------------------------
 
 
+def infer_request(images: list[bytes]) -> service_pb2.ModelInferRequest:
+    """A ModelInfer request as a plain gRPC client builds it: images in bytes_contents."""
+    request = service_pb2.ModelInferRequest(model_name="tiny")
+    tensor = request.inputs.add(name="IMAGE", datatype="BYTES", shape=[len(images)])
+    tensor.contents.bytes_contents.extend(images)
+    return request
+
+
 @pytest.fixture
 def serve(start_app):
     """Start an app over the tiny model and its gRPC server; a raw stub and tritonclient."""
@@ -201,12 +209,8 @@ def serve(start_app):
 def test_full_queue_is_resource_exhausted_with_retry_info(serve):
     _, stub, _ = serve(max_batch=2, queue_max=2)
     images = [image_bytes(seed=n) for n in range(3)]  # more than the queue admits at once
-    request = service_pb2.ModelInferRequest(model_name="tiny")
-    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[3]).contents.bytes_contents.extend(
-        images
-    )
     with pytest.raises(grpc.RpcError) as error:
-        stub.ModelInfer(request, timeout=30)
+        stub.ModelInfer(infer_request(images), timeout=30)
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     [detail] = rpc_status.from_call(error.value).details
     retry = error_details_pb2.RetryInfo()
@@ -283,15 +287,29 @@ def test_expired_request_is_deadline_exceeded(serve, monkeypatch):
     assert held.sizes == [1]  # the expired image never reached the model
 
 
+def test_rate_limit_counts_an_address_over_its_connections(serve):
+    _, _, address = serve(rate_limit="2/hour")
+
+    def call() -> None:  # each on a connection of its own: another port, the same address
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(address, options=options) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            stub.ModelInfer(infer_request([image_bytes()]), timeout=30)
+
+    with pytest.raises(grpc.RpcError) as error:
+        for _ in range(3):  # two are answered within the hour
+            call()
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "2/hour" in error.value.details()
+    [detail] = rpc_status.from_call(error.value).details
+    assert detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+
+
 def test_stopping_worker_is_unavailable_with_retry_info(serve):
     app, stub, _ = serve()
     app.extensions["wanwu.engine"].batcher.stop(10)
-    request = service_pb2.ModelInferRequest(model_name="tiny")
-    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
-        image_bytes()
-    )
     with pytest.raises(grpc.RpcError) as error:
-        stub.ModelInfer(request, timeout=30)
+        stub.ModelInfer(infer_request([image_bytes()]), timeout=30)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     [detail] = rpc_status.from_call(error.value).details
     assert detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)

@@ -139,7 +139,7 @@ def test_a_worker_takes_connections_only_once_warm(real_model_path, tmp_path):
     server = GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=8).launch()
     try:
         deadline = time.monotonic() + 120
-        while True:  # the master binds the socket after loading the model, before the fork
+        while True:  # the socket listens from the start: the request waits in its backlog
             assert server.proc.poll() is None and time.monotonic() < deadline, server.log()
             sent_while_cold = "warmed up batch sizes" not in server.log()
             try:

@@ -5,6 +5,8 @@ Each answer must match /predict's for the same image: the same top-1, the same s
 
 from __future__ import annotations
 
+import http.client
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,16 @@ from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
+UPLOAD_LIMIT_MB = 4  # above any sample photo; the refusal test sends a larger length
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_path, tmp_path_factory):
     with GunicornServer(
-        tmp_path_factory.mktemp("protocols"), workers=1, model=tiny_model_path
+        tmp_path_factory.mktemp("protocols"),
+        workers=1,
+        model=tiny_model_path,
+        max_upload_mb=UPLOAD_LIMIT_MB,
     ) as srv:
         yield srv
 
@@ -137,3 +143,27 @@ def test_metrics_count_each_protocol_under_its_route(server, triton_client):
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert 'route="/predictions/<model_name>",status="200"' in text
     assert 'route="/v2/models/<model_name>/infer",status="200"' in text
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        ("/predict", lambda body: body["error"]["code"] == "payload_too_large"),
+        ("/predictions/tiny", lambda body: body["type"] == "RequestEntityTooLargeException"),
+        ("/v2/models/tiny/infer", lambda body: list(body) == ["error"]),
+    ],
+)
+def test_the_intake_refuses_a_large_body_in_the_protocol_shape(server, path, shape):
+    # Refused from the headers alone: the body is never sent.
+    connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    try:
+        connection.putrequest("POST", f"{path}?x=1")
+        connection.putheader("Content-Type", "image/jpeg")
+        connection.putheader("Content-Length", str(UPLOAD_LIMIT_MB * 1024 * 1024 + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 413 and shape(body), body
+    assert "WANWU_MAX_UPLOAD_MB" in json.dumps(body)

@@ -135,3 +135,16 @@ def test_management_list_and_describe(client):
     assert model["status"] == "Healthy" and model["workers"][0]["status"] == "READY"
     assert model["jobQueueStatus"] == {"remainingCapacity": 16, "pendingRequests": 0}
     assert_ts_error(client.get("/models/nope"), 404, "ModelNotFoundException")
+
+
+def test_management_calls_that_change_models_are_404_as_documented(client):
+    calls = [
+        client.post("/models?url=squeezenet.mar"),
+        client.put("/models/tiny?min_worker=2"),
+        client.delete("/models/tiny"),
+        client.get("/models/tiny/all"),
+        client.put("/models/tiny/1.0/set-default"),
+    ]
+    for response in calls:
+        body = assert_ts_error(response, 404, "ResourceNotFoundException")
+        assert "WANWU_MODEL" in body["message"]

@@ -4,7 +4,8 @@ Each adapter (`rest`, `torchserve`, `oip`) is a blueprint that parses its wire f
 `app.core.Core` and renders answers. Here: the request hooks (metrics, request id, the access
 log, fed from the core's `Classified`), and one error handler that answers in the shape of the
 protocol that owns the path, so that a routing 404/405 or a body refused by the intake under
-`/v2` or `/predictions` reads like every other error of that protocol.
+`/v2` or `/predictions` reads like every other error of that protocol. /openapi.json merges
+the OpenAPI paths each adapter describes next to its routes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app import errors, metrics
+from app import errors, metrics, openapi
 from app.adapters import common, oip, rest, torchserve
 
 log = logging.getLogger("wanwu.access")
@@ -76,10 +77,17 @@ def _handle_error(exc: Exception) -> Response:
     return common.error_response(exc, shape(request.path))
 
 
+def _openapi_document() -> Any:
+    """Describe every endpoint in OpenAPI 3: each adapter's paths, merged."""
+    classifier = common.core().engine.classifier
+    return openapi.spec(classifier, [a.openapi_paths(classifier) for a in ADAPTERS])
+
+
 def init_app(app: Flask) -> None:
     """Register every adapter, the request hooks and the error handler."""
     for adapter in ADAPTERS:
         app.register_blueprint(adapter.bp)
+    app.add_url_rule("/openapi.json", "openapi", _openapi_document)
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.teardown_request(lambda exc: metrics.IN_FLIGHT.dec())

@@ -8,14 +8,15 @@ Policy:
   UNIMPLEMENTED.
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
-  and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip`), with the
+  and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
   classification extension (`class_count`), and answers in `raw_output_contents`.
 - Every image goes through the request core (`app.core`, called directly: no web framework
-  here): the same keys (metadata `authorization: Bearer
-  <key>`), limits, admission, batcher and deadline as /predict. A message over
-  WANWU_MAX_UPLOAD_MB is refused by gRPC itself (RESOURCE_EXHAUSTED).
+  here): the same keys and tokens (metadata `authorization: Bearer <key>`), per-caller rate
+  limit (a caller without a key is its address), limits, admission, batcher and deadline as
+  /predict. A message over WANWU_MAX_UPLOAD_MB is refused by gRPC itself
+  (RESOURCE_EXHAUSTED).
 - Errors map to status codes: 400/415/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
-  NOT_FOUND, 413 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 504
+  NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 504
   DEADLINE_EXCEEDED, else INTERNAL. Those worth retrying carry google.rpc.RetryInfo and gRPC's
   own retry pushback (`grpc-retry-pushback-ms`).
 - Metrics and the access log count each RPC under its method path
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import grpc
 import torch
@@ -41,9 +43,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics
-from app.adapters import oip
+from app.adapters import oip, oip_tensors
 from app.adapters.grpc_proto import grpc_service_pb2 as pb
 from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app.adapters.oip_tensors import INPUT
 from app.core import Classified, Core, Upload
 
 log = logging.getLogger("wanwu.access")
@@ -57,6 +60,7 @@ _CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -83,14 +87,17 @@ def _status(exc: Exception) -> _Aborted:
     code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
     if isinstance(exc, errors.Overloaded):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Response headers (RateLimit-* on a 429) travel as trailing metadata, lower-cased.
+    extra = tuple((name.lower(), str(value)) for name, value in exc.headers.items())
     if exc.retry_after is None:
-        return _Aborted(code, exc.message, ())
+        return _Aborted(code, exc.message, extra)
     detail = status_pb2.Status(code=code.value[0], message=exc.message)
     detail.details.add().Pack(
         error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=exc.retry_after))
     )
     pushback = ("grpc-retry-pushback-ms", str(exc.retry_after * 1000))
-    return _Aborted(code, exc.message, (*rpc_status.to_status(detail).trailing_metadata, pushback))
+    rich = rpc_status.to_status(detail).trailing_metadata
+    return _Aborted(code, exc.message, (*rich, pushback, *extra))
 
 
 @dataclass
@@ -147,6 +154,14 @@ def _record(route: str, code: grpc.StatusCode, call: _Call, size: int) -> None:
 # -- the RPCs ------------------------------------------------------------------------------------
 
 
+def _address(peer: str) -> str:
+    """The client's address in gRPC's peer name ("ipv4:10.0.0.7:51234", "ipv6:[::1]:51234")."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return urlsplit(f"//{rest}").hostname or rest
+    return peer
+
+
 def _parameters(params: Any) -> dict[str, Any]:
     """An InferParameter map as the plain values OIP's JSON would hold."""
     return {
@@ -157,21 +172,21 @@ def _parameters(params: Any) -> dict[str, Any]:
 def _images(request: pb.ModelInferRequest) -> list[bytes]:
     """The encoded images of the one input, checked exactly as OIP over HTTP checks them."""
     if len(request.inputs) != 1:
-        raise errors.BadRequest(f"Send exactly one input, {oip.INPUT!r}.")
+        raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
     tensor = request.inputs[0]
     if len(request.raw_input_contents) > 1:
         raise errors.BadRequest("raw_input_contents must hold one entry per input.")
     if request.raw_input_contents:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
-        data = oip.serialize_bytes(list(tensor.contents.bytes_contents))
+        data = oip_tensors.serialize_bytes(list(tensor.contents.bytes_contents))
     header = {
         "name": tensor.name,
         "datatype": tensor.datatype,
         "shape": list(tensor.shape),
         "parameters": {"binary_data_size": len(data)},
     }
-    return oip.tensor_images({"inputs": [header]}, data)
+    return oip_tensors.images({"inputs": [header]}, data)
 
 
 def _outputs(request: pb.ModelInferRequest) -> list[Any]:
@@ -181,7 +196,7 @@ def _outputs(request: pb.ModelInferRequest) -> list[Any]:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
         ]
-    return oip.requested_outputs(header)
+    return oip_tensors.outputs(header)
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -213,7 +228,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
         self.core.served_model(request.name, request.version or None)
-        meta = oip.metadata(self.core.engine.classifier)
+        meta = oip_tensors.metadata(self.core.engine.classifier)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             **{k: meta[k] for k in ("name", "versions", "platform")},
@@ -224,10 +239,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
-        core.authorize(call.metadata.get("authorization"), call.peer)
+        core.authorize(call.metadata.get("authorization"), _address(call.peer))
         core.served_model(request.model_name, request.model_version or None)
         images, outputs = _images(request), _outputs(request)
-        uploads = [Upload(image, f"{oip.INPUT}[{i}]") for i, image in enumerate(images)]
+        uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
         call.classified = core.classify(uploads, call.started)
         probs = torch.stack(call.classified.probs)
         classifier = core.engine.classifier
@@ -235,7 +250,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             model_name=classifier.name, model_version=classifier.version, id=request.id
         )
         for output in outputs:
-            description, blob = oip.output_tensor(probs, output, classifier.labels("en"))
+            description, blob = oip_tensors.tensor(probs, output, classifier.labels("en"))
             answer.outputs.add(**description)
             answer.raw_output_contents.append(blob)
         return answer

@@ -1,4 +1,4 @@
-"""wanwu's own REST API: /predict, /healthz, /readyz, /v1/model, /metrics, /openapi.json."""
+"""wanwu's own REST API: /predict, /healthz, /readyz, /v1/model, /metrics, and their OpenAPI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, request
 
-from app import errors, labels, memory, metrics, openapi
+from app import errors, imaging, labels, memory, metrics, openapi
 from app.adapters import common
 from app.core import Upload
 from app.model import Classifier
@@ -155,7 +155,120 @@ def metrics_endpoint() -> Response:
     return Response(body, content_type=content_type)
 
 
-@bp.get("/openapi.json")
-def openapi_document() -> Any:
-    """Describe every endpoint in OpenAPI 3."""
-    return openapi.spec(common.core().engine.classifier)
+def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schemas]:
+    """This adapter's paths and schemas, with this model's top-k range, languages, classes."""
+    _, high, default = common.topk_range(classifier.num_classes)
+    predictions = {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Prediction"},
+        "maxItems": high,
+    }
+    result = {"model": {"$ref": "#/components/schemas/Model"}}
+    result["timing_ms"] = {"$ref": "#/components/schemas/Timing"}
+    schemas = {
+        "Prediction": {
+            "type": "object",
+            "required": ["index", "label", "score"],
+            "properties": {
+                "index": {"type": "integer", "minimum": 0, "maximum": classifier.num_classes - 1},
+                "label": {"type": "string"},
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+        "Timing": {
+            "type": "object",
+            "required": ["queue", "inference", "total"],
+            "properties": {
+                k: {"type": "number", "minimum": 0} for k in ("queue", "inference", "total")
+            },
+        },
+        "SinglePrediction": {
+            "type": "object",
+            "required": ["predictions", "model", "timing_ms"],
+            "properties": {"predictions": predictions, **result},
+        },
+        "BatchPrediction": {
+            "type": "object",
+            "required": ["results", "model", "timing_ms"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["filename", "predictions"],
+                        "properties": {
+                            "filename": {"type": ["string", "null"]},
+                            "predictions": predictions,
+                        },
+                    },
+                },
+                **result,
+            },
+        },
+    }
+    error = openapi.error
+    predict = {
+        "summary": "Classify one or more images.",
+        "description": f"Images in {imaging.FORMAT_NAMES}; EXIF orientation is applied.",
+        "parameters": [
+            {
+                "name": "topk",
+                "in": "query",
+                "description": "How many classes to return: 1 to min(20, classes).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": high, "default": default},
+            },
+            {
+                "name": "lang",
+                "in": "query",
+                "description": "Language of the labels: one the model has labels in.",
+                "schema": {"type": "string", "default": "en", "enum": list(classifier.languages)},
+            },
+        ],
+        "requestBody": openapi.image_body("file", required=True),
+        "responses": {
+            "200": openapi.json_response(
+                "Top-k classes: `predictions` for one image, `results` for several.",
+                {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/SinglePrediction"},
+                        {"$ref": "#/components/schemas/BatchPrediction"},
+                    ]
+                },
+            ),
+            "400": error("No image, or the image is corrupt."),
+            "401": error("WANWU_API_KEYS is set and no valid bearer key was sent."),
+            "408": error(
+                "The body arrived too slowly (WANWU_BODY_TIMEOUT_S, WANWU_BODY_MIN_KBPS)."
+            ),
+            "411": error("A chunked body: send a Content-Length."),
+            "413": error("Body, file count or pixel count over its limit."),
+            "415": error("Not a supported image type or body type."),
+            "422": error("topk or lang out of range."),
+            "500": error("The model failed; the error was logged."),
+            "503": error("Not ready, or overloaded.", openapi.RETRY_AFTER),
+            "504": error("The request waited longer than WANWU_TIMEOUT_MS."),
+        },
+    }
+    metrics_text = {
+        "description": "Prometheus text format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    paths = {
+        "/predict": {"post": predict},
+        "/healthz": openapi.get("Process liveness and whether the model is trained.", {}),
+        "/readyz": openapi.get(
+            "Whether this worker is ready to serve.",
+            {"503": error("Warming up.", openapi.RETRY_AFTER)},
+        ),
+        "/v1/model": openapi.get("Model, runtime, device, precision and batching.", {}),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics summed over workers.",
+                "responses": {
+                    "200": metrics_text,
+                    "401": error("WANWU_METRICS_PUBLIC=0 and no valid bearer key was sent."),
+                },
+            }
+        },
+    }
+    return paths, schemas

@@ -22,9 +22,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import errors
+from app import errors, openapi
 from app.adapters import common
 from app.core import Upload
+from app.model import Classifier
 
 bp = Blueprint("torchserve", __name__)
 
@@ -46,6 +47,7 @@ _TYPES = {
     "overloaded": "ServiceUnavailableException",
     "timeout": "RequestTimeoutException",
     "request_timeout": "RequestTimeoutException",
+    "rate_limited": "TooManyRequestsException",
     "internal": "InternalServerException",
 }
 
@@ -178,3 +180,81 @@ def describe_model(model_name: str) -> Any:
             }
         ]
     )
+
+
+_ERROR = {"$ref": "#/components/schemas/TorchServeError"}
+_LABEL_SCORES = {"type": "object", "additionalProperties": {"type": "number"}}
+_PREDICT = {
+    "summary": "TorchServe: classify images; top-5 {label: probability} per image.",
+    "requestBody": openapi.image_body(
+        *FIELDS,
+        required=False,
+        other={
+            media: {"schema": {"type": "string", "description": "Base64 image."}}
+            for media in ("text/plain", "application/json")
+        },
+    ),
+    "responses": {
+        "200": openapi.json_response(
+            "One object for one image, a list of them for several.",
+            {"oneOf": [_LABEL_SCORES, {"type": "array", "items": _LABEL_SCORES}]},
+        ),
+        **openapi.errors_in(_ERROR, 400, 401, 404, 413, 415, 500, 503, 504),
+    },
+}
+_NOT_SERVED = {
+    "summary": "TorchServe management: not served; one model is chosen at start.",
+    "responses": {"404": openapi.error("Not served (docs/MIGRATING.md).", schema=_ERROR)},
+}
+
+
+def _operations(*methods: str, parameters: tuple[str, ...], **operation: object) -> dict:
+    return {m: {**operation, "parameters": openapi.path_params(*parameters)} for m in methods}
+
+
+def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schemas]:
+    """This adapter's paths, and TorchServe's error schema."""
+    model, version = ("model_name",), ("model_name", "version")
+    paths = {
+        "/predictions/{model_name}": _operations("post", "put", parameters=model, **_PREDICT),
+        "/predictions/{model_name}/{version}": _operations(
+            "post", "put", parameters=version, **_PREDICT
+        ),
+        "/ping": {
+            "get": {
+                "summary": "TorchServe: Healthy once this worker is ready.",
+                "responses": {
+                    "200": openapi.json_response("Healthy.", openapi.OPEN),
+                    "503": openapi.json_response("Unhealthy: warming up.", openapi.OPEN),
+                },
+            }
+        },
+        "/models": {
+            **openapi.get("TorchServe: list the served model.", {}),
+            "post": _NOT_SERVED,
+        },
+        "/models/{model_name}": {
+            **openapi.get(
+                "TorchServe: describe the served model.",
+                openapi.errors_in(_ERROR, 404),
+                openapi.path_params(*model),
+            ),
+            **_operations("put", "delete", parameters=model, **_NOT_SERVED),
+        },
+        "/models/{model_name}/{version}": _operations("get", parameters=version, **_NOT_SERVED),
+        "/models/{model_name}/{version}/set-default": _operations(
+            "put", parameters=version, **_NOT_SERVED
+        ),
+    }
+    schemas = {
+        "TorchServeError": {
+            "type": "object",
+            "required": ["code", "type", "message"],
+            "properties": {
+                "code": {"type": "integer"},
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        }
+    }
+    return paths, schemas

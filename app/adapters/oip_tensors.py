@@ -1,0 +1,152 @@
+"""OIP v2 tensors as dicts and bytes: the IMAGE input's encoded images, the PROBS output.
+
+Policy (docs/MIGRATING.md): one input, `IMAGE`, a BYTES tensor `[N]` or `[N, 1]` of encoded
+images, as binary data (each element a little-endian u32 length, then its bytes: Triton's
+BYTES layout, over REST and in gRPC's raw contents alike) or as JSON base64 strings; one
+output, `PROBS`, FP32 `[N, classes]` or, with the classification extension, BYTES `[N, k]` of
+`"score:index:label"` with six decimals, as Triton formats it. Malformed tensors are 400s.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app import errors
+from app.adapters import common
+from app.model import Classifier
+
+INPUT, OUTPUT = "IMAGE", "PROBS"
+_NOT_BASE64 = f"In JSON, each {INPUT} element must be a base64 string of an encoded image."
+
+
+@dataclass(frozen=True)
+class Output:
+    classification: int | None  # top-k as "score:index:label" strings, or None: all scores
+    binary: bool
+
+
+def images(header: dict[str, Any], binary: bytes | memoryview) -> list[bytes]:
+    """Return the encoded images of the one input, from binary data or base64 JSON strings."""
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
+    tensor = inputs[0]
+    if tensor.get("name") != INPUT:
+        raise errors.BadRequest(f"Unknown input {tensor.get('name')!r}: the input is {INPUT!r}.")
+    if tensor.get("datatype") != "BYTES":
+        raise errors.BadRequest(f"{INPUT} must be BYTES (encoded images).")
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) not in (1, 2)
+        or not all(type(d) is int for d in shape)
+        or shape[1:] not in ([], [1])
+        or shape[0] < 0
+    ):
+        raise errors.BadRequest(f"The shape of {INPUT} must be [N] or [N, 1]; got {shape!r}.")
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise errors.BadRequest("Input parameters must be a JSON object.")
+    if "binary_data_size" in parameters or (binary and "data" not in tensor):
+        size = parameters.get("binary_data_size", len(binary))
+        if type(size) is not int or size != len(binary):
+            raise errors.BadRequest(
+                f"binary_data_size is {size!r} but {len(binary)} bytes follow the JSON."
+            )
+        images = deserialize_bytes(binary)
+    else:
+        images = [common.base64_image(value, _NOT_BASE64) for value in _flatten(tensor.get("data"))]
+    if len(images) != shape[0]:
+        raise errors.BadRequest(f"{INPUT} has shape {shape} but holds {len(images)} elements.")
+    return images
+
+
+def deserialize_bytes(data: bytes | memoryview) -> list[bytes]:
+    """Split a BYTES tensor: each element a u32 little-endian length, then its bytes."""
+    images, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise errors.BadRequest("The binary BYTES tensor ends inside a length prefix.")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise errors.BadRequest("The binary BYTES tensor ends inside an element.")
+        images.append(bytes(data[offset : offset + length]))
+        offset += length
+    return images
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise errors.BadRequest(f"{INPUT} needs 'data' (a list of base64 strings) or binary data.")
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item) if isinstance(item, list) else [item])
+    return flat
+
+
+def outputs(header: dict[str, Any]) -> list[Output]:
+    """Return the requested outputs; all of them (one) when none are named."""
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise errors.BadRequest("Request parameters must be a JSON object.")
+    binary_default = parameters.get("binary_data_output", False) is True
+    requested = header.get("outputs")
+    if requested is None:
+        return [Output(None, binary_default)]
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise errors.BadRequest("'outputs' must be a list of objects.")
+    outputs = []
+    for output in requested:
+        if output.get("name") != OUTPUT:
+            raise errors.BadRequest(
+                f"Unknown output {output.get('name')!r}: the output is {OUTPUT!r}."
+            )
+        params = output.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise errors.BadRequest("Output parameters must be a JSON object.")
+        k = params.get("classification")
+        if k is not None and (type(k) is not int or k < 1):
+            raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
+        outputs.append(Output(k, params.get("binary_data", binary_default) is True))
+    return outputs
+
+
+def serialize_bytes(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def tensor(
+    probs: torch.Tensor, output: Output, labels: tuple[str, ...]
+) -> tuple[dict[str, Any], bytes | None]:
+    """Return one output's JSON description and, when it is binary, its bytes."""
+    if output.classification is None:
+        description = {"name": OUTPUT, "datatype": "FP32", "shape": list(probs.shape)}
+        if output.binary:
+            return description, probs.numpy().astype("<f4").tobytes()
+        return {**description, "data": probs.flatten().tolist()}, None
+    k = min(output.classification, probs.shape[1])
+    items = [
+        f"{p['score']:.6f}:{p['index']}:{p['label']}"
+        for row in probs
+        for p in common.top_k(row, k, labels)
+    ]
+    description = {"name": OUTPUT, "datatype": "BYTES", "shape": [probs.shape[0], k]}
+    if output.binary:
+        return description, serialize_bytes([item.encode() for item in items])
+    return {**description, "data": items}, None
+
+
+def metadata(classifier: Classifier) -> dict[str, Any]:
+    """The model's metadata: name, version, platform, and its input and output tensors."""
+    return {
+        "name": classifier.name,
+        "versions": [classifier.version],
+        "platform": classifier.platform,
+        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classifier.num_classes]}],
+    }

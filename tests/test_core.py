@@ -1,0 +1,50 @@
+"""The request core on its own: no web framework imported, none needed to classify."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app import errors
+from app.core import Core, Upload
+from app.engine import Engine
+from app.model import Classifier
+from benchkit.images import image_bytes
+from tests.conftest import ROOT, make_settings
+
+
+def test_the_core_imports_no_web_framework():
+    code = "import sys, app.core; print(sorted({'flask', 'werkzeug'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_core_classifies_uploads_and_checks_keys(tiny_model_path):
+    settings = make_settings(tiny_model_path, api_keys=("k",))
+    engine = Engine(Classifier.load(settings.model), settings)
+    core = Core(engine, settings)
+    with pytest.raises(errors.NotReady):
+        core.require_ready()
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(30)
+        core.require_ready()
+        core.authorize("Bearer k", "test")
+        with pytest.raises(errors.Unauthorized):
+            core.authorize("Bearer nope", "test")
+        with pytest.raises(errors.ModelNotFound):
+            core.served_model("other")
+        uploads = [Upload(image_bytes(seed=s), f"{s}.jpg") for s in range(2)]
+        result = core.classify(uploads, time.monotonic())
+        assert [p.shape for p in result.probs] == [(1000,), (1000,)]
+        assert 1 <= result.batch_size <= 2 and result.timing_ms["total"] > 0
+        with pytest.raises(errors.UndecodableImage) as refused:
+            core.classify([Upload(image_bytes()[:300], "bad.jpg")], time.monotonic())
+        assert refused.value.message.startswith("bad.jpg: ")
+    finally:
+        engine.stop(10)
