@@ -5,6 +5,7 @@ Each answer must match /predict's for the same image; each error has its status 
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +174,22 @@ def test_every_worker_serves_the_port(server):
         c.close()
     # At least these 24 (the module's client may hold one more).
     assert sum(held.values()) >= 24 and all(held.values()), held
+
+
+def test_reload_hands_the_port_to_new_workers(tiny_model_path, tmp_path):
+    with reserved_port() as port:
+        with GunicornServer(
+            tmp_path, workers=1, model=tiny_model_path, grpc_bind=f"127.0.0.1:{port}"
+        ) as srv:
+            [old] = srv.worker_pids()
+            srv.signal(signal.SIGHUP)  # new workers start beside the old, which then exit
+            wait_until(lambda: srv.worker_pids() not in ([], [old]), "no new worker started")
+            wait_until(lambda: old not in srv.worker_pids(), "the old worker never exited")
+            wait_listening(srv.worker_pids(), port)
+            client = own_connection(f"127.0.0.1:{port}")
+            answer = client.infer("tiny", [image_tensor([image_bytes()])])
+            client.close()
+    assert answer.as_numpy("PROBS").shape == (1, 1000)
 
 
 # -- in-process: states Gunicorn cannot be held in -----------------------------------------------
