@@ -13,6 +13,7 @@ service's ratio to each.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -56,6 +57,12 @@ def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[f
     return best, (single + statistics.median(decode_times)) * 1000
 
 
+def generator_cpu() -> float:
+    """CPU seconds of this process and of its finished load-generator processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +70,13 @@ def main() -> int:
     add_server_arguments(parser)
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=20, help="load per concurrency level")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the clients over this many load-generator processes (one Python process "
+        "sends a few thousand requests/s at most)",
+    )
     args = parser.parse_args()
     settings = server_settings(args.set)
     images = load_images(args.images)
@@ -93,10 +107,10 @@ def main() -> int:
         make = srv.make(images)
         settle(make)
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            before, client_cpu = batch_stats(srv.url), time.process_time()
+            before, client_cpu = batch_stats(srv.url), generator_cpu()
             server_cpu, passes = cpu_seconds(srv.pid), histogram(srv.url, PASS)[0]
-            row = measure(make, concurrency, args.seconds)
-            client_share = (time.process_time() - client_cpu) / row.seconds / usable_cpus()
+            row = measure(make, concurrency, args.seconds, args.client_processes)
+            client_share = (generator_cpu() - client_cpu) / row.seconds / usable_cpus()
             after = batch_stats(srv.url)
             images = max(1.0, after[0] - before[0])
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])

@@ -13,8 +13,9 @@
 # step that fails or times out is reported and the next one still runs; a step named in $SKIP
 # (or left no time) is reported as skipped. Exit status: the number of failed steps.
 # Knobs (scripts/gpu_rehearsal.sh sets them for a CPU): DEVICE, SKIP, PRECISIONS, BATCHES,
-# REPS, SERVE_PRECISION, MAX_BATCH, WORKERS, THREADS, CLIENTS, LOAD_SECONDS, and BUDGET and
-# SLOW (every step's limit times SLOW) for a slower machine.
+# REPS, SERVE_PRECISION, MAX_BATCH, WORKERS, THREADS, CLIENTS, CLIENT_PROCESSES, LOAD_SECONDS;
+# BUDGET, and SLOW (every step's limit times SLOW) for a slower machine. A rerun on a machine
+# still warm can SKIP the steps that passed (the exports always run: nothing is kept).
 set -u
 cd "$(dirname "$0")/.."
 BEGAN=$SECONDS
@@ -33,6 +34,7 @@ MAX_BATCH=${MAX_BATCH:-32}
 WORKERS=${WORKERS:-6}
 THREADS=${THREADS:-2}
 CLIENTS=${CLIENTS:-1,32,128}
+CLIENT_PROCESSES=${CLIENT_PROCESSES:-4}
 LOAD_SECONDS=${LOAD_SECONDS:-8}
 WORK=$(mktemp -d /tmp/wanwu-gpu-check.XXXXXX)
 SITE=$WORK/site
@@ -46,14 +48,27 @@ for dir in "$BUNDLE/images" shared/imagenet-samples ../shared/imagenet-samples; 
 done
 # The served configuration measured, recommended for 16 cores and one GPU (docs/SCALING.md):
 # six workers of two pinned CPUs each decode in parallel and share the GPU, leaving four CPUs
-# to the master and the load generator; one client address may hold every connection.
+# to the master and the load generator's four processes; one client address may hold every
+# connection.
 SERVE=(--set "DEVICE=$DEVICE" --set "WORKERS=$WORKERS" --set "THREADS=$THREADS"
-    --set "MAX_BATCH=$MAX_BATCH" --set MAX_CONNECTIONS_PER_ADDRESS=0 --concurrency "$CLIENTS" --seconds "$LOAD_SECONDS"
-    --images "$IMAGES")
+    --set "MAX_BATCH=$MAX_BATCH" --set MAX_CONNECTIONS_PER_ADDRESS=0 --concurrency "$CLIENTS"
+    --client-processes "$CLIENT_PROCESSES" --seconds "$LOAD_SECONDS" --images "$IMAGES")
 failed=0
 : >"$OUT/summary.txt"
 
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+
+lines() { [ -f "$OUT/$1" ] && wc -l <"$OUT/$1" || echo 0; }
+
+gpu_during() {  # GPU-UTIL-LINE GPU-APPS-LINE: busy % and each process's GPU MiB since then
+    [ -f "$OUT/gpu-util.csv" ] || return 0
+    tail -n +"$(($1 + 1))" "$OUT/gpu-util.csv" | awk -F', ' '$2 ~ /^[0-9]+ %$/ {
+        u = $2 + 0; sum += u; n++; if (u > top) top = u }
+        END { if (n) printf "; GPU busy mean %.0f %%, max %d %%", sum / n, top }'
+    tail -n +"$(($2 + 1))" "$OUT/gpu-apps.csv" | awk -F', ' '$4 ~ /^[0-9]+ MiB$/ {
+        if ($4 + 0 > mib[$2]) mib[$2] = $4 + 0 }
+        END { for (pid in mib) printf "%s%d", (k++ ? " " : "; GPU MiB per process: "), mib[pid] }'
+}
 
 step() {  # step NAME LOG LIMIT COMMAND...: run with a limit, output appended to $OUT/LOG
     local name=$1 log=$2 limit=$(($3 * SLOW)) left=$((BUDGET - (SECONDS - BEGAN)))
@@ -64,10 +79,11 @@ step() {  # step NAME LOG LIMIT COMMAND...: run with a limit, output appended to
         return 0
     fi
     echo "== $name (limit ${limit} s): $*" >>"$OUT/$log"
-    local began=$SECONDS status=0
+    local began=$SECONDS status=0 util apps
+    util=$(lines gpu-util.csv) apps=$(lines gpu-apps.csv)
     timeout -k 5 "$limit" "$@" >>"$OUT/$log" 2>&1 || status=$?
     if [ "$status" = 0 ]; then
-        note "$(printf '%-22s ok in %3d s' "$name" $((SECONDS - began)))"
+        note "$(printf '%-22s ok in %3d s' "$name" $((SECONDS - began)))$(gpu_during "$util" "$apps")"
     else
         note "$(printf '%-22s FAILED (status %s%s) in %3d s, see %s' "$name" "$status" \
             "$([ "$status" = 124 ] && echo ': time limit')" $((SECONDS - began)) "$log")"
@@ -105,13 +121,13 @@ step decode model.md 60 "$PY" -m scripts.bench_decode --images "$IMAGES"
 step model-torchscript model.md 120 "$PY" -m scripts.bench_model --model "$TS" \
     --device "$DEVICE" --threads "$THREADS" --precisions "$PRECISIONS" --batch-sizes "$BATCHES" \
     --reps "$REPS" --images "$IMAGES"
-step service-torchscript service.md 110 "$PY" -m scripts.bench_service --model "$TS" \
+step service-torchscript service.md 150 "$PY" -m scripts.bench_service --model "$TS" \
     --set "PRECISION=$SERVE_PRECISION" "${SERVE[@]}"
 wait "$compiling" || failed=$((failed + 1))  # the subshell's count is its own
 step model-pt2-cuda model.md 90 "$PY" -m scripts.bench_model --model "$TS" --device cuda \
     --threads "$THREADS" --precisions fp32 --batch-sizes "$BATCHES" --reps "$REPS" --package "$PT2" \
     --images "$IMAGES"
-step service-pt2-cuda service.md 110 "$PY" -m scripts.bench_service --model "$PT2" "${SERVE[@]}"
+step service-pt2-cuda service.md 150 "$PY" -m scripts.bench_service --model "$PT2" "${SERVE[@]}"
 
 note "$(printf '%-22s %d s in all, %d failed' total $((SECONDS - BEGAN)) "$failed")"
 for file in model.md service.md; do

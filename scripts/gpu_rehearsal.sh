@@ -23,4 +23,4 @@ $HOST -m scripts.gpu_bundle --python "$version" --out "$VENV/bundle" ${IMAGES:+-
 PYTHON=$VENV/bin/python GPU_BUNDLE=$VENV/bundle DEVICE=cpu SLOW=${SLOW:-4} BUDGET=1800 \
     SKIP="export-pt2-cuda cuda-tests model-pt2-cuda service-pt2-cuda" \
     PRECISIONS=fp32 BATCHES=1,8 REPS=3 SERVE_PRECISION=fp32 MAX_BATCH=4 WORKERS=1 THREADS=1 \
-    CLIENTS=1,4 LOAD_SECONDS=2 OUT=${OUT:-out/rehearsal} scripts/gpu_check.sh
+    CLIENTS=1,4 CLIENT_PROCESSES=2 LOAD_SECONDS=2 OUT=${OUT:-out/rehearsal} scripts/gpu_check.sh
