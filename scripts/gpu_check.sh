@@ -74,8 +74,11 @@ step() {  # step NAME LOG LIMIT COMMAND...: run with a limit, output appended to
     local name=$1 log=$2 limit=$(($3 * SLOW)) left=$((BUDGET - (SECONDS - BEGAN)))
     shift 3
     [ "$limit" -gt "$left" ] && limit=$left
-    if [[ $SKIP == *" $name "* ]] || [ "$limit" -lt 10 ]; then
-        note "$(printf '%-22s skipped (%s)' "$name" "$([ "$limit" -lt 10 ] && echo 'no time left' || echo SKIP)")"
+    if [[ $SKIP == *" $name "* ]]; then
+        note "$(printf '%-22s skipped (SKIP)' "$name")"
+        return 0
+    elif [ "$limit" -lt 10 ]; then
+        note "$(printf '%-22s skipped (no time left)' "$name")"
         return 0
     fi
     echo "== $name (limit ${limit} s): $*" >>"$OUT/$log"
