@@ -32,8 +32,10 @@ PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 34)] + ["manyli
 
 
 def download(python: str, wheels: Path) -> None:
-    """Fetch the pinned wheels (nothing else) for CPython `python` on x86-64 Linux."""
-    wheels.mkdir(parents=True, exist_ok=True)
+    """Fetch the pinned wheels (nothing else) for CPython `python` on x86-64 Linux, afresh:
+    a wheel left from another pin or Python would be a second version, which stops pip."""
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
     command += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
     for platform in PLATFORMS:
