@@ -33,6 +33,10 @@ BUNDLE = {
     "pillow": "13.0.0",  # pillow-heif 1.8.1 needs a recent Pillow; the image's is not pinned
     "pillow-heif": "1.8.1",
     "torchao": "0.18.0",  # builds the int8 package that tests/test_pt2.py's fixture compiles
+    "pyjwt": "2.15.1",  # signed bearer tokens (app/tokens.py), with its crypto extra:
+    "cryptography": "51.0.1",
+    "cffi": "2.1.1",
+    "pycparser": "3.12",
 }
 
 # The lent machine's image, every Python package it holds as read on 2026-11-17: what need not
