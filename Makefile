@@ -52,6 +52,12 @@ loadtest: $(STAMP)  ## locust, headless, against a running service (HOST, USERS,
 	$(BIN)/locust --headless -f loadtest/locustfile.py --host $(HOST) -u $(USERS) \
 		-r $(SPAWN_RATE) -t $(RUN_TIME) --csv $(RESULTS)/locust --html $(RESULTS)/locust.html
 
+# What scripts/gpu_check.sh needs on a lent GPU machine that its image lacks: the wheels
+# (for its Python 3.12) and the photos, in .gpu-bundle/ (git-ignored; the device call carries it).
+.PHONY: gpu-bundle
+gpu-bundle: $(STAMP)  ## IMAGES=DIR when ../shared/imagenet-samples is elsewhere
+	$(BIN)/python -m scripts.gpu_bundle $(if $(IMAGES),--images $(IMAGES))
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
