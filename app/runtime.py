@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
+from collections.abc import Callable
 
 import torch
 
@@ -132,6 +134,30 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     if setting == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
         raise SettingsError("WANWU_PRECISION=bf16 needs a CPU with AVX512-BF16 or AMX")
     return setting
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def wait_warm(warm: Callable[[float], bool], heartbeat: Callable[[], None]) -> bool:
+    """Wait for a worker's warm-up, heartbeating; return False within 0.1 s of a stop signal.
+
+    Gunicorn's own worker handlers raise SystemExit from whatever the main thread is doing;
+    inside a lock wait that left "release unlocked lock" tracebacks and a boot error. Here a
+    stop signal is only recorded, and the caller decides how to leave. `warm(timeout)` waits
+    up to `timeout` s and says whether warm-up is done.
+    """
+    stopped: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, _: stopped.append(sig)) for sig in STOP_SIGNALS}
+    try:
+        while not stopped:
+            if warm(0.1):
+                return True
+            heartbeat()
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def configure_logging(level: str) -> None:
