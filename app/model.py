@@ -49,7 +49,8 @@ class Classifier:
             if package.device_type == "cpu":
                 package.load()
             return cls(package, manifest)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        with runtime.torchscript_api():
+            module = torch.jit.load(str(path), map_location="cpu").eval()
         return cls(module, manifest)
 
     @property
@@ -130,7 +131,8 @@ class Classifier:
             return
         torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
         module = self.module.to(device=device, dtype=DTYPES[precision])
-        self.module = torch.jit.freeze(module)
+        with runtime.torchscript_api():
+            self.module = torch.jit.freeze(module)
         self.device, self.precision = device, precision
 
     def weights(self) -> list[torch.Tensor]:

@@ -11,7 +11,9 @@ import ctypes
 import logging
 import os
 import signal
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -134,6 +136,18 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     if setting == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
         raise SettingsError("WANWU_PRECISION=bf16 needs a CPU with AVX512-BF16 or AMX")
     return setting
+
+
+@contextmanager
+def torchscript_api() -> Iterator[None]:
+    """Call torch.jit without its deprecation notice (a FutureWarning per call in torch 2.14).
+
+    Serving TorchScript is this service's choice, not something a user can act on, so the
+    notice is dropped around those calls only; any other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)

@@ -134,3 +134,26 @@ def _with_affinity(launch, cpus: list[int]):
             os.sched_setaffinity(0, before)
 
     return launch_on_cpus
+
+
+def make_serve_plan(tmp_path: Path, **env: str) -> str:
+    """What `make serve` would run (make -n: nothing is installed or started)."""
+    result = subprocess.run(
+        ["make", "-n", "serve", f"MODEL={tmp_path / 'missing.pt'}"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "WANWU_MODEL"} | env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_make_serve_installs_the_runtime_set_and_builds_only_the_model_it_serves(tmp_path):
+    default = make_serve_plan(tmp_path)
+    assert f"app.export --out {tmp_path / 'missing.pt'}" in default, default
+    assert "gunicorn -c gunicorn.conf.py" in default
+    assert "[dev]" not in default, default
+    chosen = make_serve_plan(tmp_path, WANWU_MODEL="models/digits.pt")
+    assert "app.export" not in chosen and "gunicorn -c gunicorn.conf.py" in chosen, chosen
