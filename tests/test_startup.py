@@ -20,14 +20,12 @@ from tests.conftest import save_tiny_model
 
 pytestmark = pytest.mark.integration
 
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-
-
-def run_gunicorn(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_gunicorn(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Gunicorn as `make serve` starts it, from `cwd` (this checkout's app, whatever the cwd)."""
     return subprocess.run(
-        GUNICORN,
-        cwd=ROOT,
-        env={**os.environ, **env},
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,6 +44,20 @@ def test_a_bad_setting_stops_start_up_with_one_line(env, says):
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert result.returncode == 1, lines
     assert len(lines) == 1 and lines[0].startswith("wanwu: ") and says in lines[0], lines
+
+
+def test_a_torchserve_config_file_and_a_misspelt_setting_are_named(tmp_path):
+    (tmp_path / "config.properties").write_text("inference_address=http://0.0.0.0:8080\n")
+    # A missing model ends start-up right after the settings are read: nothing is served.
+    result = run_gunicorn({"WANWU_MAXBATCH": "4", "WANWU_MODEL": "absent.pt"}, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert (
+        "WANWU_MAXBATCH is not a wanwu setting and is ignored; did you mean WANWU_MAX_BATCH?"
+        in (output)
+    )
+    assert "config.properties is TorchServe's and wanwu does not read it" in output
+    assert "docs/MIGRATING.md" in output and "Traceback" not in output, output
 
 
 def warming_workers(server: GunicornServer) -> list[int]:
