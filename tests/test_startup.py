@@ -20,6 +20,7 @@ from tests.conftest import save_tiny_model
 
 pytestmark = pytest.mark.integration
 
+
 def run_gunicorn(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Gunicorn as `make serve` starts it, from `cwd` (this checkout's app, whatever the cwd)."""
     return subprocess.run(
