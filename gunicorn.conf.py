@@ -118,22 +118,28 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    """Pin threads and CPUs, pick the device, start the batcher (threads do not survive fork)."""
+    """Pin threads and CPUs (they do not survive fork)."""
     pinned = runtime.configure_worker(settings, worker.wanwu_slot)
     server.log.info("worker %s: %s", worker.pid, pinned)
-    _engine(server).start(worker.wanwu_slot)
 
 
 def post_worker_init(worker):
-    """Accept no connection before the model is warm: a fresh worker (a replacement, a reload)
-    would otherwise answer 503 to clients its siblings could serve. Heartbeats meanwhile keep
-    the arbiter from timing it out; a warm-up that fails is a boot error and stops the server.
+    """Pick the device, start the batcher and accept no connection before the model is warm.
 
-    A stop signal (Ctrl-C, SIGTERM) during warm-up ends the worker at once: nothing has been
-    admitted yet, and a normal interpreter exit would end the model thread inside a forward
-    pass (C++ aborts: "terminate called without an active exception")."""
-    batcher = _engine(worker).batcher
-    if not runtime.wait_warm(batcher.wait_ready, worker.notify):
+    A fresh worker (a replacement, a reload) would otherwise answer 503 to clients its
+    siblings could serve. Heartbeats meanwhile keep the arbiter from timing it out; a warm-up
+    that fails is a boot error and stops the server. The batcher starts here, not in post_fork,
+    so that Gunicorn's signal handlers exist and this hook's have replaced them before any
+    model thread runs: a stop signal (Ctrl-C, SIGTERM) during warm-up then ends the worker at
+    once. Nothing has been admitted yet, and a normal interpreter exit would end the model
+    thread inside a forward pass (C++ aborts: "terminate called without an active exception").
+    """
+    engine = _engine(worker)
+    with runtime.stop_signals() as stopped:
+        engine.start(worker.wanwu_slot)
+        while not stopped and not engine.batcher.wait_ready(0.1):
+            worker.notify()
+    if stopped:
         worker.log.info("worker %s: stopped during warm-up", worker.pid)
         logging.shutdown()
         os._exit(0)

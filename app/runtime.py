@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -153,22 +153,19 @@ def torchscript_api() -> Iterator[None]:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
 
 
-def wait_warm(warm: Callable[[float], bool], heartbeat: Callable[[], None]) -> bool:
-    """Wait for a worker's warm-up, heartbeating; return False within 0.1 s of a stop signal.
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Record SIGINT, SIGQUIT and SIGTERM in the yielded list instead of acting on them.
 
-    Gunicorn's own worker handlers raise SystemExit from whatever the main thread is doing;
-    inside a lock wait that left "release unlocked lock" tracebacks and a boot error. Here a
-    stop signal is only recorded, and the caller decides how to leave. `warm(timeout)` waits
-    up to `timeout` s and says whether warm-up is done.
+    For a worker's warm-up: Gunicorn's own handlers raise SystemExit from whatever the main
+    thread is doing, and inside a lock wait that left "release unlocked lock" tracebacks and a
+    boot error. Here the caller checks the list and decides how to leave. The previous
+    handlers are back when the block ends.
     """
     stopped: list[int] = []
     previous = {sig: signal.signal(sig, lambda sig, _: stopped.append(sig)) for sig in STOP_SIGNALS}
     try:
-        while not stopped:
-            if warm(0.1):
-                return True
-            heartbeat()
-        return False
+        yield stopped
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

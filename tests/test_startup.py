@@ -62,7 +62,8 @@ def test_a_torchserve_config_file_and_a_misspelt_setting_are_named(tmp_path):
 
 
 def warming_workers(server: GunicornServer) -> list[int]:
-    """Workers whose model thread exists: it is named when warm-up begins."""
+    """Workers warming up: their model thread, named as warm-up begins, exists (it is started
+    after the worker's stop-signal handlers are in place)."""
     warming = []
     for pid in server.worker_pids():
         for comm in glob.glob(f"/proc/{pid}/task/*/comm"):
