@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 MODEL  ?= models/resnet18.pt
 DEMO   := models/digits.pt
 
-.PHONY: serve demo test lint loadtest clean
+.PHONY: serve serve-int8 demo test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -17,6 +17,19 @@ RESULTS    ?= results/loadtest
 
 serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
+
+# int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
+# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of them; built once, then served.
+INT8          ?= models/resnet18-int8.pt2
+MIN_AGREEMENT ?= 0.9
+
+serve-int8: $(STAMP) $(INT8)  ## serve MODEL's architecture in int8 (first run: CALIBRATE=DIR)
+	WANWU_MODEL=$(INT8) $(BIN)/gunicorn -c gunicorn.conf.py
+
+$(INT8): | $(STAMP)
+	@test -n "$(CALIBRATE)" || { echo "make serve-int8: set CALIBRATE=DIR, a folder of photos like those it will serve"; exit 2; }
+	$(BIN)/python -m app.export --precision int8 --calibrate $(CALIBRATE) \
+		--min-agreement $(MIN_AGREEMENT) --out $(INT8)
 
 demo: $(STAMP) $(DEMO)  ## serve the digits model: upload a digit drawn dark on light at :8000
 	@echo "wanwu demo: open http://localhost:8000 and upload a digit (samples: models/digits-samples/)"

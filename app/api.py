@@ -140,6 +140,7 @@ def model_info() -> Any:
         # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
         "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
         "format": classifier.format,
+        "runner": classifier.runner,
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,

@@ -418,6 +418,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
             crop=spec["crop"],
             calibration=images,
             device=args.device,
+            min_agreement=args.min_agreement,
         )
         package = pt2.manifest_fields(args.precision, args.max_batch, args.device, calibration)
     elif args.torchscript is not None:
@@ -558,6 +559,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"int8: calibrate on the first {pt2.CALIBRATION_IMAGES} images of DIR, by name",
     )
+    kind.add_argument(
+        "--min-agreement",
+        type=float,
+        default=pt2.MIN_AGREEMENT,
+        metavar="FRACTION",
+        help="int8: refuse unless its top-1 equals fp32's on this share of the calibration images",
+    )
     kind.add_argument("--max-batch", type=int, default=8, help="pt2: the largest batch served")
     kind.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="pt2: the device it serves on"
@@ -577,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         args.format = "pt2"
         if args.calibrate is None:
             p.error("--precision int8 needs --calibrate DIR (images like those it will serve)")
+    if not 0 <= args.min_agreement <= 1:
+        p.error("--min-agreement is a fraction between 0 and 1, e.g. 0.9")
     if args.format == "torchscript" and args.precision != "fp32":
         p.error("TorchScript is exported in fp32 (the service casts it): add --format pt2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -587,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = Path("models") / f"{stem}{suffix}"
     try:
         manifest = export(args)
-    except ExportError as exc:
+    except (ExportError, pt2.AgreementError) as exc:
         log.error("export failed, nothing written: %s", exc)
         return 1
     if not manifest["trained"]:

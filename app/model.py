@@ -57,6 +57,11 @@ class Classifier:
         """The artifact's kind: torchscript or pt2."""
         return "pt2" if isinstance(self.module, pt2.Package) else "torchscript"
 
+    @property
+    def runner(self) -> str:
+        """What runs the forward pass: torchscript, or a package's runner (app.pt2.Package)."""
+        return self.module.runner if isinstance(self.module, pt2.Package) else "torchscript"
+
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
         if isinstance(self.module, pt2.Package):
