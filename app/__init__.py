@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # directory before prometheus_client is first imported.
     from flask import Flask
 
-    from app import api, oip, security, torchserve, ui
+    from app import adapters, security, ui
+    from app.core import Core
     from app.engine import Engine
     from app.model import Classifier
     from app.settings import Settings
@@ -38,9 +39,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.engine"] = engine
-    api.init_app(app)
-    app.register_blueprint(torchserve.bp)
-    app.register_blueprint(oip.bp)
+    app.extensions["wanwu.core"] = Core(engine, settings)
+    adapters.init_app(app)
     ui.init_app(app)
     security.init_app(app)
     return app

@@ -7,8 +7,6 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-import torch
-
 from app import batcher as batching
 from app import errors, metrics, runtime
 from app.model import Classifier
@@ -112,21 +110,3 @@ class Engine:
     def _observe(self, stats: batching.BatchStats) -> None:
         metrics.observe_batch(stats)
         metrics.QUEUE_DEPTH.set(self.batcher.depth)
-
-
-TOPK_MAX = 20  # and never more than the model's classes
-TOPK_DEFAULT = 3  # or every class of a model with fewer
-
-
-def topk_range(classes: int) -> tuple[int, int, int]:
-    """(lowest, highest, default) top-k for a model: 1..min(20, classes), default min(3, ..)."""
-    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
-
-
-def top_k(probs: torch.Tensor, k: int, labels: tuple[str, ...]) -> list[dict[str, object]]:
-    """Return the k most probable classes of one probability row, most probable first."""
-    scores, indices = probs.topk(k)
-    return [
-        {"index": int(i), "label": labels[int(i)], "score": round(float(s), 6)}
-        for s, i in zip(scores, indices, strict=True)
-    ]

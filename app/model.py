@@ -1,7 +1,8 @@
 """The classifier: a model artifact with its manifest, placed on a device, ready to run.
 
-The artifact is TorchScript (fp32, cast and frozen here) or a .pt2 package (compiled for one
-device and precision at export time, app/pt2.py); both are called the same way.
+The artifact is TorchScript (fp32, cast and frozen when placed) or a .pt2 package (compiled for one
+device and precision at export time, app/pt2.py); a backend in app/backends/ owns what differs
+between them, and both are called the same way.
 """
 
 from __future__ import annotations
@@ -12,22 +13,18 @@ from typing import Any
 
 import torch
 
+from app import backends
 from app import labels as labelling
-from app import pt2, runtime
 from app.artifact import ArtifactError, read_manifest
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Classifier:
     """Run batches of normalised images through the model and return probabilities."""
 
-    def __init__(
-        self, module: torch.jit.ScriptModule | pt2.Package, manifest: dict[str, Any]
-    ) -> None:
-        self.module = module
+    def __init__(self, backend: backends.Backend, manifest: dict[str, Any]) -> None:
+        self.backend = backend
         self.manifest = manifest
         try:
             self._labels = labelling.from_manifest(manifest)
@@ -38,35 +35,38 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
-        """Load an artifact without running it (safe before fork).
-
-        A CUDA package is only opened here: loading it initialises CUDA, so `prepare` loads
-        it in the worker.
-        """
+        """Load an artifact without running it (safe before fork)."""
         manifest = read_manifest(path)
-        if pt2.is_package(manifest):
-            package = pt2.Package(path, manifest)
-            if package.device_type == "cpu":
-                package.load()
-            return cls(package, manifest)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-        return cls(module, manifest)
+        return cls(backends.load(path, manifest), manifest)
+
+    @property
+    def module(self) -> Any:
+        """The loaded artifact: a ScriptModule or an app.pt2.Package."""
+        return self.backend.module
 
     @property
     def format(self) -> str:
         """The artifact's kind: torchscript or pt2."""
-        return "pt2" if isinstance(self.module, pt2.Package) else "torchscript"
+        return self.backend.format
+
+    @property
+    def runtime(self) -> str:
+        """The runtime TorchServe's `/models/{model}` reports."""
+        return self.backend.runtime
+
+    @property
+    def platform(self) -> str:
+        """The platform OIP model metadata reports."""
+        return self.backend.platform
 
     @property
     def runner(self) -> str:
-        """What runs the forward pass: torchscript, or a package's runner (app.pt2.Package)."""
-        return self.module.runner if isinstance(self.module, pt2.Package) else "torchscript"
+        """What runs the forward pass (/v1/model): torchscript, or a package's runner."""
+        return self.backend.runner
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
-        if isinstance(self.module, pt2.Package):
-            return pt2.serving_precision(setting, self.module, device, max_batch)
-        return runtime.resolve_precision(setting, device)
+        return self.backend.resolve_precision(setting, device, max_batch)
 
     @property
     def version(self) -> str:
@@ -112,59 +112,31 @@ class Classifier:
         return {"name": self.name, "version": self.version, "trained": self.trained}
 
     def prepare(self, device: torch.device, precision: str, fuse: bool = False) -> None:
-        """Cast to `precision`, move to `device` and freeze (conv-bn folding, constants).
+        """Place the artifact on `device` in `precision` (a package: only load it).
 
         For the CPU the master calls this before fork, with one torch thread and no forward
         pass, so every worker shares the frozen weights copy-on-write. For CUDA each worker
         calls it after fork: CUDA must not be touched in the master.
 
-        `fuse` turns on oneDNN Graph fusion for CPU runs. The flag is process-wide and only
-        read when TorchScript optimises a graph on its first runs, in the worker; each batch
-        size then gets fused kernels with their own pre-packed copy of the weights
-        (docs/BENCHMARKS.md: faster small batches, more private memory).
-
-        A package is already compiled: it is only loaded (CUDA, in the worker) and `precision`
-        must be its own.
+        `fuse` turns on oneDNN Graph fusion for TorchScript CPU runs; each batch size then
+        gets fused kernels with their own pre-packed copy of the weights (docs/BENCHMARKS.md:
+        faster small batches, more private memory).
         """
-        if isinstance(self.module, pt2.Package):
-            if precision != self.module.precision:
-                raise ValueError(f"{self.module.path} is {self.module.precision}, not {precision}")
-            if not self.module.loaded:
-                self.module.load(device.index if device.index is not None else -1)
-            self.device, self.precision = device, precision
-            return
-        torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
-        module = self.module.to(device=device, dtype=DTYPES[precision])
-        self.module = torch.jit.freeze(module)
+        self.backend.prepare(device, precision, fuse)
         self.device, self.precision = device, precision
 
     def weights(self) -> list[torch.Tensor]:
-        """The tensors a frozen module holds as constants (its folded weights).
-
-        Empty for a package: its constants live inside the compiled program, out of reach.
-        """
-        if isinstance(self.module, pt2.Package):
-            return []
-        return [
-            node.output().toIValue()
-            for node in self.module.graph.findAllNodes("prim::Constant")
-            if node.output().type().kind() == "TensorType"
-        ]
-
-    @property
-    def _input_dtype(self) -> torch.dtype:
-        if isinstance(self.module, pt2.Package):
-            return self.module.input_dtype  # an int8 package quantizes fp32 input itself
-        return DTYPES[self.precision]
+        """The weight tensors this process holds (empty for a package: compiled in)."""
+        return self.backend.weights()
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Return softmax probabilities (float32, on the CPU) for a batch of images."""
         if self.device.type == "cuda":
             batch = batch.pin_memory()  # page-locked, so the copy below can be asynchronous
-        x = batch.to(self.device, self._input_dtype, non_blocking=True)
+        x = batch.to(self.device, self.backend.input_dtype(self.precision), non_blocking=True)
         # Channels-last lets oneDNN / cuDNN pick their fastest convolution kernels.
-        logits = self.module(x.contiguous(memory_format=torch.channels_last))
+        logits = self.backend(x.contiguous(memory_format=torch.channels_last))
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def warm_up(self, max_batch: int) -> None:

@@ -6,7 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from app import errors, imaging
-from app.engine import topk_range
+from app.adapters import common
 
 if TYPE_CHECKING:
     from app.model import Classifier
@@ -307,6 +307,11 @@ def _get(summary: str, errors: dict[str, Any], parameters: list[dict[str, Any]] 
     return {"get": operation}
 
 
+_NOT_SERVED = {
+    "summary": "TorchServe management: not served; one model is chosen at start.",
+    "responses": {"404": _error("Not served (docs/MIGRATING.md).", schema=_TS_ERROR)},
+}
+
 PROTOCOL_PATHS: dict[str, Any] = {
     "/predictions/{model_name}": {
         "post": {**_TS_PREDICT, "parameters": _path("model_name")},
@@ -325,10 +330,23 @@ PROTOCOL_PATHS: dict[str, Any] = {
             },
         }
     },
-    "/models": _get("TorchServe: list the served model.", {}),
-    "/models/{model_name}": _get(
-        "TorchServe: describe the served model.", _errors(_TS_ERROR, 404), _path("model_name")
-    ),
+    "/models": {
+        **_get("TorchServe: list the served model.", {}),
+        "post": _NOT_SERVED,
+    },
+    "/models/{model_name}": {
+        **_get(
+            "TorchServe: describe the served model.", _errors(_TS_ERROR, 404), _path("model_name")
+        ),
+        "put": {**_NOT_SERVED, "parameters": _path("model_name")},
+        "delete": {**_NOT_SERVED, "parameters": _path("model_name")},
+    },
+    "/models/{model_name}/{version}": {
+        "get": {**_NOT_SERVED, "parameters": _path("model_name", "version")}
+    },
+    "/models/{model_name}/{version}/set-default": {
+        "put": {**_NOT_SERVED, "parameters": _path("model_name", "version")}
+    },
     "/v2": _get("OIP: server metadata and extensions.", {}),
     "/v2/health/live": _get("OIP: the process answers.", {}),
     "/v2/health/ready": _get("OIP: this worker is ready.", _errors(_OIP_ERROR, 503)),
@@ -361,7 +379,7 @@ PROTOCOL_PATHS: dict[str, Any] = {
 def _for_model(classifier: Classifier) -> tuple[dict[str, Any], dict[str, Any]]:
     """/predict and the schemas with this model's topk range, languages and class indices."""
     predict, schemas = copy.deepcopy(_PREDICT), copy.deepcopy(SCHEMAS)
-    _, high, default = topk_range(classifier.num_classes)
+    _, high, default = common.topk_range(classifier.num_classes)
     topk, lang = predict["parameters"]
     topk["schema"].update(maximum=high, default=default)
     lang["schema"]["enum"] = list(classifier.languages)

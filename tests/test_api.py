@@ -178,6 +178,11 @@ def test_health_ready_and_model_info(client):
     assert client.get("/readyz").get_json() == {"status": "ready", "workers_ready": 1, "workers": 1}
     info = client.get("/v1/model").get_json()
     assert info["manifest"]["trained"] is False and info["device"] == "cpu"
+    assert (info["format"], info["runtime"], info["platform"]) == (
+        "torchscript",
+        "torchscript",
+        "pytorch_torchscript",
+    )
     assert info["batching"]["max_batch"] == 4
 
 
@@ -224,12 +229,12 @@ def test_model_failure_is_a_500_and_the_worker_survives(start_app, monkeypatch):
     def broken(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(classifier, "module", broken)
+    monkeypatch.setattr(classifier.backend, "module", broken)
     client = app.test_client()
     assert_error(
         client.post("/predict", data=image_bytes(), content_type="image/jpeg"), 500, "internal"
     )
-    monkeypatch.setattr(classifier, "module", original)
+    monkeypatch.setattr(classifier.backend, "module", original)
     assert client.post("/predict", data=image_bytes(), content_type="image/jpeg").status_code == 200
 
 

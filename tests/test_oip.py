@@ -54,6 +54,7 @@ def test_health_server_and_model_metadata(client):
     assert client.get("/v2/health/ready").get_json() == {"ready": True}
     assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data", "classification"]
     meta = client.get("/v2/models/tiny").get_json()
+    assert meta["platform"] == "pytorch_torchscript"
     assert meta["inputs"] == [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}]
     assert meta["outputs"] == [{"name": "PROBS", "datatype": "FP32", "shape": [-1, 1000]}]
     [version] = meta["versions"]

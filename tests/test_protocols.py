@@ -44,7 +44,7 @@ def test_torchserve_and_oip_requests_share_one_forward_pass(start_app, monkeypat
         gate.wait(30)
         return original(x)
 
-    monkeypatch.setattr(classifier, "module", gated)
+    monkeypatch.setattr(classifier.backend, "module", gated)
     # A first image holds the model, so the two protocols' images queue behind it.
     with engine.admit(1, time.monotonic()) as reservation:
         blocker = reservation.submit(torch.zeros(3, 224, 224))

@@ -154,7 +154,14 @@ def test_in_process_app_serves_a_package(packages):
         assert engine.batcher.ready.wait(60)
         client = create_app(settings, engine).test_client()
         info = client.get("/v1/model").get_json()
-        assert (info["format"], info["precision"], info["runner"]) == ("pt2", "int8", "ctypes")
+        assert (info["format"], info["precision"], info["runtime"]) == (
+            "pt2",
+            "int8",
+            "aotinductor",
+        )
+        assert info["runner"] == "ctypes"
+        assert client.get("/models/tiny").get_json()[0]["runtime"] == "aotinductor"
+        assert client.get("/v2/models/tiny").get_json()["platform"] == "pytorch_pt2"
         response = client.post("/predict", data=image_bytes(), content_type="image/jpeg")
         assert response.status_code == 200 and len(response.get_json()["predictions"]) == 3
     finally:

@@ -131,6 +131,7 @@ def test_management_list_and_describe(client):
     }
     [model] = client.get("/models/tiny").get_json()
     assert model["modelName"] == "tiny" and model["batchSize"] == 4
+    assert model["runtime"] == "torchscript"
     assert model["status"] == "Healthy" and model["workers"][0]["status"] == "READY"
     assert model["jobQueueStatus"] == {"remainingCapacity": 16, "pendingRequests": 0}
     assert_ts_error(client.get("/models/nope"), 404, "ModelNotFoundException")

@@ -7,29 +7,31 @@ unchanged (docs/MIGRATING.md lists what differs):
   TorchServe's VisionHandler does; the answer is the top-5 `{label: probability}` object, a
   list of them when a multipart body holds several images.
 - `GET /ping` says Healthy (200) once this worker is ready, Unhealthy (503) before.
-- `GET /models` and `GET /models/{model}` describe the one served model in TorchServe's shapes.
-- Errors are TorchServe's `{"code", "type", "message"}`, with wanwu's status codes (401, not
-  TorchServe's 400, for a bad key; 415 for a non-image).
-Every image goes through `app.classify`: the same keys, limits, batcher and metrics as /predict.
+- `GET /models` and `GET /models/{model}` describe the one served model in TorchServe's shapes;
+  the management calls that change models answer 404: one model is served, chosen at start.
+- Every error under these paths is TorchServe's `{"code", "type", "message"}`, with wanwu's
+  status codes (401, not TorchServe's 400, for a bad key; 415 for a non-image).
+Every image goes through `app.core`: the same keys, limits, batcher and metrics as /predict.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import api, classify, errors
-from app.engine import top_k
+from app import errors
+from app.adapters import common
+from app.core import Upload
 
 bp = Blueprint("torchserve", __name__)
 
+PATH_PREFIXES = ("/predictions", "/ping", "/models")  # errors here answer in TorchServe's shape
 TOPK = 5  # ImageClassifier.topk in TorchServe's stock handler
 FIELDS = ("data", "file")  # multipart fields VisionHandler reads ("data"), and a common alias
+_NOT_BASE64 = "A text or JSON body must be a base64-encoded image; this is not valid base64."
 
 _TYPES = {
     "unauthorized": "InvalidKeyException",
@@ -43,54 +45,64 @@ _TYPES = {
     "not_ready": "ServiceUnavailableException",
     "overloaded": "ServiceUnavailableException",
     "timeout": "RequestTimeoutException",
+    "request_timeout": "RequestTimeoutException",
     "internal": "InternalServerException",
 }
 
 
-def _base64(text: str | bytes) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.UndecodableImage(
-            "A text or JSON body must be a base64-encoded image; this is not valid base64."
-        ) from None
+def error_body(error: errors.ApiError) -> dict[str, Any]:
+    """TorchServe's error shape."""
+    return {
+        "code": error.status,
+        "type": _TYPES.get(error.code, "BadRequestException"),
+        "message": error.message,
+    }
 
 
-def _uploads() -> list[tuple[str | None, bytes]]:
-    """Return (filename, bytes) for each image, read the ways TorchServe's handler reads them."""
+def _uploads() -> list[Upload]:
+    """Each image, read the ways TorchServe's handler reads them."""
     mimetype = request.mimetype
     if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        uploads = [
-            (f.filename or None, f.read()) for name in FIELDS for f in request.files.getlist(name)
+        uploads = common.files(FIELDS)
+        uploads += [
+            Upload(common.base64_image(v, _NOT_BASE64))
+            for name in FIELDS
+            for v in request.form.getlist(name)
         ]
-        uploads += [(None, _base64(v)) for name in FIELDS for v in request.form.getlist(name)]
-        if not uploads:
+        if uploads:
+            return uploads
+        if mimetype == "multipart/form-data":
             raise errors.NoImage("The multipart body has no 'data' or 'file' field.")
-        return uploads
+        raise errors.NoImage(
+            "The body is form-urlencoded (what `curl -d`/`--data-binary` sends) and has no "
+            "'data' field: send the image itself with `curl -T image.jpg`, or as multipart "
+            "with `curl -F data=@image.jpg`."
+        )
     if mimetype == "application/json":
         value = request.get_json(silent=True)
         if not isinstance(value, str):
             raise errors.NoImage("A JSON body must be one string: a base64-encoded image.")
-        return [(None, _base64(value))]
+        return [Upload(common.base64_image(value, _NOT_BASE64))]
     if mimetype.startswith("text/"):
-        return [(None, _base64(request.get_data(cache=False).strip()))]
+        return [Upload(common.base64_image(request.get_data(cache=False).strip(), _NOT_BASE64))]
     # Anything else is the image itself, as in TorchServe: `curl -T` sends no Content-Type.
     data = request.get_data(cache=False)
     if not data:
         raise errors.NoImage("The request body is empty: send an image.")
-    return [(None, data)]
+    return [Upload(data)]
 
 
 @bp.route("/predictions/<model_name>", methods=["POST", "PUT"])
 @bp.route("/predictions/<model_name>/<version>", methods=["POST", "PUT"])
 def predictions(model_name: str, version: str | None = None) -> Any:
     """Classify the request's images; answer top-5 {label: probability} per image."""
-    classify.authorize()
-    classify.served_model(model_name, version)
-    result = classify.classify(_uploads())
-    names = classify.engine().classifier.labels("en")
+    common.authorize()
+    core = common.core()
+    core.served_model(model_name, version)
+    result = common.classify(_uploads())
+    names = core.engine.classifier.labels("en")
     answers = [
-        {p["label"]: p["score"] for p in top_k(probs, TOPK, names)} for probs in result.probs
+        {p["label"]: p["score"] for p in common.top_k(probs, TOPK, names)} for probs in result.probs
     ]
     # Not jsonify: it sorts keys, and TorchServe lists labels most probable first.
     body = json.dumps(answers[0] if len(answers) == 1 else answers, ensure_ascii=False)
@@ -100,7 +112,7 @@ def predictions(model_name: str, version: str | None = None) -> Any:
 @bp.get("/ping")
 def ping() -> Any:
     """Healthy once this worker's model is warm; Unhealthy (503) before."""
-    if classify.engine().ready:
+    if common.core().engine.ready:
         return {"status": "Healthy"}
     response = jsonify({"status": "Unhealthy"})
     response.status_code, response.headers["Retry-After"] = 503, "1"
@@ -110,16 +122,29 @@ def ping() -> Any:
 @bp.get("/models")
 def list_models() -> Any:
     """List the served model (one; no pagination needed)."""
-    classifier = classify.engine().classifier
-    url = os.path.basename(classify.settings().model)
-    return {"models": [{"modelName": classifier.name, "modelUrl": url}]}
+    core = common.core()
+    url = os.path.basename(core.settings.model)
+    return {"models": [{"modelName": core.engine.classifier.name, "modelUrl": url}]}
+
+
+@bp.post("/models")
+@bp.route("/models/<model_name>", methods=["PUT", "DELETE"])
+@bp.get("/models/<model_name>/<version>")
+@bp.put("/models/<model_name>/<version>/set-default")
+def management(**_: str) -> Any:
+    """Register, scale, unregister, per-version describe: not served (404), as documented."""
+    raise errors.NotFound(
+        f"{request.method} {request.path} is not served: wanwu serves one model, chosen at "
+        "start (WANWU_MODEL); GET /models/{model} describes it (docs/MIGRATING.md)."
+    )
 
 
 @bp.get("/models/<model_name>")
 def describe_model(model_name: str) -> Any:
     """Describe the served model in TorchServe's shape (a one-element array)."""
-    classify.served_model(model_name)
-    engine, settings = classify.engine(), classify.settings()
+    core = common.core()
+    core.served_model(model_name)
+    engine, settings = core.engine, core.settings
     classifier, ready = engine.classifier, engine.ready
     depth = engine.batcher.depth
     return jsonify(
@@ -128,7 +153,7 @@ def describe_model(model_name: str) -> Any:
                 "modelName": classifier.name,
                 "modelVersion": classifier.version,
                 "modelUrl": os.path.basename(settings.model),
-                "runtime": "torchscript",
+                "runtime": classifier.runtime,
                 "minWorkers": settings.worker_processes,
                 "maxWorkers": settings.worker_processes,
                 "batchSize": settings.max_batch,
@@ -153,14 +178,3 @@ def describe_model(model_name: str) -> Any:
             }
         ]
     )
-
-
-def _error_body(error: errors.ApiError) -> dict[str, Any]:
-    return {
-        "code": error.status,
-        "type": _TYPES.get(error.code, "BadRequestException"),
-        "message": error.message,
-    }
-
-
-bp.register_error_handler(Exception, api.error_handler(_error_body))

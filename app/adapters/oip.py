@@ -9,15 +9,14 @@ Policy:
   extension (`"classification": k`) BYTES `[N, k]` of `"score:index:label"`, score with six
   decimals, as Triton formats it. Outputs are binary where the request asks
   (`binary_data`, `binary_data_output`), JSON otherwise.
-- Errors are `{"error": message}` with wanwu's status codes (400 malformed, 401 key, 404
-  model, 413 limits, 415 not an image, 503 + Retry-After not ready or full, 504 deadline).
-Every image goes through `app.classify`: the same keys, limits, batcher and metrics as /predict.
+- Every error under /v2 is `{"error": message}` with wanwu's status codes (400 malformed, 401
+  key, 404 model, 413 limits, 415 not an image, 503 + Retry-After not ready or full, 504
+  deadline).
+Every image goes through `app.core`: the same keys, limits, batcher and metrics as /predict.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import struct
 from dataclasses import dataclass
@@ -26,14 +25,19 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import api, classify, errors
+from app import errors
+from app.adapters import common
+from app.core import Upload
 
 bp = Blueprint("oip", __name__)
+
+PATH_PREFIXES = ("/v2",)  # errors here answer in OIP's shape
 
 INPUT, OUTPUT = "IMAGE", "PROBS"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 SERVER_VERSION = "1"
+_NOT_BASE64 = f"In JSON, each {INPUT} element must be a base64 string of an encoded image."
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class _Output:
 # -- reading a request ---------------------------------------------------------------------------
 
 
-def _split_body() -> tuple[dict[str, Any], bytes]:
-    """Return the request's JSON header and the binary data after it."""
+def _read() -> tuple[dict[str, Any], list[bytes]]:
+    """Return the request's JSON header and its encoded images."""
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding not in ("", "identity"):
         raise errors.UnsupportedMediaType(
@@ -55,17 +59,17 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
     body = request.get_data(cache=False)
     raw_length = request.headers.get(HEADER_LENGTH)
     if raw_length is None:
-        return _json(body), b""
+        header = _json(body)
+        return header, _images(header, b"")
     if not raw_length.isdigit() or int(raw_length) > len(body):
         raise errors.BadRequest(
             f"{HEADER_LENGTH} must be a byte count within the body; got {raw_length!r}."
         )
     length = int(raw_length)
     if length == 0:  # a raw binary request: the whole body is the one image
-        return {"inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [1]}]}, _serialize_bytes(
-            [body]
-        )
-    return _json(body[:length]), body[length:]
+        return {}, [body]
+    header = _json(body[:length])
+    return header, _images(header, memoryview(body)[length:])
 
 
 def _json(data: bytes) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def _json(data: bytes) -> dict[str, Any]:
     return header
 
 
-def _images(header: dict[str, Any], binary: bytes) -> list[bytes]:
+def _images(header: dict[str, Any], binary: bytes | memoryview) -> list[bytes]:
     """Return the encoded images of the one input, from binary data or base64 JSON strings."""
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -108,13 +112,13 @@ def _images(header: dict[str, Any], binary: bytes) -> list[bytes]:
             )
         images = _deserialize_bytes(binary)
     else:
-        images = [_base64(value) for value in _flatten(tensor.get("data"))]
+        images = [common.base64_image(value, _NOT_BASE64) for value in _flatten(tensor.get("data"))]
     if len(images) != shape[0]:
         raise errors.BadRequest(f"{INPUT} has shape {shape} but holds {len(images)} elements.")
     return images
 
 
-def _deserialize_bytes(data: bytes) -> list[bytes]:
+def _deserialize_bytes(data: bytes | memoryview) -> list[bytes]:
     """Split a BYTES tensor: each element a u32 little-endian length, then its bytes."""
     images, offset = [], 0
     while offset < len(data):
@@ -124,7 +128,7 @@ def _deserialize_bytes(data: bytes) -> list[bytes]:
         offset += 4
         if offset + length > len(data):
             raise errors.BadRequest("The binary BYTES tensor ends inside an element.")
-        images.append(data[offset : offset + length])
+        images.append(bytes(data[offset : offset + length]))
         offset += length
     return images
 
@@ -136,17 +140,6 @@ def _flatten(data: Any) -> list[Any]:
     for item in data:
         flat.extend(_flatten(item) if isinstance(item, list) else [item])
     return flat
-
-
-def _base64(value: Any) -> bytes:
-    try:
-        if not isinstance(value, str):
-            raise ValueError
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.BadRequest(
-            f"In JSON, each {INPUT} element must be a base64 string of an encoded image."
-        ) from None
 
 
 def _outputs(header: dict[str, Any]) -> list[_Output]:
@@ -191,7 +184,7 @@ def _tensor(probs: torch.Tensor, output: _Output) -> tuple[dict[str, Any], bytes
             return description, probs.numpy().astype("<f4").tobytes()
         return {**description, "data": probs.flatten().tolist()}, None
     k = min(output.classification, probs.shape[1])
-    names = classify.engine().classifier.labels("en")
+    names = common.core().engine.classifier.labels("en")
     scores, indices = probs.topk(k, dim=1)
     items = [
         f"{float(s):.6f}:{int(i)}:{names[int(i)]}"
@@ -202,6 +195,11 @@ def _tensor(probs: torch.Tensor, output: _Output) -> tuple[dict[str, Any], bytes
     if output.binary:
         return description, _serialize_bytes([item.encode() for item in items])
     return {**description, "data": items}, None
+
+
+def error_body(error: errors.ApiError) -> dict[str, Any]:
+    """OIP's error shape."""
+    return {"error": error.message}
 
 
 # -- endpoints -----------------------------------------------------------------------------------
@@ -222,25 +220,21 @@ def live() -> Any:
 @bp.get("/v2/health/ready")
 def ready() -> Any:
     """200 once this worker's model is warm, else 503."""
-    _require_ready()
+    common.core().require_ready()
     return {"ready": True}
-
-
-def _require_ready() -> None:
-    if not classify.engine().ready:
-        raise errors.NotReady("The model is still warming up.", retry_after=1)
 
 
 @bp.get("/v2/models/<model_name>")
 @bp.get("/v2/models/<model_name>/versions/<version>")
 def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
-    classify.served_model(model_name, version)
-    classifier = classify.engine().classifier
+    core = common.core()
+    core.served_model(model_name, version)
+    classifier = core.engine.classifier
     return {
         "name": classifier.name,
         "versions": [classifier.version],
-        "platform": "pytorch_torchscript",
+        "platform": classifier.platform,
         "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classifier.num_classes]}],
     }
@@ -250,8 +244,9 @@ def model_metadata(model_name: str, version: str | None = None) -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>/ready")
 def model_ready(model_name: str, version: str | None = None) -> Any:
     """200 once the model is warm in this worker, else 503."""
-    classify.served_model(model_name, version)
-    _require_ready()
+    core = common.core()
+    core.served_model(model_name, version)
+    core.require_ready()
     return {"name": model_name, "ready": True}
 
 
@@ -259,14 +254,14 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 @bp.post("/v2/models/<model_name>/versions/<version>/infer")
 def infer(model_name: str, version: str | None = None) -> Response:
     """Classify a BYTES tensor of encoded images; answer PROBS as requested."""
-    classify.authorize()
-    classify.served_model(model_name, version)
-    header, binary = _split_body()
-    images = _images(header, binary)
+    common.authorize()
+    core = common.core()
+    core.served_model(model_name, version)
+    header, images = _read()
     outputs = _outputs(header)
-    result = classify.classify([(f"{INPUT}[{i}]", image) for i, image in enumerate(images)])
+    result = common.classify([Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)])
     probs = torch.stack(result.probs)
-    classifier = classify.engine().classifier
+    classifier = core.engine.classifier
     answer: dict[str, Any] = {"model_name": classifier.name, "model_version": classifier.version}
     if "id" in header:
         answer["id"] = header["id"]
@@ -283,6 +278,3 @@ def infer(model_name: str, version: str | None = None) -> Response:
     response = Response(body + b"".join(blobs), content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(body))
     return response
-
-
-bp.register_error_handler(Exception, api.error_handler(lambda error: {"error": error.message}))

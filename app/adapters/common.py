@@ -1,0 +1,108 @@
+"""What every HTTP adapter shares: the core, keys, readiness, base64, multipart, top-k, errors.
+
+Each protocol module reads its wire format with these helpers, calls `classify`, and renders
+the answer; none repeats a check or a parser another one has.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from flask import Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app import errors
+from app.core import Classified, Core, Upload
+
+TOPK_MAX = 20  # and never more than the model's classes
+TOPK_DEFAULT = 3  # or every class of a model with fewer
+
+_HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
+
+
+def core() -> Core:
+    """This worker's request core."""
+    return current_app.extensions["wanwu.core"]
+
+
+def authorize() -> None:
+    """Check the request's bearer key (when WANWU_API_KEYS is set)."""
+    core().authorize(request.headers.get("Authorization"), request.remote_addr)
+
+
+def classify(uploads: list[Upload]) -> Classified:
+    """Classify through the core, from the request's arrival; keep the result for the log."""
+    g.classified = result = core().classify(uploads, g.started)
+    return result
+
+
+def files(fields: Iterable[str]) -> list[Upload]:
+    """The multipart files under any of `fields`, in field order (werkzeug parses the body)."""
+    return [
+        Upload(f.read(), f.filename or None) for name in fields for f in request.files.getlist(name)
+    ]
+
+
+def base64_image(value: Any, message: str) -> bytes:
+    """Decode one base64 string (or bytes) holding an image; raise `message` as a 400 if not."""
+    try:
+        if not isinstance(value, str | bytes):
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.UndecodableImage(message) from None
+
+
+def topk_range(classes: int) -> tuple[int, int, int]:
+    """(lowest, highest, default) top-k for a model: 1..min(20, classes), default min(3, ..)."""
+    return 1, min(TOPK_MAX, classes), min(TOPK_DEFAULT, classes)
+
+
+def top_k(probs: torch.Tensor, k: int, labels: tuple[str, ...]) -> list[dict[str, object]]:
+    """Return the k most probable classes of one probability row, most probable first."""
+    scores, indices = probs.topk(k)
+    return [
+        {"index": int(i), "label": labels[int(i)], "score": round(float(s), 6)}
+        for s, i in zip(scores, indices, strict=True)
+    ]
+
+
+def error_response(exc: Exception, shape: Callable[[errors.ApiError], Any]) -> Response:
+    """Answer `exc` in a protocol's `shape`, with wanwu's status codes and Retry-After."""
+    error = as_api_error(exc)
+    response = jsonify(shape(error))
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def as_api_error(exc: Exception) -> errors.ApiError:
+    """Map anything a request raised to the ApiError its client sees (every protocol)."""
+    if isinstance(exc, errors.ApiError):
+        return exc
+    if not isinstance(exc, HTTPException):
+        logging.getLogger("wanwu").exception("unhandled error")
+        return errors.InternalError("Internal error; it was logged.")
+    if exc.code == 413:
+        settings = core().settings
+        if (request.content_length or 0) <= settings.max_upload_bytes:
+            # Within the byte limit: werkzeug refused the number of multipart parts.
+            return errors.PayloadTooLarge("The multipart body has too many parts.")
+        return errors.PayloadTooLarge(body_too_large(settings.max_upload_mb))
+    error_class = _HTTP_CODES.get(exc.code or 500)
+    if error_class is None:
+        error = errors.ApiError(exc.description or exc.name)
+        error.status, error.code = exc.code or 500, exc.name.lower().replace(" ", "_")
+        return error
+    return error_class(exc.description or exc.name)
+
+
+def body_too_large(limit_mb: float) -> str:
+    """The 413 message for a body over the upload limit, naming the setting that raises it."""
+    return f"The request body is larger than {limit_mb:g} MB (WANWU_MAX_UPLOAD_MB)."

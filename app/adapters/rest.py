@@ -1,0 +1,162 @@
+"""wanwu's own REST API: /predict, /healthz, /readyz, /v1/model, /metrics, /openapi.json."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from flask import Blueprint, Response, request
+
+from app import errors, labels, memory, metrics, openapi
+from app.adapters import common
+from app.core import Upload
+from app.model import Classifier
+
+bp = Blueprint("api", __name__)
+
+
+def _query_params(classifier: Classifier) -> tuple[int, str]:
+    low, high, default = common.topk_range(classifier.num_classes)
+    raw_k = request.args.get("topk", str(default))
+    try:
+        k = int(raw_k)
+    except ValueError:
+        k = 0
+    if not low <= k <= high:
+        raise errors.InvalidParameter(
+            f"topk must be an integer from {low} to {high} (model {classifier.name} has "
+            f"{classifier.num_classes} classes); got {raw_k!r}."
+        )
+    lang = request.args.get("lang", "en")
+    if lang not in classifier.languages:
+        # A language the API knows but this model has no labels in is refused too, rather
+        # than answered in another language the client did not ask for.
+        missing = (
+            f" (model {classifier.name} has no {labels.LANGUAGE_NAMES[lang]} labels)"
+            if lang in labels.LANGUAGES
+            else ""
+        )
+        raise errors.InvalidParameter(
+            f"lang must be one of {', '.join(classifier.languages)}{missing}; got {lang!r}."
+        )
+    return k, lang
+
+
+def _uploads() -> list[Upload]:
+    """Each image in the request body: multipart 'file' fields, or the raw body."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        uploads = common.files(["file"])
+        if not uploads:
+            raise errors.NoImage("The multipart body has no file under the field 'file'.")
+        return uploads
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        data = request.get_data(cache=False)
+        if not data:
+            raise errors.NoImage("The request body is empty.")
+        return [Upload(data)]
+    if not mimetype and not request.content_length:
+        raise errors.NoImage("Send an image: a multipart 'file' field or a raw image body.")
+    raise errors.UnsupportedMediaType(
+        f"Content-Type {mimetype or '(none)'} is not accepted: send multipart/form-data "
+        "with a 'file' field, or an image/* or application/octet-stream body."
+    )
+
+
+@bp.post("/predict")
+def predict() -> Any:
+    """Classify one or more images and return the top-k labels of each."""
+    common.authorize()
+    classifier = common.core().engine.classifier
+    k, lang = _query_params(classifier)
+    uploads = _uploads()
+    result = common.classify(uploads)
+    names = classifier.labels(lang)
+    model = classifier.info()
+    if len(uploads) == 1:
+        return {
+            "predictions": common.top_k(result.probs[0], k, names),
+            "model": model,
+            "timing_ms": result.timing_ms,
+        }
+    return {
+        "results": [
+            {"filename": upload.filename, "predictions": common.top_k(probs, k, names)}
+            for upload, probs in zip(uploads, result.probs, strict=True)
+        ],
+        "model": model,
+        "timing_ms": result.timing_ms,
+    }
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """Say the process is alive, and whether the model is a real one."""
+    return {"status": "ok", "model": common.core().engine.classifier.info()}
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    """200 once this worker's model is placed and warmed up, else 503.
+
+    The body also counts the server's warm workers, so that a client can wait for all of
+    them: a worker takes no connection before it is warm, so this one cannot tell it alone.
+    """
+    core = common.core()
+    core.require_ready()
+    return {
+        "status": "ready",
+        "workers_ready": metrics.workers_ready(),
+        "workers": core.settings.worker_processes,
+    }
+
+
+@bp.get("/v1/model")
+def model_info() -> Any:
+    """Describe the model, its device and precision, and the batching settings."""
+    core = common.core()
+    engine, settings = core.engine, core.settings
+    classifier = engine.classifier
+    return {
+        **classifier.info(),
+        "arch": classifier.arch,
+        "classes": classifier.num_classes,
+        "languages": list(classifier.languages),
+        # The label lists stay in the manifest file (ImageNet's would be 2,000 names here).
+        "manifest": {k: v for k, v in classifier.manifest.items() if k != "labels"},
+        "format": classifier.format,
+        "runtime": classifier.runtime,
+        "platform": classifier.platform,
+        "runner": classifier.runner,
+        "device": str(classifier.device),
+        "precision": classifier.precision,
+        "ready": engine.ready,
+        "batching": {
+            "max_batch": settings.max_batch,
+            "max_wait_ms": settings.max_wait_ms,
+            "queue_max": settings.queue_max,
+            "timeout_ms": settings.timeout_ms,
+        },
+        "worker": {
+            "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads(),
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "memory": memory.report(classifier.weights()),
+        },
+    }
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    """Expose Prometheus metrics, summed over all workers."""
+    if not common.core().settings.metrics_public:
+        common.authorize()
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Any:
+    """Describe every endpoint in OpenAPI 3."""
+    return openapi.spec(common.core().engine.classifier)

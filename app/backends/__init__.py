@@ -1,0 +1,54 @@
+"""Model backends: one per artifact format, behind the small interface `Classifier` calls.
+
+A backend knows its format and what metadata calls it (TorchServe's `/models` runtime, OIP's
+model platform), which precision WANWU_PRECISION means for it, how to place it on a device
+(`prepare`), which tensors hold its weights, the dtype its input must have, and how to turn a
+batch into logits. `Classifier` adds what every format shares: labels, manifest, softmax.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from app.backends.pt2 import Pt2Backend
+from app.backends.torchscript import TorchScriptBackend
+from app.pt2 import is_package
+
+
+class Backend(Protocol):
+    """What `app.model.Classifier` needs from a loaded artifact."""
+
+    format: str  # the artifact kind /v1/model and the metrics report
+    runtime: str  # TorchServe's `runtime` in GET /models/{model}
+    platform: str  # OIP's `platform` in model metadata
+    runner: str  # what runs the forward pass, in /v1/model
+
+    def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
+        """The precision WANWU_PRECISION means for this artifact on `device`."""
+        ...
+
+    def prepare(self, device: torch.device, precision: str, fuse: bool) -> None:
+        """Place the artifact on `device` in `precision` (see Classifier.prepare)."""
+        ...
+
+    def weights(self) -> list[torch.Tensor]:
+        """The weight tensors this process holds (empty where they are out of reach)."""
+        ...
+
+    def input_dtype(self, precision: str) -> torch.dtype:
+        """The dtype a batch must have when it enters the artifact."""
+        ...
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a channels-last batch already on the device, in the input dtype."""
+        ...
+
+
+def load(path: str | Path, manifest: dict[str, Any]) -> Backend:
+    """Open the artifact at `path` with the backend its manifest names; run nothing."""
+    if is_package(manifest):
+        return Pt2Backend.load(path, manifest)
+    return TorchScriptBackend.load(path)

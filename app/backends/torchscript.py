@@ -1,0 +1,56 @@
+"""The TorchScript backend: fp32 on disk, cast, moved and frozen when it is placed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from app import runtime
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TorchScriptBackend:
+    """A scripted module; `prepare` casts and freezes it (conv-bn folding, constants)."""
+
+    format = "torchscript"
+    runtime = "torchscript"
+    platform = "pytorch_torchscript"
+    runner = "torchscript"
+
+    def __init__(self, module: torch.jit.ScriptModule) -> None:
+        self.module = module
+
+    @classmethod
+    def load(cls, path: str | Path) -> TorchScriptBackend:
+        """Load the module onto the CPU without running it (safe before fork)."""
+        return cls(torch.jit.load(str(path), map_location="cpu").eval())
+
+    def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
+        """auto, fp32, bf16 or fp16 as app.runtime resolves them for `device`."""
+        return runtime.resolve_precision(setting, device)
+
+    def prepare(self, device: torch.device, precision: str, fuse: bool) -> None:
+        """Cast, move and freeze; `fuse` turns on oneDNN Graph fusion for CPU runs.
+
+        The fusion flag is process-wide and only read when TorchScript optimises a graph on
+        its first runs, in the worker.
+        """
+        torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
+        self.module = torch.jit.freeze(self.module.to(device=device, dtype=DTYPES[precision]))
+
+    def weights(self) -> list[torch.Tensor]:
+        """The tensors a frozen module holds as constants (its folded weights)."""
+        return [
+            node.output().toIValue()
+            for node in self.module.graph.findAllNodes("prim::Constant")
+            if node.output().type().kind() == "TensorType"
+        ]
+
+    def input_dtype(self, precision: str) -> torch.dtype:
+        """The module's own dtype: it was cast to `precision`."""
+        return DTYPES[precision]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch)

@@ -1,0 +1,138 @@
+"""The request core every protocol shares: authorize, admit, decode, batch, wait. No web framework.
+
+Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adapter) differ only
+in how they read a request and shape an answer. Between those, a request goes through `Core`,
+so every protocol gets the same API keys, file-count, byte and pixel limits, queue admission
+(503 + Retry-After when full), deadline (504) and batcher: images from different protocols
+share forward passes. Errors are raised as `errors.ApiError`; each adapter renders them in its
+own shape. The core returns what it did (`Classified`); it writes no request state anywhere.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from app import errors, imaging
+from app.engine import Engine
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image as a protocol received it: encoded bytes, and its name when it has one."""
+
+    data: bytes
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Probability rows in upload order, where the request's time went, the largest batch."""
+
+    probs: list[torch.Tensor]
+    timing_ms: dict[str, float]
+    batch_size: int
+
+
+class Core:
+    """One per worker: the engine, the settings, and the checks every request passes."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def authorize(self, authorization: str | None, client: str | None) -> None:
+        """Require `Bearer <key>` with a key of WANWU_API_KEYS, when any is set.
+
+        `authorization` is the header's (or gRPC metadata's) value; `client` names the peer
+        in the log line of a refusal.
+        """
+        keys = self.settings.api_keys
+        if not keys:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        supplied = token.strip().encode()
+        # Compare against every key so the time taken does not reveal which one matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(supplied, key.encode())
+        if scheme.lower() != "bearer" or not matched:
+            log.debug("refused a request without a valid key from %s", client)
+            raise errors.Unauthorized("A valid 'Authorization: Bearer <key>' header is required.")
+
+    def require_ready(self) -> None:
+        """Raise NotReady (503 + Retry-After) until this worker's model is warm."""
+        if not self.engine.ready:
+            raise errors.NotReady("The model is still warming up.", retry_after=1)
+
+    def served_model(self, name: str, version: str | None = None) -> None:
+        """Refuse (404) a model name or version other than the one model this service serves.
+
+        Protocols that address models by name (TorchServe, OIP) call this first, so a client
+        pointed at the wrong name learns the right one.
+        """
+        classifier = self.engine.classifier
+        if name != classifier.name:
+            raise errors.ModelNotFound(
+                f"Model not found: {name}. This service serves the model {classifier.name!r}."
+            )
+        # An imported TorchServe archive keeps answering to its own version ("1.0") too.
+        weights = classifier.manifest.get("weights", {})
+        if version is not None and version not in {
+            classifier.version,
+            weights.get("archive_version"),
+        }:
+            raise errors.ModelNotFound(
+                f"Model version: {version} does not exist for model: {name}. "
+                f"The served version is {classifier.version!r}."
+            )
+
+    def classify(self, uploads: Sequence[Upload], started: float) -> Classified:
+        """Classify the uploads through the batcher, in order; the deadline runs from `started`.
+
+        `started` is the request's arrival on `time.monotonic()`. Errors about one image name
+        its file when it has one.
+        """
+        eng, conf = self.engine, self.settings
+        if not uploads:
+            raise errors.NoImage("The request holds no image.")
+        if len(uploads) > conf.max_files:
+            raise errors.TooManyFiles(
+                f"{len(uploads)} files sent; at most {conf.max_files} per request "
+                "(WANWU_MAX_FILES)."
+            )
+        for upload in uploads:
+            if not upload.data:
+                raise errors.NoImage(
+                    f"{upload.filename}: the file is empty."
+                    if upload.filename
+                    else "An image is empty."
+                )
+        spec = eng.classifier.input_spec
+        with eng.admit(len(uploads), started) as reservation:
+            futures = []
+            for upload in uploads:
+                try:
+                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                except errors.ApiError as exc:
+                    if upload.filename is not None:
+                        exc.message = f"{upload.filename}: {exc.message}"
+                    raise
+                # Queue each image as soon as it is ready: the model can start on it while the
+                # next one decodes.
+                futures.append(reservation.submit(tensor))
+        results = [eng.wait(f, reservation.deadline) for f in futures]
+        timing = {
+            "queue": round(max(r.queue_ms for r in results), 3),
+            "inference": round(max(r.inference_ms for r in results), 3),
+            "total": round((time.monotonic() - started) * 1000, 3),
+        }
+        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
