@@ -23,7 +23,7 @@ serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* 
 INT8          ?= models/resnet18-int8.pt2
 MIN_AGREEMENT ?= 0.9
 
-serve-int8: $(STAMP) $(INT8)  ## serve MODEL's architecture in int8 (first run: CALIBRATE=DIR)
+serve-int8: $(STAMP) $(INT8)  ## serve the default model in int8 (first run: CALIBRATE=DIR)
 	WANWU_MODEL=$(INT8) $(BIN)/gunicorn -c gunicorn.conf.py
 
 $(INT8): | $(STAMP)
