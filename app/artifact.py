@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app import sniff
+
 # 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
 # still loads.
 MANIFEST_VERSION = 2
@@ -45,22 +47,45 @@ def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-def write_artifact(out: str | Path, save: Callable[[Path], None], **fields: Any) -> dict[str, Any]:
-    """Save an artifact and its manifest at `out` whole, or leave nothing new behind.
+def write_artifact(
+    out: str | Path, save: Callable[[Path], None], replace: bool = True, **fields: Any
+) -> dict[str, Any]:
+    """Save an artifact and its manifest at `out` together, or leave nothing new behind.
 
     `save(path)` writes the artifact to a staging folder beside `out`; its manifest is written
-    there too, and only then are both moved into place. A failure on the way removes the
-    staging folder and leaves any earlier artifact at `out` as it was.
+    there too, and only then are both renamed into place, the manifest first. Any failure or
+    interruption (Ctrl-C, SIGTERM turned into SystemExit) before the second rename puts the
+    earlier pair back from hard links kept in the staging folder, and the folder is removed.
+    Only a kill -9 between the two renames can leave a mismatched pair, which `read_manifest`
+    refuses by its hash. With `replace=False` an existing artifact or manifest is an error
+    (FileExistsError) and nothing is touched.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    pair = (manifest_path(out), out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         staged = staging / out.name
         save(staged)
         manifest = write_manifest(staged, **fields)
-        os.replace(staged, out)
-        os.replace(manifest_path(staged), manifest_path(out))
+        existing = [p for p in pair if p.exists()]
+        if existing and not replace:
+            raise FileExistsError(f"{existing[0]} exists")
+        for p in existing:
+            os.link(p, staging / f"previous{p.suffix}")
+        moved: list[Path] = []
+        try:
+            for src, dst in zip((manifest_path(staged), staged), pair, strict=True):
+                os.replace(src, dst)
+                moved.append(dst)
+        except BaseException:
+            for dst in moved:
+                backup = staging / f"previous{dst.suffix}"
+                if backup.exists():
+                    os.replace(backup, dst)
+                else:
+                    dst.unlink()
+            raise
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -74,6 +99,11 @@ def read_manifest(model_path: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path(model_path).read_text())
     except (OSError, ValueError) as exc:
+        if not manifest_path(model_path).exists():  # not an artifact: a .mar, a .pth, ...
+            raise ArtifactError(
+                f"{model_path} has no manifest beside it, so it is not a wanwu artifact; "
+                f"{sniff.hint(model_path)}, then serve that"
+            ) from None
         raise ArtifactError(f"cannot read manifest {manifest_path(model_path)}: {exc}") from exc
     actual = sha256_file(model_path)
     if manifest.get("artifact_sha256") != actual:

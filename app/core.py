@@ -2,10 +2,11 @@
 
 Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adapter) differ only
 in how they read a request and shape an answer. Between those, a request goes through `Core`,
-so every protocol gets the same API keys, file-count, byte and pixel limits, queue admission
-(503 + Retry-After when full), deadline (504) and batcher: images from different protocols
-share forward passes. Errors are raised as `errors.ApiError`; each adapter renders them in its
-own shape. The core returns what it did (`Classified`); it writes no request state anywhere.
+so every protocol gets the same API keys and signed tokens, per-caller rate limit (429),
+file-count, byte and pixel limits, queue admission (503 + Retry-After when full), deadline (504)
+and batcher: images from different protocols share forward passes. Errors are raised as
+`errors.ApiError`; each adapter renders them in its own shape. The core returns what it did
+(`Classified`); it writes no request state anywhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app import errors, imaging
+from app import errors, imaging, ratelimit, tokens
 from app.engine import Engine
 from app.settings import Settings
 
@@ -50,23 +51,32 @@ class Core:
         self.settings = settings
 
     def authorize(self, authorization: str | None, client: str | None) -> None:
-        """Require `Bearer <key>` with a key of WANWU_API_KEYS, when any is set.
+        """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either
+        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT.
 
-        `authorization` is the header's (or gRPC metadata's) value; `client` names the peer
-        in the log line of a refusal.
+        `authorization` is the header's (or gRPC metadata's) value; `client` is the peer's
+        address, which names the caller when no key or token does.
         """
-        keys = self.settings.api_keys
-        if not keys:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        supplied = token.strip().encode()
-        # Compare against every key so the time taken does not reveal which one matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(supplied, key.encode())
-        if scheme.lower() != "bearer" or not matched:
-            log.debug("refused a request without a valid key from %s", client)
-            raise errors.Unauthorized("A valid 'Authorization: Bearer <key>' header is required.")
+        conf = self.settings
+        keys, verifier = conf.api_keys, tokens.verifier(conf)
+        caller = f"address {client}"
+        if keys or verifier:
+            scheme, _, token = (authorization or "").partition(" ")
+            bearer, token = scheme.lower() == "bearer", token.strip()
+            # Compare against every key so the time taken does not reveal which one matched.
+            matched = False
+            for key in keys:
+                matched |= hmac.compare_digest(token.encode(), key.encode())
+            if bearer and matched:
+                caller = f"key {token}"
+            elif bearer and verifier and tokens.looks_like_jwt(token):
+                caller = f"subject {verifier.subject(token)}"
+            else:
+                log.debug("refused a request without a valid key or token from %s", client)
+                raise errors.Unauthorized(
+                    "A valid 'Authorization: Bearer <key or token>' header is required."
+                )
+        ratelimit.check(conf.rate_limit, caller)
 
     def require_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) until this worker's model is warm."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -11,10 +12,17 @@ class ApiError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.headers = dict(headers or {})  # more response headers (RateLimit-* on a 429)
 
     def body(self) -> dict[str, Any]:
         """Return the JSON body for this error."""
@@ -39,6 +47,7 @@ ImageTooLarge = _error("ImageTooLarge", 413, "image_too_large")
 TooManyFiles = _error("TooManyFiles", 413, "too_many_files")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type")
 InvalidParameter = _error("InvalidParameter", 422, "invalid_parameter")
+RateLimited = _error("RateLimited", 429, "rate_limited")
 HeadersTooLarge = _error("HeadersTooLarge", 431, "request_header_fields_too_large")
 NotReady = _error("NotReady", 503, "not_ready")
 Overloaded = _error("Overloaded", 503, "overloaded")

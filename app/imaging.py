@@ -139,28 +139,41 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def size_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of a resize or crop: one number is a square, two are height, width."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
 def preprocess(
     img: Image.Image,
-    resize: int,
-    crop: int,
+    resize: int | Sequence[int],
+    crop: int | Sequence[int],
     mean: Sequence[float],
     std: Sequence[float],
     max_pixels: int = 40_000_000,
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """Resize, centre-crop and normalise exactly like torchvision's ImageClassification.
+    """Resize, centre-crop and normalise exactly like torchvision's Resize + CenterCrop.
+
+    As in torchvision, one `resize` number is the short side (the aspect ratio is kept) and
+    [height, width] the exact size (Hugging Face's ViT-style processors, timm's squash); one
+    `crop` number is a square, [height, width] a rectangle. Any PIL filter by name.
 
     The short side is resized to `resize`, so a 10000x1 strip would become 2560000x256:
     refuse images whose resized size exceeds `max_pixels` instead of allocating it.
     """
     short, long = sorted(img.size)
-    if resize * resize * long / short > max_pixels:
+    if isinstance(resize, int) and resize * resize * long / short > max_pixels:
         raise ImageTooLarge(
             f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
             f"within {max_pixels} pixels."
         )
-    img = F.resize(img, [resize], interpolation=InterpolationMode(interpolation), antialias=True)
-    img = F.center_crop(img, [crop])
+    size = [resize] if isinstance(resize, int) else list(size_hw(resize))
+    img = F.resize(img, size, interpolation=InterpolationMode(interpolation), antialias=True)
+    img = F.center_crop(img, list(size_hw(crop)))
     # The same float32 arithmetic as convert_image_dtype + normalize, in NumPy: torch ops
     # here would give every request thread an OpenMP team of its own, whose spinning
     # threads take CPU from the model (docs/BENCHMARKS.md).
@@ -169,11 +182,16 @@ def preprocess(
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
+def short_side(spec: Mapping[str, Any]) -> int:
+    """The short side a picture needs for `spec`'s resize: what the fast path keeps, x margin."""
+    return max(size_hw(spec["resize"]))
+
+
 def load(
     data: bytes, spec: Mapping[str, Any], max_pixels: int, policy: str = "exact"
 ) -> torch.Tensor:
     """Decode (`policy` exact or fast) and preprocess one upload for the model's input `spec`."""
-    min_short = math.ceil(spec["resize"] * FAST_MARGIN) if policy == "fast" else None
+    min_short = math.ceil(short_side(spec) * FAST_MARGIN) if policy == "fast" else None
     picture = decode(data, max_pixels, min_short)
     return preprocess(
         picture,

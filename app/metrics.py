@@ -18,7 +18,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
+from app import memory
 from app.batcher import BatchStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -73,6 +75,18 @@ BUFFERED_BYTES = Gauge(
     "Request bytes the workers hold in memory (received, or reserved for a body).",
     multiprocess_mode="livesum",
 )
+RATE_LIMITED = Counter(
+    "wanwu_rate_limited_total", "Calls refused with 429 by the per-caller rate limit."
+)
+WORKER_EXITS = Counter(
+    "wanwu_worker_exits_total",
+    "Workers that exited (crashed, timed out or were stopped), counted by the master.",
+)
+WORKERS_CONFIGURED = Gauge(
+    "wanwu_workers_configured",
+    "Workers the server runs when all is well (set by the master).",
+    multiprocess_mode="livemax",
+)
 MODEL_INFO = Gauge(
     "wanwu_model_info",
     "The model each live worker serves (value 1).",
@@ -93,6 +107,60 @@ def observe_batch(stats: BatchStats) -> None:
         REJECTED.labels("deadline").inc(stats.expired)
 
 
+class ServerMemory:
+    """The server's memory and the most it may use, read when scraped.
+
+    Usage is the cgroup's `memory.current` (what a container's OOM killer compares to its
+    limit) where there is one, else the PSS of the Gunicorn master and its workers (shared
+    copy-on-write pages counted once). The limit is the cgroup's `memory.max`, else the
+    machine's memory.
+    """
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        usage = _cgroup_value("memory.current") or _tree_pss()
+        limit = _cgroup_value("memory.max") or os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+            "SC_PHYS_PAGES"
+        )
+        return [
+            GaugeMetricFamily("wanwu_memory_usage_bytes", "Memory the server uses.", usage),
+            GaugeMetricFamily("wanwu_memory_limit_bytes", "Memory the server may use.", limit),
+        ]
+
+
+CGROUP = "/sys/fs/cgroup"  # cgroup v2, as containers mount it
+
+
+def _cgroup_value(name: str) -> int | None:
+    try:
+        with open(f"{CGROUP}/{name}") as f:
+            return int(f.read())  # "max" (no limit) is no number
+    except (OSError, ValueError):
+        return None
+
+
+def _tree_pss() -> int:
+    """PSS of this process's parent (the Gunicorn master) and the parent's children."""
+    root = os.getppid() if "PROMETHEUS_MULTIPROC_DIR" in os.environ else os.getpid()
+    pids = [str(root)]
+    try:
+        with open(f"/proc/{root}/task/{root}/children") as f:
+            pids += f.read().split()
+    except OSError:
+        pass
+    total = 0
+    for pid in pids:
+        try:
+            total += memory.smaps_rollup(pid)["pss"]
+        except OSError:  # exited meanwhile, or not ours to read
+            pass
+    return total
+
+
+# Apart from the others: read only for a scrape, not each time /readyz counts warm workers.
+_SERVER_MEMORY = CollectorRegistry()
+_SERVER_MEMORY.register(ServerMemory())
+
+
 def _registry() -> CollectorRegistry:
     """Every worker's metrics under Gunicorn, this process's otherwise."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -104,7 +172,7 @@ def _registry() -> CollectorRegistry:
 
 def exposition() -> tuple[bytes, str]:
     """Render all metrics, summed over every worker when running under Gunicorn."""
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+    return generate_latest(_registry()) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
 
 
 def workers_ready() -> int:
@@ -113,6 +181,7 @@ def workers_ready() -> int:
 
 
 def mark_worker_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (Gunicorn's child_exit hook)."""
+    """Count a worker's exit and drop its live gauges (Gunicorn's child_exit hook)."""
+    WORKER_EXITS.inc()
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         multiprocess.mark_process_dead(pid)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from app import backends
+from app import backends, imaging
 from app import labels as labelling
 from app.artifact import ArtifactError, read_manifest
 
@@ -131,12 +131,14 @@ class Classifier:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return softmax probabilities (float32, on the CPU) for a batch of images."""
+        """Return probabilities (float32, on the CPU; softmax, or the manifest's `scores`)."""
         if self.device.type == "cuda":
             batch = batch.pin_memory()  # page-locked, so the copy below can be asynchronous
         x = batch.to(self.device, self.backend.input_dtype(self.precision), non_blocking=True)
         # Channels-last lets oneDNN / cuDNN pick their fastest convolution kernels.
         logits = self.backend(x.contiguous(memory_format=torch.channels_last))
+        if self.manifest.get("scores") == "sigmoid":  # multi-label: each class on its own
+            return torch.sigmoid(logits.float()).cpu()
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def warm_up(self, max_batch: int) -> None:
@@ -144,8 +146,8 @@ class Classifier:
 
         Twice each: TorchScript's profiling executor optimises a graph on its second run.
         """
-        crop = self.input_spec["crop"]
+        height, width = imaging.size_hw(self.input_spec["crop"])
         for n in range(1, max_batch + 1):
             for _ in range(2):
-                self(torch.zeros(n, 3, crop, crop))
+                self(torch.zeros(n, 3, height, width))
         log.info("warmed up batch sizes 1..%d on %s (%s)", max_batch, self.device, self.precision)

@@ -44,6 +44,9 @@ def uses_gpu(device: str) -> bool:
 
 
 DEFAULT_MODEL = "models/resnet18.pt"
+# The public-key token algorithms pyjwt verifies (with `cryptography`): never `none` or HMAC.
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+JWT_ALGORITHMS += ("ES512", "EdDSA")
 MB = 1024 * 1024
 
 
@@ -229,6 +232,40 @@ class Settings:
         "Comma-separated bearer keys; when set, /predict requires one.",
         secret=True,
     )
+    jwt_public_key: str = _setting(
+        "WANWU_JWT_PUBLIC_KEY",
+        "",
+        "PEM file of the public key signed bearer tokens (JWT) are checked with; tokens are "
+        "then accepted wherever API keys are.",
+    )
+    jwt_jwks: str = _setting(
+        "WANWU_JWT_JWKS",
+        "",
+        "JWKS file (read at start-up, never fetched) of token keys, chosen by `kid`; instead of "
+        "WANWU_JWT_PUBLIC_KEY.",
+    )
+    jwt_audience: str = _setting(
+        "WANWU_JWT_AUDIENCE",
+        "",
+        "The `aud` a token must name (required with a token key).",
+    )
+    jwt_issuer: str = _setting(
+        "WANWU_JWT_ISSUER", "", "The `iss` a token must carry (empty: any issuer)."
+    )
+    jwt_algorithms: tuple[str, ...] = _setting(
+        "WANWU_JWT_ALGORITHMS",
+        ("RS256", "ES256"),
+        "Comma-separated token signature algorithms accepted (public-key ones only).",
+        Rule(lambda v: bool(v) and set(v) <= set(JWT_ALGORITHMS), f"some of {JWT_ALGORITHMS}"),
+    )
+    rate_limit: str = _setting(
+        "WANWU_RATE_LIMIT",
+        "",
+        "Calls each caller (API key, token subject, else client address) may make, as "
+        "N/second, N/minute, N/hour or N/day, exact across workers; past it 429 + Retry-After "
+        "(empty: no limit).",
+        matching(r"|[1-9][0-9]*/(second|minute|hour|day)", "N/second|minute|hour|day, or empty"),
+    )
     metrics_public: bool = _setting(
         "WANWU_METRICS_PUBLIC", True, "Serve /metrics without an API key."
     )
@@ -254,6 +291,13 @@ class Settings:
             raise SettingsError(
                 f"WANWU_BUFFER_MB must be >= WANWU_MAX_UPLOAD_MB ({self.max_upload_mb:g}), or no "
                 f"upload of that size fits (got {self.buffer_mb:g})"
+            )
+        if self.jwt_public_key and self.jwt_jwks:
+            raise SettingsError("Set WANWU_JWT_PUBLIC_KEY or WANWU_JWT_JWKS, not both")
+        if (self.jwt_public_key or self.jwt_jwks) and not self.jwt_audience:
+            raise SettingsError(
+                "WANWU_JWT_AUDIENCE must name this service when a token key is set: without "
+                "it a token issued for another service would be accepted"
             )
         if self.timeout_ms <= self.max_wait_ms:
             raise SettingsError(

@@ -22,7 +22,9 @@ def index() -> str:
         "max_files": settings.max_files,
         "formats": imaging.FORMAT_NAMES,
         # The page downsizes large photos to the short side the fast decode path keeps.
-        "send_short_side": math.ceil(engine.classifier.input_spec["resize"] * imaging.FAST_MARGIN),
+        "send_short_side": math.ceil(
+            imaging.short_side(engine.classifier.input_spec) * imaging.FAST_MARGIN
+        ),
     }
     classifier = engine.classifier
     model = {

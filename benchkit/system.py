@@ -1,4 +1,4 @@
-"""Debian packages that some tests drive for real (nginx, Chromium), found or installed.
+"""Debian packages that some tests drive for real (nginx, Chromium, Prometheus), found or installed.
 
 `python -m benchkit.system` (what `make test` runs first) installs the missing ones with apt
 when it runs as root on Debian or Ubuntu; otherwise it prints one line naming them and the
@@ -13,7 +13,12 @@ import subprocess
 import sys
 
 # Command the tests run -> the Debian package that provides it.
-COMMANDS = {"nginx": "nginx", "chromium": "chromium"}
+COMMANDS = {
+    "nginx": "nginx",
+    "chromium": "chromium",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+}
 # Packages with no command to look for: a CJK font, so screenshots show Chinese labels.
 FONTS = ("fonts-wqy-zenhei",)
 # Debian installs nginx under /usr/sbin, which an unprivileged user's PATH often omits.
@@ -40,7 +45,7 @@ def _installed(package: str) -> bool:
 
 def missing_packages() -> list[str]:
     """The packages still to install: those of missing commands, and missing fonts."""
-    packages = [pkg for command, pkg in COMMANDS.items() if find(command) is None]
+    packages = list(dict.fromkeys(pkg for cmd, pkg in COMMANDS.items() if find(cmd) is None))
     if shutil.which("dpkg"):
         packages += [pkg for pkg in FONTS if not _installed(pkg)]
     return packages

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,7 +216,7 @@ def test_a_torchscript_classifier_is_wrapped_with_index_to_name_json(tmp_path, t
 
 
 def test_a_failed_save_leaves_the_previous_artifact_alone(tmp_path, monkeypatch, tiny_model_path):
-    from app import export as exporter
+    from app.export import formats
 
     out = tmp_path / "m.pt"
     pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
@@ -222,11 +227,48 @@ def test_a_failed_save_leaves_the_previous_artifact_alone(tmp_path, monkeypatch,
         path.write_bytes(b"half an artifact")
         raise OSError("disk full")
 
-    monkeypatch.setattr(exporter.shutil, "copyfile", lambda src, dst: half_then_fail(dst))
+    monkeypatch.setattr(formats.shutil, "copyfile", lambda src, dst: half_then_fail(dst))
     with pytest.raises(OSError, match="disk full"):
-        run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out))
+        run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out), "--force")
     assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
     assert_nothing_written(tmp_path)
+
+
+def test_an_existing_artifact_is_replaced_only_with_force(tmp_path, tiny_model_path, caplog):
+    out = tmp_path / "m.pt"
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out)) == 0
+    before = out.with_suffix(".json").read_text()
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out),
+                      "--name", "other") == 1  # fmt: skip
+    assert f"{out} exists and is not replaced" in caplog.text and "--force" in caplog.text
+    assert out.with_suffix(".json").read_text() == before
+    assert run_export("--torchscript", str(tiny_model_path), *pre, "--out", str(out),
+                      "--name", "other", "--force") == 0  # fmt: skip
+    assert read_manifest(out)["name"] == "other"
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "replacing"])
+def test_an_interrupted_write_leaves_the_pair_as_it_was(tmp_path, monkeypatch, fresh):
+    """Ctrl-C (or SIGTERM, which the CLI turns into SystemExit) between the two renames."""
+    from app import artifact
+
+    out = tmp_path / "m.pt"
+    if not fresh:
+        artifact.write_artifact(out, lambda p: p.write_bytes(b"old"), name="old")
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+    real_replace = artifact.os.replace
+
+    def interrupted(src, dst):
+        if Path(dst) == out:  # the artifact, after its manifest went into place
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifact.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        artifact.write_artifact(out, lambda p: p.write_bytes(b"new"), name="new")
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before
 
 
 def test_official_checksums_are_recognised():
@@ -260,3 +302,71 @@ def test_a_training_checkpoint_with_ddp_prefixes_is_unwrapped(tmp_path):
     manifest = read_manifest(out)
     assert manifest["num_classes"] == 3 and manifest["labels"]["en"] == ["0", "1", "2"]
     assert manifest["languages"] == ["en"] and manifest["weights"]["kind"] == "fine-tune"
+
+
+def test_a_file_given_to_the_wrong_option_is_named_with_its_command(
+    tmp_path, tiny_model_path, caplog
+):
+    mar = tmp_path / "pets.mar"
+    with zipfile.ZipFile(mar, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", "{}")
+    weights = fine_tune(tmp_path)
+    out = str(tmp_path / "m.pt")
+    assert run_export("--weights", str(tiny_model_path), "--out", out) == 1
+    assert "it is a TorchScript file: wrap it with" in caplog.text
+    assert f"python -m app.export --torchscript {tiny_model_path}" in caplog.text
+    assert "weights_only" not in caplog.text  # the right option, not torch's unpickling advice
+    assert run_export("--weights", str(mar), "--out", out) == 1
+    assert f"python -m app.export --from-mar {mar}" in caplog.text
+    pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
+    assert run_export("--torchscript", str(weights), *pre, "--out", out) == 1
+    assert f"--arch ARCH --weights {weights}" in caplog.text
+    assert_nothing_written(tmp_path, "m.pt", "m.json")
+    # WANWU_MODEL given the archive or the weights: the same commands, not "cannot read manifest"
+    for path, command in ((mar, "--from-mar"), (weights, "--weights")):
+        with pytest.raises(ArtifactError, match=f"not a wanwu artifact; .*{command} {path}"):
+            read_manifest(path)
+
+
+BLOCKING_MODEL = '''
+import pathlib, time, torch
+
+class Blocking(torch.nn.Module):
+    """Answers a blank image at once; on any other input, says so in a file and waits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        if bool(x.any()):
+            pathlib.Path(__file__).with_name("saving").touch()
+            time.sleep(600)
+        return self.fc(x.mean((2, 3)))
+
+def build():
+    return Blocking()
+'''
+
+
+def test_an_export_terminated_while_saving_leaves_nothing_behind(tmp_path):
+    (tmp_path / "blocking_model.py").write_text(BLOCKING_MODEL)
+    out = tmp_path / "out" / "m.pt"
+    pre = ["--resize", "8", "--crop", "8", "--mean", "0.5", "--std", "0.5"]
+    command = [sys.executable, "-m", "app.export", "--arch", "blocking_model:build", *pre]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "export.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([*command, "--out", str(out)], cwd=ROOT, env=env, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "saving").exists():  # the model is being traced into staging
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the export never reached its save"
+            time.sleep(0.05)
+        assert [p.name[:6] for p in out.parent.iterdir()] == [".m.pt."]  # staging, nothing else
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(out.parent.iterdir()) == []

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from app.artifact import read_manifest
+from app.export.mar import IMAGE_CLASSIFIER_INPUT, MarError, read_mar
 from app.labels import parse_json
-from app.mar import IMAGE_CLASSIFIER_INPUT, MarError, read_mar
 from benchkit.images import image_bytes
 from tests.conftest import TinyNet
 

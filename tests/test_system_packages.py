@@ -25,6 +25,8 @@ def test_missing_commands_skip_with_the_install_command(tmp_path):
             "tests/test_scaleout.py",
             "tests/test_ui_browser.py",
             "tests/test_faults.py::test_idle_connection_flood_behind_nginx_does_not_block_others",
+            "tests/test_monitoring.py::test_a_real_prometheus_answers_every_panel_and_rule",
+            "tests/test_monitoring.py::test_promtool_checks_the_rules_and_config_and_runs_the_rule_unit_tests",
         ],
         cwd=ROOT,
         env=env,
@@ -37,4 +39,5 @@ def test_missing_commands_skip_with_the_install_command(tmp_path):
     assert " passed" not in out and " failed" not in out and "error" not in out.lower(), out
     assert system.why_missing("nginx") in out
     assert system.why_missing("chromium") in out
+    assert system.why_missing("prometheus") in out and system.why_missing("promtool") in out
     assert "sudo apt-get install nginx" in out

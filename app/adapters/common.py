@@ -79,6 +79,7 @@ def error_response(exc: Exception, shape: Callable[[errors.ApiError], Any]) -> R
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
+    response.headers.update(error.headers)
     return response
 
 

@@ -46,6 +46,7 @@ _TYPES = {
     "overloaded": "ServiceUnavailableException",
     "timeout": "RequestTimeoutException",
     "request_timeout": "RequestTimeoutException",
+    "rate_limited": "TooManyRequestsException",
     "internal": "InternalServerException",
 }
 

@@ -12,16 +12,27 @@ Policy (docs/MIGRATING.md; ../shared/PROTOCOLS.md section 2 has TorchServe's rul
   `{"0": ["n01440764", "tench"]}` or the legacy `{"object_type_names": [...]}`).
 - The handler's Python is never imported; wanwu preprocesses as TorchServe's stock
   `image_classifier` does (IMAGE_CLASSIFIER_INPUT), which is what a custom handler must match.
+  That is resize 256, whatever torchvision's weights of the same architecture say (232 for
+  resnet50's V2): the archive's model was served, and so judged, with TorchServe's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from app import sniff
+from app.artifact import sha256_file
+from app.export.request import ExportError
+from app.export.sources import Loaded, load_torchscript
+from app.labels import LabelError, read_labels
+
+log = logging.getLogger("wanwu.export")
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 LABELS = "index_to_name.json"
@@ -81,6 +92,10 @@ class MarArchive:
 def read_mar(path: str | Path) -> MarArchive:
     """Open and check a .mar; raise MarError naming what is wrong and how to fix it."""
     path = Path(path)
+    if not path.is_file():
+        raise MarError(f"TorchServe archive {path} not found")
+    if sniff.kind(path) in ("torchscript", "pt2", "state_dict"):
+        raise MarError(f"{path} is not a TorchServe archive: {sniff.hint(path)}")
     if not zipfile.is_zipfile(path):
         raise MarError(
             f"{path} is not a .mar (zip) archive. A tgz or no-archive export: rebuild it with "
@@ -110,7 +125,7 @@ def read_mar(path: str | Path) -> MarArchive:
         if info.file_size > MAX_MODEL_BYTES:
             raise MarError(f"{path}: {serialized} unpacks to {info.file_size} bytes; too large.")
         with archive.open(serialized) as member:
-            torchscript = _is_torchscript(member)
+            torchscript = sniff.is_torchscript(member)
         if not torchscript:
             raise MarError(f"{path}: {serialized} is not a TorchScript file. {_CONVERT}")
         if LABELS in members and members[LABELS].file_size > MAX_METADATA_BYTES:
@@ -138,11 +153,38 @@ def _json(
         raise MarError(f"{path}: {name} is not valid JSON ({exc}).") from None
 
 
-def _is_torchscript(member: IO[bytes]) -> bool:
-    """TorchScript files are zips with code/ and constants.pkl; a state_dict has neither."""
-    # Read as a zip in place (zip members are seekable): nothing is loaded whole.
-    if not zipfile.is_zipfile(member):
-        return False
-    with zipfile.ZipFile(member) as inner:
-        names = inner.namelist()
-    return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)
+def load(path: Path, workdir: Path) -> Loaded:
+    """The archive's TorchScript model, name and labels, with the image_classifier's input.
+
+    The model is copied out to `workdir`, which must outlive the export.
+    """
+    try:
+        archive = read_mar(path)
+    except MarError as exc:
+        raise ExportError(str(exc)) from None
+    if archive.handler not in STOCK_HANDLERS:
+        log.warning(
+            "%s uses the handler %r, which is not run: wanwu preprocesses as TorchServe's "
+            "image_classifier does (or as --resize/--crop/--mean/--std say)",
+            path,
+            archive.handler,
+        )
+    model = workdir / archive.serialized_file
+    archive.save_model(model)
+    labels = None
+    if archive.labels_file is not None:
+        archive.save_labels(workdir / archive.labels_file)
+        try:
+            labels = read_labels(workdir / archive.labels_file)
+        except LabelError as exc:
+            raise ExportError(f"{path}: {exc}") from None
+    loaded = load_torchscript(model)
+    loaded.provenance = {
+        "source": f"torchserve-archive:{path.name}",
+        "sha256": sha256_file(path),
+        "kind": "torchserve-archive",
+        "archive_version": archive.version,
+        "trained": True,
+    }
+    loaded.input, loaded.labels, loaded.name = dict(IMAGE_CLASSIFIER_INPUT), labels, archive.name
+    return loaded

@@ -1,0 +1,28 @@
+"""Export an image classifier as a wanwu artifact (TorchScript or .pt2) plus its manifest.
+
+`python -m app.export --help` (app/export/cli.py) says what it takes. The library:
+`ExportRequest` (request.py) is one export, validated once; `export(request)` (library.py)
+loads it from its source (sources.py: torchvision, TorchScript; ecosystem.py: timm, Hugging
+Face, factories; mar.py: TorchServe archives), checks it and writes it (formats.py).
+"""
+
+from app.export.library import export
+from app.export.request import ExportError, ExportRequest
+from app.export.sources import architectures, build_model, official_weights
+
+__all__ = [
+    "ExportError",
+    "ExportRequest",
+    "architectures",
+    "build_model",
+    "export",
+    "main",
+    "official_weights",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.export`, in-process (see app.export.cli)."""
+    from app.export import cli
+
+    return cli.main(argv)

@@ -1,0 +1,249 @@
+"""Where an exported model comes from: each source gives an eval-mode module and its record.
+
+`load(request, workdir)` picks the source: torchvision (here), timm, Hugging Face and
+importable factories (`app.export.ecosystem`), a TorchScript file (here) or a TorchServe
+archive (`app.export.mar`). Each returns a `Loaded`: the module, where its weights came from
+(`provenance`: source, sha256, kind, trained), and what it knows of its preprocessing, labels
+and score function. Weights files are read with `weights_only=True`: nothing is unpickled
+that could run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision import models
+
+from app import sniff
+from app.artifact import sha256_file
+from app.export.request import DEFAULT_ARCH, ExportError, ExportRequest
+
+log = logging.getLogger("wanwu.export")
+
+RANDOM_SEED = 0
+_HASH_IN_URL = re.compile(r"-([0-9a-f]{6,})\.[a-z]+$")
+
+
+@dataclass
+class Loaded:
+    """A model ready to export, and what its source says about it."""
+
+    module: torch.nn.Module
+    provenance: dict[str, Any]  # source, sha256, kind, trained (+ official, archive_version)
+    arch: str | None = None
+    input: dict[str, Any] | None = None  # the source's preprocessing; None: must be given
+    labels: list[str] | None = None  # English labels the source carries, in class order
+    name: str | None = None  # the name the source gives the model
+    scores: str = "softmax"  # softmax (one class per image) or sigmoid (multi-label)
+    file: Path | None = None  # a TorchScript file to copy as it is, instead of tracing
+
+
+def load(request: ExportRequest, workdir: Path) -> Loaded:
+    """Build or load the model `request` names; temporary files go to `workdir`."""
+    from app.export import ecosystem, mar
+
+    if request.from_mar is not None:
+        return mar.load(request.from_mar, workdir)
+    if request.from_hf is not None:
+        return ecosystem.huggingface(request.from_hf)
+    if request.torchscript is not None:
+        loaded = load_torchscript(request.torchscript)
+        loaded.arch = request.arch and check_arch(request.arch)
+        return loaded
+    arch = request.arch or DEFAULT_ARCH
+    weights = request.weights or "DEFAULT"
+    if arch.startswith("timm:"):
+        return ecosystem.timm_model(arch.removeprefix("timm:"), weights)
+    if ":" in arch:
+        return ecosystem.factory(arch, request.weights)
+    module, provenance = build_model(arch, weights)
+    return Loaded(module, provenance, arch, default_input(arch, provenance.get("official")))
+
+
+# -- torchvision ----------------------------------------------------------------------------------
+
+
+def architectures() -> list[str]:
+    """Every image-classification architecture torchvision.models builds."""
+    return sorted(models.list_models(module=models))
+
+
+def check_arch(arch: str) -> str:
+    """Return `arch` if torchvision builds it, else fail listing the ones it does."""
+    if arch not in architectures():
+        raise ExportError(
+            f"unknown architecture {arch!r}; torchvision's classification models are: "
+            + ", ".join(architectures())
+            + " (or timm:NAME, or module.path:callable for any factory)"
+        )
+    return arch
+
+
+def build_model(
+    arch: str, weights: str | Path = "DEFAULT"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build `arch` with `weights` (DEFAULT, none or a state_dict path), in eval mode.
+
+    Returns the module and its provenance: `source`, `sha256`, `kind` (official, fine-tune
+    or random-init), `official` (the torchvision weights' name, when they are) and `trained`.
+    Download failures fall back to the seeded random init, `trained: False`.
+    """
+    check_arch(arch)
+    torch.manual_seed(RANDOM_SEED)
+    if str(weights).lower() == "none":
+        return models.get_model(arch, weights=None).eval(), random_init()
+    if str(weights).upper() == "DEFAULT":
+        return _with_default_weights(arch)
+    path = Path(weights)
+    state = read_state_dict(path)
+    with torch.device("meta"):  # shapes and names only: no memory, no random numbers drawn
+        head = list(models.get_model(arch, weights=None).state_dict())[-1]
+    kwargs = {}
+    if head in state and state[head].ndim >= 1 and state[head].shape[0] != 1000:
+        kwargs["num_classes"] = int(state[head].shape[0])
+    model = load_into(lambda: models.get_model(arch, weights=None, **kwargs), state, path, arch)
+    provenance = weights_file(path)
+    official = official_weights(arch, provenance["sha256"])
+    if official is not None:
+        return model, _official(official, f"file:{path.name}", provenance["sha256"])
+    return model, provenance
+
+
+def random_init() -> dict[str, Any]:
+    """The provenance of a seeded random init: untrained, said so."""
+    return {
+        "source": f"random-init(seed={RANDOM_SEED})",
+        "sha256": None,
+        "kind": "random-init",
+        "trained": False,
+    }
+
+
+def weights_file(path: Path) -> dict[str, Any]:
+    """The provenance of a user's weights file: a fine-tune, by its hash."""
+    return {
+        "source": f"file:{path.name}",
+        "sha256": sha256_file(path),
+        "kind": "fine-tune",
+        "trained": True,
+    }
+
+
+def _with_default_weights(arch: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    weights = models.get_model_weights(arch).DEFAULT
+    model = models.get_model(arch, weights=None)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # no network, proxy refusal, hash mismatch, ...
+        log.warning("could not download %s (%s: %s)", weights.url, type(exc).__name__, exc)
+        return model.eval(), random_init()
+    model.load_state_dict(state)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return model.eval(), _official(weights, weights.url, sha256_file(cached))
+
+
+def _official(weights: models.WeightsEnum, source: str, sha256: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "sha256": sha256,
+        "kind": "official",
+        "official": str(weights),
+        "trained": True,
+    }
+
+
+def official_weights(arch: str, sha256: str) -> models.WeightsEnum | None:
+    """The torchvision weights of `arch` whose published checksum `sha256` matches, if any."""
+    for weights in models.get_model_weights(arch):
+        match = _HASH_IN_URL.search(weights.url)
+        if match and sha256.startswith(match.group(1)):
+            return weights
+    return None
+
+
+def default_input(arch: str, weights: str | None = None) -> dict[str, Any]:
+    """Resize, crop, mean, std and interpolation of `arch`'s torchvision weights' transforms.
+
+    `weights` names the torchvision weights (e.g. ResNet50_Weights.IMAGENET1K_V1); without it,
+    the architecture's default weights (the usual starting point of a fine-tune).
+    """
+    enum = models.get_model_weights(arch)
+    chosen = enum[weights.split(".", 1)[1]] if weights else enum.DEFAULT
+    t = chosen.transforms()
+    return {
+        "resize": int(t.resize_size[0]),
+        "crop": int(t.crop_size[0]),
+        "mean": [float(m) for m in t.mean],
+        "std": [float(s) for s in t.std],
+        "interpolation": t.interpolation.value,
+    }
+
+
+# -- weights files and TorchScript ----------------------------------------------------------------
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a file: bare, under 'state_dict' or 'model', DDP prefixes removed."""
+    if not path.is_file():
+        raise ExportError(f"weights file {path} not found (or pass --weights DEFAULT or none)")
+    what = sniff.kind(path)
+    if what in ("torchscript", "mar", "pt2"):  # the right command, before torch's advice
+        raise ExportError(
+            f"--weights takes a state_dict, and {path} is not one: {sniff.hint(path)}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExportError(
+            f"cannot read {path} as a state_dict ({type(exc).__name__}: {summary(exc)}); "
+            "save one with torch.save(model.state_dict(), PATH)"
+        ) from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ExportError(f"{path} holds no state_dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_into(build: Any, state: dict[str, torch.Tensor], path: Path, arch: str) -> torch.nn.Module:
+    """`build()` a module and load `state` into it strictly, in eval mode."""
+    try:
+        model = build()
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ExportError(
+            f"the weights in {path} do not fit {arch}: {summary(exc)}. Check --arch, and that "
+            f"the file is that architecture's state_dict."
+        ) from None
+    return model.eval()
+
+
+def summary(exc: BaseException, limit: int = 600) -> str:
+    """An exception's message on one line, cut at `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def load_torchscript(path: Path) -> Loaded:
+    """Load a user's TorchScript classifier (on the CPU), to be copied as it is."""
+    if not path.is_file():
+        raise ExportError(f"TorchScript file {path} not found")
+    if sniff.kind(path) != "torchscript":
+        raise ExportError(
+            f"--torchscript takes a TorchScript file, and {path} is not one: {sniff.hint(path)}"
+        )
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise ExportError(f"cannot load {path} as TorchScript ({summary(exc)})") from None
+    provenance = {"source": f"torchscript:{path.name}", "sha256": sha256_file(path)}
+    return Loaded(module, {**provenance, "kind": "torchscript", "trained": True}, file=path)

@@ -1,0 +1,166 @@
+"""Per-caller rate limits (WANWU_RATE_LIMIT, e.g. `200/minute`), exact across Gunicorn workers.
+
+Policy: each caller (an API key, a token's subject, else the client address) may make `N`
+calls in any `period`, as a burst or spread out; the allowance refills at N per period. This
+is GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a caller's
+state is its theoretical arrival time `tat`, each call moves it `period / N` later, and a call
+that would move it more than `period` past now is refused with 429, `Retry-After` (when the
+call would be allowed) and `RateLimit-Limit/Remaining/Reset` (`Reset`: seconds until the
+allowance is whole again).
+
+Exact across workers: the table lives in an anonymous shared mapping that the Gunicorn master
+creates before it forks (as app/balance.py's board), and every update holds a POSIX record
+lock on a file the master opened. The kernel drops a record lock when its holder dies, so a
+worker killed mid-update cannot wedge its siblings (a `multiprocessing.Lock` would stay held);
+record locks do not exclude threads of one process, so a thread lock is taken first. The
+`limits` library (Flask-Limiter's) keeps its counts in one process's memory, or in Redis,
+Memcached or MongoDB: exact across forked workers only with a server beside the service, to
+run and to reach on every call. Limits here are per server (a replica), as the queue is. A
+configuration reload (HUP) makes a fresh table for the new workers: callers start again with a
+whole allowance.
+
+The table holds SLOTS callers. A caller whose allowance is whole needs no state, so its slot
+is free for reuse; a caller finding every slot of its probe run in use takes the one nearest
+to whole, whose owner is then treated as a fresh caller (it may get up to N more calls).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import math
+import mmap
+import os
+import re
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app import errors, metrics
+
+SLOTS = 1 << 16  # 1 MiB of table: 16 bytes a caller
+PROBE = 16  # slots a caller may live in, from its hash onwards
+_SLOT = struct.Struct("<Qd")  # caller fingerprint (0 = empty), tat on the monotonic clock
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `calls` calls per `period_s` seconds."""
+
+    calls: int
+    period_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """Read `N/second|minute|hour|day` (the setting's format)."""
+        match = re.fullmatch(r"([0-9]+)/(\w+)", text)
+        if not match or match.group(2) not in _PERIODS or int(match.group(1)) < 1:
+            raise ValueError(f"a rate is N/second, N/minute, N/hour or N/day; got {text!r}")
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+
+    @property
+    def interval_s(self) -> float:
+        return self.period_s / self.calls
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One call's verdict and what the RateLimit-* headers say about the caller."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # until the allowance is whole again
+    retry_after_s: int  # until the next call is allowed (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+
+
+class Limiter:
+    """GCRA state for up to SLOTS callers, shared by every process forked after it is made."""
+
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        # CLOCK_MONOTONIC is one clock for every process on the machine.
+        self._clock = clock
+        self._table = mmap.mmap(-1, SLOTS * _SLOT.size)  # MAP_SHARED, zeroed: all slots empty
+        with tempfile.TemporaryFile(prefix="wanwu-ratelimit-") as f:
+            self._lock_fd = os.dup(f.fileno())  # the file lives on while this descriptor does
+        self._thread_lock = threading.Lock()
+
+    def hit(self, caller: str) -> Decision:
+        """Count one call by `caller` if its allowance has room; say what it may do next."""
+        digest = hashlib.blake2b(caller.encode(), digest_size=8).digest()
+        fingerprint = int.from_bytes(digest, "little") or 1
+        with self._thread_lock:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                now = self._clock()
+                slot, tat = self._find(fingerprint, now)
+                return self._decide(slot, fingerprint, max(tat, now), now)
+            finally:
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
+
+    def _find(self, fingerprint: int, now: float) -> tuple[int, float]:
+        """The caller's slot and tat; else a free slot (or the one nearest whole) and `now`."""
+        start = fingerprint % SLOTS
+        spare, spare_tat = start, math.inf
+        for step in range(PROBE):
+            slot = (start + step) % SLOTS
+            owner, tat = _SLOT.unpack_from(self._table, slot * _SLOT.size)
+            if owner == fingerprint:
+                return slot, tat
+            if owner == 0 or tat <= now:  # empty, or its caller's allowance is whole again
+                tat = -math.inf
+            if tat < spare_tat:
+                spare, spare_tat = slot, tat
+        return spare, now
+
+    def _decide(self, slot: int, fingerprint: int, tat: float, now: float) -> Decision:
+        rate, after = self.rate, tat + self.rate.interval_s
+        if after - now > rate.period_s + 1e-9:  # the call would overdraw the allowance
+            remaining, wait = 0, after - now - rate.period_s
+            reset = tat - now
+            allowed = False
+        else:
+            _SLOT.pack_into(self._table, slot * _SLOT.size, fingerprint, after)
+            remaining = int((rate.period_s - (after - now)) / rate.interval_s + 1e-9)
+            wait, reset, allowed = 0.0, after - now, True
+        return Decision(allowed, rate.calls, remaining, math.ceil(reset), math.ceil(wait))
+
+
+limiter: Limiter | None = None
+
+
+def install(rate_limit: str) -> None:
+    """Create the shared table in the Gunicorn master, before any worker is forked ('' = off)."""
+    global limiter
+    limiter = Limiter(Rate.parse(rate_limit)) if rate_limit else None
+
+
+def check(rate_limit: str, caller: str) -> None:
+    """Count a call by `caller`; raise RateLimited (429) when it has used its allowance.
+
+    Outside Gunicorn (one process: tests, `flask run`) the table is made on first use.
+    """
+    if not rate_limit:
+        return
+    if limiter is None or limiter.rate != Rate.parse(rate_limit):
+        install(rate_limit)
+    decision = limiter.hit(caller)
+    if not decision.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise errors.RateLimited(
+            f"Rate limit of {rate_limit} exceeded; retry in {decision.retry_after_s} s.",
+            retry_after=decision.retry_after_s,
+            headers=decision.headers(),
+        )

@@ -1,0 +1,173 @@
+"""Per-caller rate limits (app/ratelimit.py): GCRA, shared across forked processes and
+Gunicorn workers, 429 with Retry-After and RateLimit-* on every protocol."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.sharedctypes import Synchronized
+
+import pytest
+import requests
+
+from app.ratelimit import Limiter, Rate
+from benchkit.images import image_bytes
+from benchkit.server import GunicornServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_parses_the_setting_and_refuses_other_text():
+    assert Rate.parse("200/minute") == Rate(200, 60)
+    assert Rate.parse("1/day").interval_s == 86400
+    for bad in ("0/minute", "200/fortnight", "200", "/minute"):
+        with pytest.raises(ValueError, match="N/second"):
+            Rate.parse(bad)
+
+
+def test_a_caller_gets_its_allowance_at_once_then_one_call_per_interval():
+    clock = Clock()
+    limiter = Limiter(Rate.parse("3/minute"), clock)
+    first = [limiter.hit("alice") for _ in range(4)]
+    assert [d.allowed for d in first] == [True, True, True, False]
+    assert [d.remaining for d in first] == [2, 1, 0, 0]
+    refused = first[-1]
+    assert refused.retry_after_s == 20 and refused.reset_s == 60
+    assert refused.headers() == {
+        "RateLimit-Limit": "3",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "60",
+    }
+    assert limiter.hit("bob").allowed  # another caller has its own allowance
+    clock.now += 19.9
+    assert not limiter.hit("alice").allowed
+    clock.now += 0.1  # one interval (60 s / 3) after the third call: one more call
+    assert limiter.hit("alice").allowed and not limiter.hit("alice").allowed
+    clock.now += 60  # idle a whole period: the allowance is whole again
+    assert [limiter.hit("alice").allowed for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_full_table_reuses_slots_whose_allowance_is_whole(monkeypatch):
+    from app import ratelimit
+
+    monkeypatch.setattr(ratelimit, "SLOTS", 4)
+    monkeypatch.setattr(ratelimit, "PROBE", 4)
+    clock = Clock()
+    limiter = Limiter(Rate.parse("1/minute"), clock)
+    assert all(limiter.hit(f"c{n}").allowed for n in range(4))  # every slot taken
+    assert not limiter.hit("c0").allowed  # c0 is still remembered
+    clock.now += 60  # every allowance whole: their slots are free again
+    assert all(limiter.hit(f"d{n}").allowed for n in range(4))
+    assert all(not limiter.hit(f"d{n}").allowed for n in range(4))
+
+
+def _hammer(limiter: Limiter, calls: int, allowed: Synchronized) -> None:
+    allowed.value = sum(limiter.hit("shared").allowed for _ in range(calls))
+
+
+def test_forked_processes_share_one_exact_count():
+    """Four processes race 100 calls each for one caller allowed 150: exactly 150 pass."""
+    limiter = Limiter(Rate.parse("150/hour"))
+    fork = multiprocessing.get_context("fork")
+    counts = [fork.Value("i", -1) for _ in range(4)]
+    procs = [fork.Process(target=_hammer, args=(limiter, 100, c)) for c in counts]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert sum(c.value for c in counts) == 150
+    assert not limiter.hit("shared").allowed
+
+
+def test_every_protocol_draws_on_one_allowance_and_answers_429(start_app):
+    app = start_app(rate_limit="3/hour")
+    client = app.test_client()
+    image = image_bytes(size=(32, 32))
+    calls = {
+        "/predict": lambda: client.post("/predict", data=image, content_type="image/jpeg"),
+        "/predictions": lambda: client.post("/predictions/tiny", data=image),
+        "/v2 infer": lambda: client.post(
+            "/v2/models/tiny/infer",
+            json={"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [""]}]},
+        ),
+    }
+    assert [call().status_code for call in calls.values()] == [200, 200, 400]  # 3 calls
+    for protocol, call in calls.items():
+        response = call()
+        assert response.status_code == 429, protocol
+        assert "3/hour" in response.get_data(as_text=True), protocol
+        assert response.headers["Retry-After"] == "1200"
+        assert response.headers["RateLimit-Limit"] == "3"
+        assert response.headers["RateLimit-Remaining"] == "0"
+        assert 0 < int(response.headers["RateLimit-Reset"]) <= 3600
+    assert client.get("/healthz").status_code == 200  # health and metadata are not counted
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert "wanwu_rate_limited_total 3.0" in scraped
+
+
+def test_each_api_key_has_its_own_allowance(start_app):
+    client = start_app(rate_limit="2/hour", api_keys=("k1", "k2")).test_client()
+
+    def status(key: str) -> int:
+        return client.post("/predict", headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert [status("k1") for _ in range(3)] == [400, 400, 429]  # no image, but counted
+    assert [status("k2") for _ in range(3)] == [400, 400, 429]
+    assert status("nope") == 401  # refused before it could draw on anyone's allowance
+
+
+@pytest.mark.integration
+def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
+    """2x the limit through two real workers gets exactly `limit` 429s: key a's calls through
+    one worker use its allowance up for the other; key b's race through both at once."""
+    limit = 12
+    image = image_bytes(size=(64, 64))
+    with GunicornServer(
+        tmp_path, workers=2, model=tiny_model_path, rate_limit=f"{limit}/day", api_keys="a,b"
+    ) as server:
+        by_worker: dict[int, requests.Session] = {}
+        sessions = []
+        while len(by_worker) < 2 and len(sessions) < 40:
+            # A kept-alive connection stays on the worker that accepted it; app.balance gives
+            # new connections to the worker holding fewer.
+            session = requests.Session()
+            sessions.append(session)
+            pid = session.get(f"{server.url}/v1/model", timeout=30).json()["worker"]["pid"]
+            by_worker.setdefault(pid, session)
+        assert len(by_worker) == 2, "no connection landed on the second worker"
+        (pid_a, first), (pid_b, second) = by_worker.items()
+
+        def predict(session: requests.Session, key: str) -> requests.Response:
+            return session.post(
+                f"{server.url}/predict",
+                data=image,
+                headers={"Content-Type": "image/jpeg", "Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+
+        through_a = [predict(first, "a") for _ in range(limit)]
+        through_b = [predict(second, "a") for _ in range(limit)]
+        with ThreadPoolExecutor(2) as pool:
+            racing = pool.map(
+                lambda s: [predict(s, "b").status_code for _ in range(limit)], by_worker.values()
+            )
+            raced = [code for codes in racing for code in codes]
+        # Every connection stayed where it was: each worker saw its half.
+        assert first.get(f"{server.url}/v1/model", timeout=30).json()["worker"]["pid"] == pid_a
+        assert second.get(f"{server.url}/v1/model", timeout=30).json()["worker"]["pid"] == pid_b
+        text = requests.get(f"{server.url}/metrics", timeout=30).text
+        for session in sessions:
+            session.close()
+    assert [r.status_code for r in through_a] == [200] * limit
+    assert [r.status_code for r in through_b] == [429] * limit
+    assert {r.headers["RateLimit-Remaining"] for r in through_b} == {"0"}
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in through_b)
+    assert sorted(raced) == [200] * limit + [429] * limit
+    assert f"wanwu_rate_limited_total {float(2 * limit)}" in text
