@@ -15,7 +15,7 @@ DIGITS  := models/digits.pt
 # With WANWU_MODEL set, serve that model and build no other; a missing one is named at start-up.
 SERVED  := $(if $(WANWU_MODEL),,$(MODEL))
 
-.PHONY: serve demo demo-digits test lint loadtest clean
+.PHONY: serve serve-int8 demo demo-digits test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -25,6 +25,19 @@ RESULTS    ?= results/loadtest
 
 serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
+
+# int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
+# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of them; built once, then served.
+INT8          ?= models/resnet18-int8.pt2
+MIN_AGREEMENT ?= 0.9
+
+serve-int8: $(STAMP) $(INT8)  ## serve the default model in int8 (first run: CALIBRATE=DIR)
+	WANWU_MODEL=$(INT8) $(BIN)/gunicorn -c gunicorn.conf.py
+
+$(INT8): | $(STAMP)
+	@test -n "$(CALIBRATE)" || { echo "make serve-int8: set CALIBRATE=DIR, a folder of photos like those it will serve"; exit 2; }
+	$(BIN)/python -m app.export --precision int8 --calibrate $(CALIBRATE) \
+		--min-agreement $(MIN_AGREEMENT) --out $(INT8)
 
 demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
 	@url="http://$${WANWU_BIND:-0.0.0.0:8000}"; case "$$url" in http://0.0.0.0:*|http://\[::\]:*) \

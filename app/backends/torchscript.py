@@ -17,6 +17,7 @@ class TorchScriptBackend:
     format = "torchscript"
     runtime = "torchscript"
     platform = "pytorch_torchscript"
+    runner = "torchscript"
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
