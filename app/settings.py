@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import glob
 import ipaddress
 import os
@@ -282,6 +283,9 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        # The CPUs are counted once, where the settings are read (the Gunicorn master): a
+        # worker, pinned to its own CPUs, would otherwise count its share as the machine's.
+        object.__setattr__(self, "_cpus", usable_cpus())
         for f in dataclasses.fields(self):
             rule, value = f.metadata["rule"], getattr(self, f.name)
             if rule is not None and not rule.holds(value):
@@ -327,12 +331,12 @@ class Settings:
             return self.workers
         if uses_gpu(self.device):
             return 1 if ":" in self.device else max(1, visible_gpus())
-        return usable_cpus()
+        return self._cpus
 
     @property
     def torch_threads(self) -> int:
         """Intra-op threads each worker runs with."""
-        return self.threads or max(1, usable_cpus() // self.worker_processes)
+        return self.threads or max(1, self._cpus // self.worker_processes)
 
     @property
     def request_threads(self) -> int:
@@ -372,6 +376,36 @@ class Settings:
             for f in dataclasses.fields(self)
             if not f.metadata.get("secret")
         }
+
+
+# WANWU_* variables that are not service settings: the tools' own, and the metrics directory
+# bookkeeping gunicorn.conf.py keeps across a reload.
+TOOL_VARIABLES = frozenset(
+    {
+        "WANWU_LOADTEST_IMAGES",
+        "WANWU_TEST_MODEL",
+        "WANWU_METRICS_DIR_OWNER",
+        "WANWU_METRICS_DIR_CREATED",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per WANWU_* variable that names no setting, with the closest that does.
+
+    A misspelt setting would otherwise be silently ignored and its default used.
+    """
+    environ = os.environ if environ is None else environ
+    known = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("WANWU_") or name in known or name in TOOL_VARIABLES:
+            continue
+        # Compare what follows the shared prefix, or every name would look alike.
+        close = difflib.get_close_matches(name[6:], [k[6:] for k in known], n=1, cutoff=0.6)
+        hint = f"did you mean WANWU_{close[0]}?" if close else "the README's Settings lists them"
+        warnings.append(f"{name} is not a wanwu setting and is ignored; {hint}")
+    return warnings
 
 
 def _format(value: Any) -> str:

@@ -6,7 +6,6 @@ import argparse
 import multiprocessing
 import os
 import platform
-import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL, Settings, usable_cpus
@@ -78,12 +78,17 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
     return [(p.name, p.read_bytes()) for p in files[:limit]]
 
 
+def histogram(url: str, name: str) -> tuple[float, float]:
+    """Sum and count of one of the service's (unlabelled) Prometheus histograms so far."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == name)
+    values = {sample.name: sample.value for sample in family.samples}
+    return values[f"{name}_sum"], values[f"{name}_count"]
+
+
 def batch_stats(url: str) -> tuple[float, float]:
     """(images, passes) served so far: sum and count of the wanwu_batch_size histogram."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    total = float(re.search(r"^wanwu_batch_size_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(r"^wanwu_batch_size_count (\S+)", text, re.M).group(1))
-    return total, count
+    return histogram(url, "wanwu_batch_size")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -63,10 +63,10 @@ def failures(records: list[Record] | tuple[Record, ...]) -> str:
     return ", ".join(f"{status} x{n}" for status, n in counts.items()) or "0"
 
 
-def measure(make: MakeRequest, clients: int, seconds: float) -> Row:
-    """Closed-loop load from `clients` for `seconds`; only 200s count towards rate and latency."""
+def measure(make: MakeRequest, clients: int, seconds: float, processes: int = 1) -> Row:
+    """Closed-loop load from `clients` (in `processes`) for `seconds`; only 200s count."""
     began = time.monotonic()
-    records = closed_loop(make, clients, seconds)
+    records = closed_loop(make, clients, seconds, processes)
     elapsed = time.monotonic() - began
     ok = [r.latency * 1000 for r in records if r.status == 200]
     p50, p90, p99 = (percentile(ok, q) for q in (50, 90, 99))

@@ -3,6 +3,8 @@
 Mix (weights): single-image multipart 5, raw body 3, three images in one request 1, bad
 input 1 (each bad request must get its documented status and JSON error code to count as a
 success). A 503 with Retry-After is counted as a failure: it means the run exceeded capacity.
+Each user first reads the served model from /v1/model, so that raw requests ask only for its
+languages and at most its number of classes: the mix runs against any model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class ClassifyingUser(HttpUser):
     """A client that classifies photos with a short think time."""
 
     wait_time = between(0.05, 0.3)
+    languages: list[str] = ["en"]
+    topk = 1
+
+    def on_start(self) -> None:
+        model = self.client.get("/v1/model").json()
+        self.languages, self.topk = model["languages"], min(5, model["classes"])
 
     def _check(self, response, status: int = 200, code: str | None = None) -> None:
         if response.status_code != status:
@@ -51,9 +59,9 @@ class ClassifyingUser(HttpUser):
     @task(3)
     def raw_body(self) -> None:
         _, data, ctype = random.choice(IMAGES)
-        lang = random.choice(["en", "zh"])
+        lang = random.choice(self.languages)
         with self.client.post(
-            f"/predict?lang={lang}&topk=5",
+            f"/predict?lang={lang}&topk={self.topk}",
             data=data,
             headers={"Content-Type": ctype},
             name="/predict [raw]",

@@ -3,18 +3,25 @@
 
 Starts real Gunicorn (gunicorn.conf.py) with the given WANWU_* settings, drives closed-loop
 load with real JPEGs (raw-body POSTs, one image each) at each concurrency, and reports
-images/s, p50/p90/p99 latency, mean batch size (from /metrics) and per-worker memory. In the
+images/s, p50/p90/p99 latency, mean batch size (from /metrics), the server's CPU ms and its
+forward passes' ms per image (where the time goes) and per-worker memory. In the
 same run it measures, in fresh processes, the model-only ceiling (best images/s at batch sizes
 up to WANWU_MAX_BATCH, all usable CPUs) and one unbatched pass plus decode, and prints the
-service's ratio to each.
+service's ratio to each. A second ceiling runs the service's own layout model-only: one fresh
+process per worker, each with the worker's threads, all at once (their images/s summed); on a
+loaded machine a pass whose threads wait for each other at every barrier stalls, so the
+all-CPUs figure can fall below what the workers' layout does.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from app import imaging, memory, runtime
@@ -25,13 +32,29 @@ from benchkit.bench import (
     add_server_arguments,
     batch_stats,
     header,
+    histogram,
     in_fresh_process,
     load_images,
     server_settings,
     start_server,
 )
-from benchkit.measure import measure, settle
+from benchkit.measure import cpu_seconds, measure, settle
 from benchkit.timing import best_rate
+
+# Where an image's time goes: the workers' forward passes (wall time of each pass, summed over
+# workers, per image served) beside the server's CPU time per image (decoding, HTTP, launches).
+PASS = "wanwu_inference_seconds"
+
+
+def layout_ceiling(model: Path, settings: Settings, precision: str) -> float:
+    """Model-only images/s of the workers' layout: one process per worker, all at once."""
+    device = str(runtime.planned_device(settings.device))
+    batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b <= settings.max_batch]
+    args = (model, precision, settings.cpu_fusion, settings.torch_threads, batches, device)
+    workers = settings.worker_processes
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return sum(f.result() for f in [pool.submit(best_rate, *args) for _ in range(workers)])
 
 
 def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[float, float]:
@@ -50,6 +73,12 @@ def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[f
     return best, (single + statistics.median(decode_times)) * 1000
 
 
+def generator_cpu() -> float:
+    """CPU seconds of this process and of its finished load-generator processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,6 +86,13 @@ def main() -> int:
     add_server_arguments(parser)
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=20, help="load per concurrency level")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the clients over this many load-generator processes (one Python process "
+        "sends a few thousand requests/s at most)",
+    )
     args = parser.parse_args()
     settings = server_settings(args.set)
     images = load_images(args.images)
@@ -77,29 +113,39 @@ def main() -> int:
         f"- model-only ceiling ({usable_cpus()} threads, best batch "
         f"<= {settings.max_batch}, same device and precision): {ceiling:.1f} images/s"
     )
+    layout = layout_ceiling(args.model, settings, precision)
+    print(
+        f"- model-only ceiling in the workers' layout ({settings.worker_processes} processes x "
+        f"{settings.torch_threads} threads at once): {layout:.1f} images/s"
+    )
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
     print(
-        "\n| clients | images/s | vs ceiling | p50 ms | p90 ms | p99 ms | mean batch "
-        "| load generator CPU | errors |"
+        "\n| clients | images/s | vs ceiling | vs layout | p50 ms | p90 ms | p99 ms | mean batch "
+        "| server CPU ms/image | pass ms/image | load generator CPU | errors |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with start_server(args.model, args.set) as srv:
         make = srv.make(images)
         settle(make)
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            before, client_cpu = batch_stats(srv.url), time.process_time()
-            row = measure(make, concurrency, args.seconds)
-            client_share = (time.process_time() - client_cpu) / row.seconds / usable_cpus()
+            before, client_cpu = batch_stats(srv.url), generator_cpu()
+            server_cpu, passes = cpu_seconds(srv.pid), histogram(srv.url, PASS)[0]
+            row = measure(make, concurrency, args.seconds, args.client_processes)
+            client_share = (generator_cpu() - client_cpu) / row.seconds / usable_cpus()
             after = batch_stats(srv.url)
+            images = max(1.0, after[0] - before[0])
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            server_ms = (cpu_seconds(srv.pid) - server_cpu) * 1000 / images
+            pass_ms = (histogram(srv.url, PASS)[0] - passes) * 1000 / images
             print(
                 f"| {concurrency} | {row.rate:.1f} | {100 * row.rate / ceiling:.0f} % | "
+                f"{100 * row.rate / layout:.0f} % | "
                 f"{row.p50:.1f} | {row.p90:.1f} | {row.p99:.1f} | {mean_batch:.2f} | "
-                f"{100 * client_share:.0f} % | {row.errors} |",
+                f"{server_ms:.2f} | {pass_ms:.2f} | {100 * client_share:.0f} % | {row.errors} |",
                 flush=True,
             )
             if concurrency == 1:
-                print(f"|   | c=1 p50 vs one pass + decode: {row.p50 / single_ms:.2f}x ||||||||")
+                print(f"|   | c=1 p50 vs one pass + decode: {row.p50 / single_ms:.2f}x |||||||||||")
         pids = srv.worker_pids()
         memories = [memory.smaps_rollup(pid) for pid in pids]
     print(

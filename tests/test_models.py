@@ -76,7 +76,7 @@ def test_model_description_page_and_metrics_name_the_model(start_app, two_classe
     assert info["name"] == "catdog" and info["classes"] == 2 and info["languages"] == ["en"]
     assert "labels" not in info["manifest"] and info["manifest"]["num_classes"] == 2
     document = client.get("/openapi.json").get_json()
-    assert "Model catdog (TorchScript, 2 classes" in document["info"]["description"]
+    assert "Model catdog (torchscript, 2 classes" in document["info"]["description"]
     assert document["components"]["schemas"]["Prediction"]["properties"]["index"]["maximum"] == 1
     page = client.get("/").get_data(as_text=True)
     assert "catdog · 2 classes ·" in page and 'data-languages="en"' in page

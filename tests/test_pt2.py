@@ -7,8 +7,14 @@ test model are compiled once and kept in pytest's cache, keyed by everything tha
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +22,7 @@ import pytest
 import requests
 import torch
 
-from app import create_app, imaging, pt2
+from app import aoti, create_app, imaging, pt2
 from app.artifact import read_manifest, write_manifest
 from app.engine import Engine
 from app.model import Classifier
@@ -33,8 +39,12 @@ CALIBRATION_IMAGES = 24
 def _cache_key() -> str:
     """What shapes the packages: torch, the build code, the tiny model, the fixture's choices."""
     digest = hashlib.sha256(f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES}".encode())
-    for source in ("app/pt2.py", "app/imaging.py", "tests/conftest.py"):
+    for source in ("app/imaging.py", "tests/conftest.py"):
         digest.update((ROOT / source).read_bytes())
+    # The build code only: serving changes to app/pt2.py do not recompile.
+    builders = (pt2._ReLU, pt2.own_relus, pt2.calibration_set, pt2._quantize, pt2.compile_package)
+    for builder in builders:
+        digest.update(inspect.getsource(builder).encode())
     return digest.hexdigest()[:16]
 
 
@@ -149,6 +159,7 @@ def test_in_process_app_serves_a_package(packages):
             "int8",
             "aotinductor",
         )
+        assert info["runner"] == "ctypes"
         assert client.get("/models/tiny").get_json()[0]["runtime"] == "aotinductor"
         assert client.get("/v2/models/tiny").get_json()["platform"] == "pytorch_pt2"
         response = client.post("/predict", data=image_bytes(), content_type="image/jpeg")
@@ -164,6 +175,8 @@ def test_export_options_are_checked_before_any_work():
         main(["--precision", "int8"])  # no --calibrate
     with pytest.raises(SystemExit):
         main(["--precision", "bf16"])  # TorchScript is exported in fp32
+    with pytest.raises(SystemExit):
+        main(["--precision", "int8", "--calibrate", ".", "--min-agreement", "90"])  # a fraction
 
 
 @pytest.mark.integration
@@ -173,7 +186,8 @@ def test_gunicorn_serves_an_int8_package_from_the_master(packages, tmp_path):
         for _ in range(40):
             info = requests.get(f"{srv.url}/v1/model", timeout=10).json()
             infos[info["worker"]["pid"]] = info
-        assert {(i["format"], i["precision"]) for i in infos.values()} == {("pt2", "int8")}
+        runs = {(i["format"], i["precision"], i["runner"]) for i in infos.values()}
+        assert runs == {("pt2", "int8", "ctypes")}  # each worker's self-check passed after fork
         assert all(i["worker"]["torch_threads"] == 1 for i in infos.values())
         data = image_bytes(seed=3)
 
@@ -220,3 +234,148 @@ def test_a_conflicting_precision_stops_start_up_with_the_fix(packages, tmp_path)
     )
     with pytest.raises(RuntimeError, match="WANWU_PRECISION=bf16 conflicts"):
         srv.start(timeout=60)
+
+
+# -- the GIL-free runner (app/aoti.py) and int8 agreement -------------------------------------
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def test_the_gil_free_runner_answers_exactly_as_torchs_loader(packages):
+    for precision in ("fp32", "int8"):
+        package = pt2.Package(packages[precision], read_manifest(packages[precision]))
+        package.load()
+        assert package.runner == "unchecked"  # the first call decides, in the worker
+        loader = torch._inductor.aoti_load_package(str(packages[precision]))
+        for n in (1, 3, MAX_BATCH):
+            x = channels_last(batch_of(n))
+            assert torch.equal(package(x), loader(x))
+        assert package.runner == "ctypes"
+
+
+def test_the_gil_free_runner_refuses_input_it_was_not_compiled_for(packages):
+    runner = aoti.Runner(packages["int8"], INPUT_SPEC["crop"], torch.float32, MAX_BATCH)
+    crop = INPUT_SPEC["crop"]
+    good = channels_last(batch_of(2))
+    assert runner(good).shape == (2, 1000)
+    for bad in (
+        good.contiguous(),  # right shape, wrong strides
+        good.double(),
+        channels_last(torch.zeros(2, 3, 32, 32)),
+        channels_last(torch.zeros(MAX_BATCH + 1, 3, crop, crop)),
+        channels_last(torch.zeros(0, 3, crop, crop)),
+        torch.zeros(3, crop, crop),
+    ):
+        with pytest.raises(ValueError, match="takes channels-last"):
+            runner(bad)
+
+
+def without_symbol(source: Path, path: Path, symbol: bytes) -> None:
+    """Copy the package `source` to `path` with `symbol` renamed in its .so, as if never built."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as copy:
+        for info in original.infolist():
+            data = original.read(info)
+            if info.filename.endswith(".so"):
+                assert symbol + b"\0" in data
+                data = data.replace(symbol + b"\0", symbol[:-1] + b"_\0")
+            copy.writestr(info, data)
+    manifest_like(source, path)
+
+
+def test_a_package_the_runner_cannot_run_is_served_by_torchs_loader_and_says_so(
+    packages, tmp_path, caplog
+):
+    path = tmp_path / "older.pt2"
+    without_symbol(packages["int8"], path, b"AOTInductorGetLastError")  # torch's loader copes
+    settings = make_settings(path, max_batch=MAX_BATCH)
+    with caplog.at_level(logging.WARNING, logger="app.pt2"):
+        engine = Engine(Classifier.load(settings.model), settings)
+    assert "lacks AOTInductorGetLastError" in caplog.text and "holds the GIL" in caplog.text
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(60)
+        client = create_app(settings, engine).test_client()
+        assert client.get("/v1/model").get_json()["runner"] == "torch"
+        response = client.post("/predict", data=image_bytes(), content_type="image/jpeg")
+        assert response.status_code == 200 and len(response.get_json()["predictions"]) == 3
+    finally:
+        engine.stop(10)
+
+
+def wakeups_while(call: Callable[[], object], seconds: float = 0.5) -> int:
+    """How often a thread sleeping 1 ms at a time woke while `call` ran back to back.
+
+    The switch interval is raised so that the interpreter never hands the GIL over between
+    two calls: the probe then runs only while a call has released the GIL itself.
+    """
+    stop, wakeups = threading.Event(), [0]
+
+    def probe() -> None:
+        while not stop.is_set():
+            time.sleep(0.001)
+            wakeups[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            call()
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        thread.join()
+    return wakeups[0]
+
+
+def test_the_gil_free_runner_lets_other_threads_run_during_a_pass(packages):
+    package = pt2.Package(packages["int8"], read_manifest(packages["int8"]))
+    package.load()
+    x = channels_last(batch_of(MAX_BATCH))
+    package(x)
+    assert package.runner == "ctypes"
+    loader = torch._inductor.aoti_load_package(str(packages["int8"]))
+    loader(x)
+    held = wakeups_while(lambda: loader(x))
+    released = wakeups_while(lambda: package(x))
+    # Sleeping 1 ms at a time, the probe wakes a few hundred times in 0.5 s when it can run.
+    # torch's loader let it wake about once here, and 20 times in a session that had just
+    # compiled the packages (cause not traced): hence a ratio, not an absolute count.
+    assert released > 4 * max(held, 1), (held, released)
+
+
+class NearTie(torch.nn.Module):
+    """Two classes whose weights differ by less than half an int8 step: fp32 always answers
+    class 1 (its logit is larger by 0.001 x a positive feature), int8 sees an exact tie (0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, kernel_size=16, stride=16)
+        self.fc = torch.nn.Linear(8, 2)
+        with torch.no_grad():
+            self.conv.bias[7] = 1.0  # feature 7 stays positive
+            row = torch.tensor([0.5, 0.3, -0.2, 0.1, 0.4, -0.3, 0.2, 0.0])  # int8 step 0.5/127
+            self.fc.weight.copy_(torch.stack([row, row + torch.eye(8)[7] * 1e-3]))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1))
+        return self.fc(torch.flatten(features, 1))
+
+
+def test_an_int8_package_that_disagrees_with_fp32_is_refused_and_removed(
+    calibration_dir, tmp_path, caplog
+):
+    torch.manual_seed(0)
+    images, _ = pt2.calibration_set(calibration_dir, INPUT_SPEC)
+    out = tmp_path / "ties-int8.pt2"
+    refusal = f"on only 0 of {CALIBRATION_IMAGES} calibration images"
+    with caplog.at_level(logging.INFO, logger="app.pt2"):
+        with pytest.raises(pt2.AgreementError, match=refusal):
+            pt2.compile_package(NearTie(), out, "int8", MAX_BATCH, INPUT_SPEC["crop"], images)
+    assert f"agrees with fp32 on 0 of {CALIBRATION_IMAGES}" in caplog.text  # printed at export
+    assert not out.exists()

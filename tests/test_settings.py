@@ -74,3 +74,22 @@ def test_secrets_are_not_public():
 def test_readme_table_is_the_generated_one():
     """The README's table is `python -m app.settings`' output, so it cannot drift."""
     assert Settings.markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_unknown_variables_are_named_with_the_closest_setting():
+    warnings = app_settings.unknown_variables(
+        {"WANWU_WORKER": "1", "WANWU_MAXBATCH": "4", "WANWU_COLOUR": "red", "WANWU_MODEL": "m"}
+        | {"WANWU_TEST_MODEL": "m", "PATH": "/bin"}
+    )
+    assert warnings == [
+        "WANWU_COLOUR is not a wanwu setting and is ignored; the README's Settings lists them",
+        "WANWU_MAXBATCH is not a wanwu setting and is ignored; did you mean WANWU_MAX_BATCH?",
+        "WANWU_WORKER is not a wanwu setting and is ignored; did you mean WANWU_WORKERS?",
+    ]
+
+
+def test_the_cpus_are_counted_where_the_settings_are_read(monkeypatch):
+    monkeypatch.setattr(app_settings, "usable_cpus", lambda: 4)
+    settings = Settings.from_env({"WANWU_DEVICE": "cpu"})  # in the master
+    monkeypatch.setattr(app_settings, "usable_cpus", lambda: 1)  # a worker pinned to one CPU
+    assert settings.worker_processes == 4 and settings.torch_threads == 1

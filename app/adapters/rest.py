@@ -128,6 +128,7 @@ def model_info() -> Any:
         "format": classifier.format,
         "runtime": classifier.runtime,
         "platform": classifier.platform,
+        "runner": classifier.runner,
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,

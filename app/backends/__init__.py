@@ -24,6 +24,7 @@ class Backend(Protocol):
     format: str  # the artifact kind /v1/model and the metrics report
     runtime: str  # TorchServe's `runtime` in GET /models/{model}
     platform: str  # OIP's `platform` in model metadata
+    runner: str  # what runs the forward pass, in /v1/model
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device`."""

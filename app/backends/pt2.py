@@ -31,6 +31,11 @@ class Pt2Backend:
             package.load()
         return cls(package)
 
+    @property
+    def runner(self) -> str:
+        """ctypes or torch, once the first call in this process chose (app.pt2.Package)."""
+        return self.module.runner
+
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """Always the package's own precision; a conflicting setting stops start-up."""
         return pt2.serving_precision(setting, self.module, device, max_batch)

@@ -17,6 +17,7 @@ class TorchScriptBackend:
     format = "torchscript"
     runtime = "torchscript"
     platform = "pytorch_torchscript"
+    runner = "torchscript"
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
@@ -24,7 +25,8 @@ class TorchScriptBackend:
     @classmethod
     def load(cls, path: str | Path) -> TorchScriptBackend:
         """Load the module onto the CPU without running it (safe before fork)."""
-        return cls(torch.jit.load(str(path), map_location="cpu").eval())
+        with runtime.torchscript_api():
+            return cls(torch.jit.load(str(path), map_location="cpu").eval())
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """auto, fp32, bf16 or fp16 as app.runtime resolves them for `device`."""
@@ -37,7 +39,8 @@ class TorchScriptBackend:
         its first runs, in the worker.
         """
         torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
-        self.module = torch.jit.freeze(self.module.to(device=device, dtype=DTYPES[precision]))
+        with runtime.torchscript_api():
+            self.module = torch.jit.freeze(self.module.to(device=device, dtype=DTYPES[precision]))
 
     def weights(self) -> list[torch.Tensor]:
         """The tensors a frozen module holds as constants (its folded weights)."""

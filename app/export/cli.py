@@ -118,6 +118,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"int8: calibrate on the first {pt2.CALIBRATION_IMAGES} images of DIR, by name",
     )
+    kind.add_argument(
+        "--min-agreement",
+        type=float,
+        default=pt2.MIN_AGREEMENT,
+        metavar="FRACTION",
+        help="int8: refuse unless its top-1 equals fp32's on this share of the calibration images",
+    )
     kind.add_argument("--max-batch", type=int, default=8, help="pt2: the largest batch served")
     kind.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="pt2: the device it serves on"
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         manifest = export(request)
-    except ExportError as exc:
+    except (ExportError, pt2.AgreementError) as exc:
         log.error("export failed, nothing written: %s", exc)
         return 1
     finally:

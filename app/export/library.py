@@ -81,6 +81,7 @@ def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any])
             crop=spec["crop"],
             calibration=images,
             device=request.device,
+            min_agreement=request.min_agreement,
         )
         fields = pt2.manifest_fields(
             request.precision, request.max_batch, request.device, calibration

@@ -49,6 +49,7 @@ class ExportRequest:
     format: str = "torchscript"
     precision: str = "fp32"
     calibrate: Path | None = None
+    min_agreement: float = pt2.MIN_AGREEMENT
     max_batch: int = 8
     device: str = "cpu"
     name: str | None = None
@@ -73,6 +74,8 @@ class ExportRequest:
                 raise ExportError(
                     "--precision int8 needs --calibrate DIR (images like those it will serve)"
                 )
+        if not 0 <= self.min_agreement <= 1:
+            raise ExportError("--min-agreement is a fraction between 0 and 1, e.g. 0.9")
         if self.format not in FORMATS:
             raise ExportError(f"--format must be one of {', '.join(FORMATS)}")
         if self.format == "torchscript" and self.precision != "fp32":
