@@ -374,3 +374,18 @@ def test_an_export_terminated_while_saving_leaves_nothing_behind(tmp_path):
     finally:
         proc.kill()
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_fine_tune_whose_transforms_differ_from_torchserves_is_warned(tmp_path, caplog):
+    from torchvision.models import regnet_y_400mf
+
+    from app.export import ExportRequest, sources
+
+    weights = fine_tune(tmp_path, classes=5, arch=regnet_y_400mf)
+    loaded = sources.load(ExportRequest(arch="regnet_y_400mf", weights=str(weights)), tmp_path)
+    assert loaded.input["resize"] == 232
+    assert "image_classifier used resize 256: pass --resize 256" in caplog.text
+    caplog.clear()
+    request = ExportRequest(arch="regnet_y_400mf", weights=str(weights), resize=256)
+    sources.load(request, tmp_path)
+    assert "--resize 256" not in caplog.text
