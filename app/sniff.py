@@ -56,6 +56,8 @@ def hint(path: str | Path, out: str = "models/NAME.pt") -> str:
     """The command that turns `path` into a servable artifact, as a sentence."""
     path = Path(path)
     what = kind(path)
+    if what in ("torchscript", "pt2") and path.with_suffix(".json").is_file():
+        return f"it is already a wanwu artifact: serve it with `WANWU_MODEL={path} make serve`"
     if what == "mar":
         return (
             f"it is a TorchServe archive: import it with `{EXPORT} --from-mar {path} --out {out}`"

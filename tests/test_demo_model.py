@@ -20,6 +20,7 @@ pytest.importorskip(
 
 PHOTOS = sample_photos()
 FILES_PER_REQUEST = 10
+READY_TIMEOUT_S = 600
 TOP1_AT_LEAST = 85  # measured 89/100 (docs/BENCHMARKS.md); the bar is 85
 
 
@@ -37,11 +38,14 @@ def test_lite0_names_the_shared_photos_over_http(tmp_path):
         files = [
             ("file", (p.name, p.read_bytes())) for p in PHOTOS[start : start + FILES_PER_REQUEST]
         ]
-        response = requests.post(f"{server.url}/predict", files=files, timeout=120)
+        response = requests.post(f"{server.url}/predict", files=files, timeout=300)
         assert response.status_code == 200, response.text
         return response.json()["results"]
 
-    with GunicornServer(tmp_path, workers=1, model=out, precision="fp32") as server:
+    server = GunicornServer(tmp_path, workers=1, model=out, precision="fp32", max_batch=4)
+    # Warm-up runs every batch size twice, with oneDNN fusion: minutes on a loaded machine.
+    server.start(timeout=READY_TIMEOUT_S)
+    try:
         with ThreadPoolExecutor(4) as pool:
             starts = range(0, len(PHOTOS), FILES_PER_REQUEST)
             results = [r for chunk in pool.map(post, starts) for r in chunk]
@@ -50,8 +54,10 @@ def test_lite0_names_the_shared_photos_over_http(tmp_path):
             f"{server.url}/predict?lang=zh",
             data=tench,
             headers={"Content-Type": "image/jpeg"},
-            timeout=60,
+            timeout=120,
         ).json()
+    finally:
+        server.stop()
     # The k-th photo, sorted by name, is ImageNet class 10k.
     top1 = sum(r["predictions"][0]["index"] == 10 * k for k, r in enumerate(results))
     assert top1 >= TOP1_AT_LEAST, f"top-1 {top1}/{len(PHOTOS)} over HTTP"

@@ -311,16 +311,20 @@ def test_a_file_given_to_the_wrong_option_is_named_with_its_command(
     with zipfile.ZipFile(mar, "w") as archive:
         archive.writestr("MAR-INF/MANIFEST.json", "{}")
     weights = fine_tune(tmp_path)
+    script = tmp_path / "mine.pt"  # a user's TorchScript: no manifest beside it
+    script.write_bytes(tiny_model_path.read_bytes())
     out = str(tmp_path / "m.pt")
-    assert run_export("--weights", str(tiny_model_path), "--out", out) == 1
+    assert run_export("--weights", str(script), "--out", out) == 1
     assert "it is a TorchScript file: wrap it with" in caplog.text
-    assert f"python -m app.export --torchscript {tiny_model_path}" in caplog.text
+    assert f"python -m app.export --torchscript {script}" in caplog.text
     assert "weights_only" not in caplog.text  # the right option, not torch's unpickling advice
     assert run_export("--weights", str(mar), "--out", out) == 1
     assert f"python -m app.export --from-mar {mar}" in caplog.text
     pre = ["--resize", "256", "--crop", "224", "--mean", "0.5", "--std", "0.5"]
     assert run_export("--torchscript", str(weights), *pre, "--out", out) == 1
     assert f"--arch ARCH --weights {weights}" in caplog.text
+    assert run_export("--weights", str(tiny_model_path), "--out", out) == 1  # an artifact
+    assert f"already a wanwu artifact: serve it with `WANWU_MODEL={tiny_model_path}" in caplog.text
     assert_nothing_written(tmp_path, "m.pt", "m.json")
     # WANWU_MODEL given the archive or the weights: the same commands, not "cannot read manifest"
     for path, command in ((mar, "--from-mar"), (weights, "--weights")):
@@ -370,3 +374,18 @@ def test_an_export_terminated_while_saving_leaves_nothing_behind(tmp_path):
     finally:
         proc.kill()
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_fine_tune_whose_transforms_differ_from_torchserves_is_warned(tmp_path, caplog):
+    from torchvision.models import regnet_y_400mf
+
+    from app.export import ExportRequest, sources
+
+    weights = fine_tune(tmp_path, classes=5, arch=regnet_y_400mf)
+    loaded = sources.load(ExportRequest(arch="regnet_y_400mf", weights=str(weights)), tmp_path)
+    assert loaded.input["resize"] == 232
+    assert "image_classifier used resize 256: pass --resize 256" in caplog.text
+    caplog.clear()
+    request = ExportRequest(arch="regnet_y_400mf", weights=str(weights), resize=256)
+    sources.load(request, tmp_path)
+    assert "--resize 256" not in caplog.text

@@ -6,6 +6,7 @@ loads it from its source (sources.py: torchvision, TorchScript; ecosystem.py: ti
 Face, factories; mar.py: TorchServe archives), checks it and writes it (formats.py).
 """
 
+from app.export.cli import main
 from app.export.library import export
 from app.export.request import ExportError, ExportRequest
 from app.export.sources import architectures, build_model, official_weights
@@ -19,10 +20,3 @@ __all__ = [
     "main",
     "official_weights",
 ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m app.export`, in-process (see app.export.cli)."""
-    from app.export import cli
-
-    return cli.main(argv)

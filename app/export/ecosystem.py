@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from app import sniff
 from app.export.request import ExportError
 from app.export.sources import (
     RANDOM_SEED,
@@ -129,6 +130,10 @@ class _Logits(torch.nn.Module):
 def huggingface(folder: Path) -> Loaded:
     """An image-classification checkpoint folder, as `transformers.pipeline` would run it."""
     transformers = require("transformers", "transformers", "--from-hf")
+    if folder.is_file():
+        raise ExportError(
+            f"--from-hf takes a checkpoint folder, and {folder} is a file: {sniff.hint(folder)}"
+        )
     if not (folder / "config.json").is_file():
         raise ExportError(
             f"{folder} is not a Hugging Face checkpoint folder (no config.json): save one with "

@@ -62,7 +62,18 @@ def load(request: ExportRequest, workdir: Path) -> Loaded:
     if ":" in arch:
         return ecosystem.factory(arch, request.weights)
     module, provenance = build_model(arch, weights)
-    return Loaded(module, provenance, arch, default_input(arch, provenance.get("official")))
+    spec = default_input(arch, provenance.get("official"))
+    if provenance["kind"] == "fine-tune" and request.resize is None and spec["resize"] != 256:
+        # A team arriving from TorchServe trained and served with its image_classifier's 256.
+        log.warning(
+            "recording torchvision's %s transforms: resize %d, crop %d. A model served by "
+            "TorchServe's image_classifier used resize 256: pass --resize 256 to keep that "
+            "(or import its .mar with --from-mar)",
+            arch,
+            spec["resize"],
+            spec["crop"],
+        )
+    return Loaded(module, provenance, arch, spec)
 
 
 # -- torchvision ----------------------------------------------------------------------------------
@@ -101,7 +112,10 @@ def build_model(
         return _with_default_weights(arch)
     path = Path(weights)
     state = read_state_dict(path)
-    with torch.device("meta"):  # shapes and names only: no memory, no random numbers drawn
+    try:
+        with torch.device("meta"):  # shapes and names only: no memory, no random numbers drawn
+            head = list(models.get_model(arch, weights=None).state_dict())[-1]
+    except (NotImplementedError, RuntimeError):  # an init that reads values (RegNet's)
         head = list(models.get_model(arch, weights=None).state_dict())[-1]
     kwargs = {}
     if head in state and state[head].ndim >= 1 and state[head].shape[0] != 1000:
