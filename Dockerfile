@@ -23,7 +23,8 @@ RUN ALLOW_UNTRAINED=${ALLOW_UNTRAINED} WANWU_MODEL=/src/models/resnet18.pt \
 
 FROM ${PYTHON_IMAGE}
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    WANWU_BIND=0.0.0.0:8000 WANWU_MODEL=/srv/wanwu/models/resnet18.pt \
+    WANWU_BIND=0.0.0.0:8000 WANWU_GRPC_BIND=0.0.0.0:8001 \
+    WANWU_MODEL=/srv/wanwu/models/resnet18.pt \
     PROMETHEUS_MULTIPROC_DIR=/tmp/wanwu-metrics
 RUN useradd --system --uid 10001 --home-dir /srv/wanwu wanwu
 WORKDIR /srv/wanwu
@@ -32,7 +33,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=wanwu:wanwu /src/models ./models
 COPY --chown=wanwu:wanwu gunicorn.conf.py ./
 USER 10001
-EXPOSE 8000
+# 8000: HTTP (/predict, TorchServe, OIP v2); 8001: OIP v2 over gRPC, as Triton and KServe use it.
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ['WANWU_BIND'].rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 # gunicorn.conf.py empties PROMETHEUS_MULTIPROC_DIR at start; mount a tmpfs there if you like.

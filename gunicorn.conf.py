@@ -148,10 +148,16 @@ def post_worker_init(worker):
         worker.log.info("worker %s: stopped during warm-up", worker.pid)
         logging.shutdown()
         os._exit(0)
+    if settings.grpc_bind:  # grpcio is imported after fork, never before
+        from app.adapters import grpc
+
+        worker.wanwu_grpc = grpc.serve(worker.app.wsgi().extensions["wanwu.core"])
 
 
 def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
+    if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
+        worker.wanwu_grpc.stop(graceful_timeout).wait()
     _engine(server).stop(timeout=graceful_timeout)
 
 

@@ -100,6 +100,11 @@ class Settings:
     """The service's configuration; `Settings.from_env()` is the only way it is read."""
 
     bind: str = _setting("WANWU_BIND", "0.0.0.0:8000", "Address Gunicorn listens on.")
+    grpc_bind: str = _setting(
+        "WANWU_GRPC_BIND",
+        "",
+        "Address of OIP v2 over gRPC, served by every worker (SO_REUSEPORT); empty: off.",
+    )
     workers: int = _setting(
         "WANWU_WORKERS",
         0,
@@ -408,7 +413,7 @@ def _format(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, tuple):
         return ",".join(value) or "(empty)"
-    return str(value)
+    return str(value) or "(empty)"
 
 
 _PARSERS: dict[Any, Callable[[str], Any]] = {

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""wanwu through each protocol on one server: /predict, TorchServe's route, OIP v2 infer.
+"""wanwu through each protocol on one server: /predict, TorchServe, OIP v2 over HTTP and gRPC.
 
 One Gunicorn, the same photos, the same closed-loop clients. At each --concurrency the routes
 take turns, --rounds times, so the machine's drift falls on each alike. Each request carries
 one raw JPEG: a raw body to /predict, TorchServe's POST /predictions/{model} as its docs send
-it, and an OIP raw binary request (Inference-Header-Content-Length: 0). Prints req/s and
-latency per route and round, and each route's total answers relative to /predict's.
+it, an OIP raw binary request (Inference-Header-Content-Length: 0), and a gRPC ModelInfer from
+tritonclient.grpc: a connection per client, spread over every worker on WANWU_GRPC_BIND, and
+all clients on one connection, so on one worker (what one gRPC process per host would serve).
+Prints req/s and latency per route and round, and each route's total answers relative to
+/predict's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections import defaultdict
 
 from app.artifact import read_manifest
 from benchkit.bench import add_server_arguments, header, load_images, server_settings, start_server
+from benchkit.grpcload import grpc_infer, reserved_port, wait_listening
 from benchkit.loadgen import oip, raw_jpeg, torchserve
 from benchkit.measure import measure, settle
 
@@ -28,6 +32,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="8,32")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--routes", help="comma-separated routes to run (default: all); ratios need /predict"
+    )
     args = parser.parse_args()
     settings = server_settings(args.set)
     images = load_images(args.images)
@@ -41,12 +48,21 @@ def main() -> int:
     print("| clients | round | route | req/s | p50 ms | p99 ms | errors |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     answered: dict[tuple[int, str], int] = defaultdict(int)
-    with start_server(args.model, args.set) as srv:
+    with (
+        reserved_port() as port,
+        start_server(args.model, [*args.set, f"GRPC_BIND=127.0.0.1:{port}"]) as srv,
+    ):
+        wait_listening(srv.worker_pids(), port)
         routes = {
             "/predict": raw_jpeg(srv.url, images),
             "/predictions": torchserve(srv.url, images, name),
             "/v2 infer": oip(srv.url, images, name),
+            "gRPC ModelInfer": grpc_infer(f"127.0.0.1:{port}", images, name),
+            # What one gRPC process per host would give: every call on one worker.
+            "gRPC one connection": grpc_infer(f"127.0.0.1:{port}", images, name, shared=True),
         }
+        if args.routes:
+            routes = {route: routes[route] for route in args.routes.split(",")}
         for make in routes.values():
             settle(make)
         for clients in [int(c) for c in args.concurrency.split(",")]:

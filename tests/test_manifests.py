@@ -88,3 +88,15 @@ def test_container_matches_the_app(docs, client):
         re.search(r"graceful_timeout = (\d+)", (ROOT / "gunicorn.conf.py").read_text()).group(1)
     )
     assert pod["terminationGracePeriodSeconds"] > graceful
+
+
+def test_grpc_port_is_served_and_exposed(docs):
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    port = int(Settings.from_env(env).grpc_bind.rsplit(":", 1)[1])
+    assert {"name": "grpc", "containerPort": port} in container["ports"]
+    service = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
+    assert service["grpc"]["targetPort"] == "grpc"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"WANWU_GRPC_BIND=0.0.0.0:{port}" in dockerfile
+    assert re.search(rf"^EXPOSE .*\b{port}\b", dockerfile, re.M)

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, request
 
 from app import errors, openapi
 from app.adapters import common, oip_tensors
-from app.adapters.oip_tensors import INPUT, OUTPUT
+from app.adapters.oip_tensors import INPUT
 from app.core import Upload
 from app.model import Classifier
 
@@ -100,14 +100,7 @@ def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
     core = common.core()
     core.served_model(model_name, version)
-    classifier = core.engine.classifier
-    return {
-        "name": classifier.name,
-        "versions": [classifier.version],
-        "platform": classifier.platform,
-        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classifier.num_classes]}],
-    }
+    return oip_tensors.metadata(core.engine.classifier)
 
 
 @bp.get("/v2/models/<model_name>/ready")

@@ -17,6 +17,7 @@ import torch
 
 from app import errors
 from app.adapters import common
+from app.model import Classifier
 
 INPUT, OUTPUT = "IMAGE", "PROBS"
 _NOT_BASE64 = f"In JSON, each {INPUT} element must be a base64 string of an encoded image."
@@ -138,3 +139,14 @@ def tensor(
     if output.binary:
         return description, serialize_bytes([item.encode() for item in items])
     return {**description, "data": items}, None
+
+
+def metadata(classifier: Classifier) -> dict[str, Any]:
+    """The model's metadata: name, version, platform, and its input and output tensors."""
+    return {
+        "name": classifier.name,
+        "versions": [classifier.version],
+        "platform": classifier.platform,
+        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, classifier.num_classes]}],
+    }
