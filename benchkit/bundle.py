@@ -37,6 +37,12 @@ BUNDLE = {
     "cryptography": "51.0.1",
     "cffi": "2.1.1",
     "pycparser": "3.12",
+    # OIP over gRPC (app/adapters/grpc.py): the image's grpcio and protobuf may be older than
+    # the stubs' gencode and grpcio-status's floor, so the tested versions travel.
+    "grpcio": "1.85.4",
+    "grpcio-status": "1.85.3",
+    "googleapis-common-protos": "1.76.0",
+    "protobuf": "6.33.6",
 }
 
 # The lent machine's image, every Python package it holds as read on 2026-11-17: what need not
@@ -77,6 +83,7 @@ DISTRIBUTION_OF = {
     "cv2": "opencv-python-headless",
     "google": "protobuf",
     "grpc": "grpcio",
+    "grpc_status": "grpcio-status",
     "jwt": "pyjwt",
     "sklearn": "scikit-learn",
     "yaml": "pyyaml",
