@@ -1,4 +1,4 @@
-"""Real Gunicorn with the intake worker (app/intake.py) against slow, idle and hostile clients.
+"""Real Gunicorn with the intake worker (app/intake/) against slow, idle and hostile clients.
 
 Each test waits on what the server exposes (its metrics, its answers, closed sockets), never
 on a sleep; timeouts are short settings here so that the attacks end quickly.

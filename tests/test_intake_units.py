@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app import errors
-from app.intake import answer, forwarded_client
+from app.intake.policy import answer, forwarded_client
 from app.settings import Settings, SettingsError
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32")]
