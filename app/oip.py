@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import api, classify, errors
+from app import api, bounds, classify, errors
 
 bp = Blueprint("oip", __name__)
 
@@ -56,11 +55,11 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
     raw_length = request.headers.get(HEADER_LENGTH)
     if raw_length is None:
         return _json(body), b""
-    if not raw_length.isdigit() or int(raw_length) > len(body):
-        raise errors.BadRequest(
-            f"{HEADER_LENGTH} must be a byte count within the body; got {raw_length!r}."
-        )
-    length = int(raw_length)
+    try:
+        length = bounds.parse_count(raw_length, len(body))
+    except ValueError as e:
+        message = f"{HEADER_LENGTH} is a byte count within the body: it {e}."
+        raise errors.BadRequest(message) from None
     if length == 0:  # a raw binary request: the whole body is the one image
         return {"inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [1]}]}, _serialize_bytes(
             [body]
@@ -70,9 +69,9 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
 
 def _json(data: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(data)
-    except ValueError:
-        raise errors.BadRequest("The request is not valid JSON.") from None
+        header = bounds.loads_json(data)
+    except ValueError as e:
+        raise errors.BadRequest(f"The request is not valid JSON: {str(e)[:200]}.") from None
     if not isinstance(header, dict):
         raise errors.BadRequest("The request must be a JSON object.")
     return header

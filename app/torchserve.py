@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import api, classify, errors
+from app import api, bounds, classify, errors
 from app.engine import top_k
 
 bp = Blueprint("torchserve", __name__)
@@ -68,7 +68,10 @@ def _uploads() -> list[tuple[str | None, bytes]]:
             raise errors.NoImage("The multipart body has no 'data' or 'file' field.")
         return uploads
     if mimetype == "application/json":
-        value = request.get_json(silent=True)
+        try:
+            value = bounds.loads_json(request.get_data(cache=False))
+        except ValueError:
+            value = None
         if not isinstance(value, str):
             raise errors.NoImage("A JSON body must be one string: a base64-encoded image.")
         return [(None, _base64(value))]
