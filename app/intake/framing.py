@@ -76,11 +76,13 @@ class Limits:
 
 def worth_parsing(buf: bytes | bytearray, scanned: int, limits: Limits) -> bool:
     """Whether the bytes that arrived after `scanned` can change the parser's verdict."""
-    start = max(0, scanned - 3)  # a terminator may straddle two reads
-    new = buf[start:]
-    if b"\r\n\r\n" in new or new.count(b"\n") != new.count(b"\r\n"):
-        return True  # the end of the head, or a bare LF (false alarms only cost a parse)
-    if b"\r\n" in new and buf.find(b"\r\n") >= start:
+    if b"\r\n\r\n" in buf[max(0, scanned - 3) :]:  # a terminator may straddle two reads
+        return True  # the end of the head
+    new = buf[max(0, scanned - 1) :]  # with the byte before, which may be a CR
+    lf_before = scanned > 0 and buf[scanned - 1] == ord("\n")
+    if new.count(b"\n") - lf_before != new.count(b"\r\n"):
+        return True  # a bare LF: Gunicorn refuses it at once
+    if b"\r\n" in new and buf.find(b"\r\n") >= scanned - 1:
         return True  # the end of the request line
     no_line_yet = len(buf) > limits.line + 2 and b"\r\n" not in buf
     return no_line_yet or len(buf) > limits.head
