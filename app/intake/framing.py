@@ -11,9 +11,10 @@ and the client's address, and Gunicorn later sees exactly the bytes it accepted.
 - `Refused`: never a request the service serves; answered with its status, then closed.
 
 Policy on top of Gunicorn's verdict: only `Content-Length` framing is served (411 for a
-chunked body: every browser and HTTP library sends a length for a file), an unsupported
-HTTP version gets 505, a head past Gunicorn's limits 414 or 431. Any other parse error is a
-400 naming it.
+chunked body or another transfer coding: every browser and HTTP library sends a length for a
+file), a head past Gunicorn's limits gets 414 or 431, an unsupported `Expect` 417. Any other
+parse error, an HTTP version other than 1.x included, is a 400 naming it: the front door
+answers no 5xx but 503.
 
 The parser runs only when its verdict can change (`worth_parsing`): at the end of the head,
 the end of the request line, a bare LF (Gunicorn refuses one at once), or past a size limit.
@@ -125,8 +126,8 @@ def refusal(exc: http_errors.ParseException) -> errors.ApiError:
         return Refusal(414, "uri_too_long", "The request line is too long.")
     if isinstance(exc, http_errors.LimitRequestHeaders):
         return errors.HeadersTooLarge(f"The request headers are too large: {detail}.")
-    if isinstance(exc, http_errors.InvalidHTTPVersion) and isinstance(exc.version, tuple):
-        return Refusal(505, "http_version_not_supported", "Speak HTTP/1.1 (or 1.0).")
+    if isinstance(exc, http_errors.InvalidHTTPVersion):
+        return errors.BadRequest(f"{detail}: speak HTTP/1.1 (or 1.0).")
     if isinstance(exc, http_errors.UnsupportedTransferCoding):
         message = f"Send the body with a Content-Length; not {detail}."
         return errors.LengthRequired(message)
