@@ -89,18 +89,20 @@ def worth_parsing(buf: bytes | bytearray, scanned: int, limits: Limits) -> bool:
     return no_line_yet or len(buf) > limits.head
 
 
-def frame(buf: bytes, cfg, peer: object, limits: Limits) -> Framed | Refused | None:  # noqa: ANN001
+def frame(buf: bytes | bytearray, cfg, peer: object, limits: Limits) -> Framed | Refused | None:  # noqa: ANN001
     """Gunicorn's verdict on `buf`, the bytes of a connection's next request so far."""
-    unreader = IterUnreader([buf])
+    end = buf.find(b"\r\n\r\n")  # no head goes past it: the parser needs no body bytes
+    data = bytes(buf[: end + 4] if end >= 0 else buf)
+    unreader = IterUnreader([data])
     try:
         request = Request(cfg, unreader, peer)
     except (http_errors.NoMoreData, StopIteration):
-        if len(buf) > limits.head:
+        if len(data) > limits.head:
             return Refused(errors.HeadersTooLarge("The request headers are too large."))
         return None
     except http_errors.ParseException as exc:
         return Refused(refusal(exc))
-    head_end = len(buf) - len(unreader.take_buffered())
+    head_end = len(data) - len(unreader.take_buffered())
     reader = request.body.reader
     if not hasattr(reader, "length"):  # chunked
         message = "Send the body with a Content-Length; chunked bodies are not accepted."

@@ -87,6 +87,11 @@ class IntakeWorker(ThreadWorker):
             raise SystemExit(1)
 
     def init_process(self) -> None:
+        self.setup_intake()
+        super().init_process()
+
+    def setup_intake(self) -> None:
+        """The intake's state, before gthread's loop starts."""
         s = self.wanwu_settings
         fds = raise_fd_limit(s.max_connections + SPARE_FDS)
         self.max_connections = min(s.max_connections, fds - SPARE_FDS)
@@ -108,7 +113,6 @@ class IntakeWorker(ThreadWorker):
         self.waiting: dict[Conn, None] = {}  # on the poller, oldest first
         self.recv_buf = memoryview(bytearray(RECV_SIZE))
         self.next_sweep = 0.0
-        super().init_process()
 
     # -- connections in and out ------------------------------------------------------------
 
@@ -251,7 +255,7 @@ class IntakeWorker(ThreadWorker):
         conn.scanned = len(conn.buf)
         if not worth:
             return
-        verdict = framing.frame(bytes(conn.buf), self.cfg, conn.address, self.limits)
+        verdict = framing.frame(conn.buf, self.cfg, conn.address, self.limits)
         if isinstance(verdict, framing.Refused):
             self.refuse(conn, verdict.error, verdict.error.code)
             return
