@@ -56,7 +56,7 @@ def install(slots: int) -> None:
 
 
 class BalancedThreadWorker(IntakeWorker):
-    """The intake worker (app/intake.py) that leaves new connections to less busy siblings.
+    """The intake worker (app/intake/) that leaves new connections to less busy siblings.
 
     A busier worker stops accepting for YIELD_S instead of sleeping: its main loop reads every
     connection it holds, and a connection flood must not stall it 10 ms per accept. After a

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from app.intake import raise_fd_limit
+from app.intake.policy import raise_fd_limit
 
 KINDS = ("idle", "keepalive", "slowloris", "slow_post", "flood")
 

@@ -122,7 +122,7 @@ def test_idle_connection_flood_behind_nginx_does_not_block_others(real_model_pat
 
 
 def test_idle_connection_flood_straight_at_gunicorn_recovers(real_model_path, tmp_path):
-    """Idle sockets wait on the worker's event loop (app/intake.py), not in request threads;
+    """Idle sockets wait on the worker's event loop (app/intake/), not in request threads;
     stock gthread held a thread up to 5 s for each, and this request waited ~15 s."""
     with GunicornServer(
         tmp_path, workers=1, model=real_model_path, max_batch=4, http_threads=8

@@ -1,4 +1,4 @@
-"""Real Gunicorn with the intake worker (app/intake.py) against slow, idle and hostile clients.
+"""Real Gunicorn with the intake worker (app/intake/) against slow, idle and hostile clients.
 
 Each test waits on what the server exposes (its metrics, its answers, closed sockets), never
 on a sleep; timeouts are short settings here so that the attacks end quickly.
@@ -197,3 +197,16 @@ def test_normal_requests_succeed_during_all_attacks_at_once(tiny_model_path, tmp
             finally:
                 for attack in attacks:
                     attack.stop()
+
+
+def test_tls_settings_stop_start_up_with_one_line(tiny_model_path, tmp_path):
+    """The intake reads plain HTTP/1.1 off the socket: TLS would silently break it."""
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("not used: start-up stops first\n")
+    server = GunicornServer(tmp_path, workers=1, model=tiny_model_path)
+    server.env["GUNICORN_CMD_ARGS"] = f"--certfile {tmp_path}/cert.pem --keyfile {tmp_path}/key.pem"
+    server.launch()
+    assert server.proc.wait(timeout=120) != 0
+    lines = [x for x in server.log().splitlines() if "intake worker cannot serve" in x]
+    assert len(lines) == 1 and "certfile/keyfile (TLS)" in lines[0], server.log()[-2000:]
+    assert "Traceback" not in server.log()

@@ -6,9 +6,10 @@ import ipaddress
 import json
 
 import pytest
+from gunicorn.config import Config
 
 from app import errors
-from app.intake import answer, forwarded_client
+from app.intake.policy import answer, forwarded_client, unsupported_settings
 from app.settings import Settings, SettingsError
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32")]
@@ -56,3 +57,20 @@ def test_bad_intake_settings_stop_start_up(env):
 def test_trust_proxy_defaults_to_loopback_and_can_be_none():
     assert Settings.from_env({}).trust_proxy == ("127.0.0.1", "::1")
     assert Settings.from_env({"WANWU_TRUST_PROXY": "none"}).trust_proxy == ("none",)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("certfile", "/etc/ssl/cert.pem", "TLS"),
+        ("http_protocols", "h2,h1", "HTTP/2"),
+        ("http2_cleartext", "upgrade", "HTTP/2"),
+        ("proxy_protocol", "v2", "proxy_protocol"),
+        ("protocol", "uwsgi", "protocol=uwsgi"),
+    ],
+)
+def test_settings_the_intake_cannot_serve_are_named(setting, value, named):
+    cfg = Config()
+    assert unsupported_settings(cfg) is None
+    cfg.set(setting, value)
+    assert named in unsupported_settings(cfg)

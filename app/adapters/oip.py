@@ -13,13 +13,12 @@ Every image goes through `app.core`: the same keys, limits, batcher and metrics 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import errors, openapi
+from app import bounds, errors, openapi
 from app.adapters import common, oip_tensors
 from app.adapters.oip_tensors import INPUT
 from app.core import Upload
@@ -46,11 +45,12 @@ def _read() -> tuple[dict[str, Any], list[bytes]]:
     if raw_length is None:
         header = _json(body)
         return header, oip_tensors.images(header, b"")
-    if not raw_length.isdigit() or int(raw_length) > len(body):
+    try:
+        length = bounds.parse_count(raw_length, len(body))
+    except ValueError as e:
         raise errors.BadRequest(
-            f"{HEADER_LENGTH} must be a byte count within the body; got {raw_length!r}."
-        )
-    length = int(raw_length)
+            f"{HEADER_LENGTH} is a byte count within the body: it {e}."
+        ) from None
     if length == 0:  # a raw binary request: the whole body is the one image
         return {}, [body]
     header = _json(body[:length])
@@ -59,9 +59,9 @@ def _read() -> tuple[dict[str, Any], list[bytes]]:
 
 def _json(data: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(data)
-    except ValueError:
-        raise errors.BadRequest("The request is not valid JSON.") from None
+        header = bounds.loads_json(data)
+    except ValueError as e:
+        raise errors.BadRequest(f"The request is not valid JSON: {str(e)[:200]}.") from None
     if not isinstance(header, dict):
         raise errors.BadRequest("The request must be a JSON object.")
     return header

@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import errors, openapi
+from app import bounds, errors, openapi
 from app.adapters import common
 from app.core import Upload
 from app.model import Classifier
@@ -81,7 +81,10 @@ def _uploads() -> list[Upload]:
             "with `curl -F data=@image.jpg`."
         )
     if mimetype == "application/json":
-        value = request.get_json(silent=True)
+        try:
+            value = bounds.loads_json(request.get_data(cache=False))
+        except ValueError:
+            value = None
         if not isinstance(value, str):
             raise errors.NoImage("A JSON body must be one string: a base64-encoded image.")
         return [Upload(common.base64_image(value, _NOT_BASE64))]
