@@ -69,9 +69,9 @@ errorlog = "-"
 control_socket_disable = True
 
 
-def _engine(server_or_worker):
-    """The preloaded app's engine (master and workers hold the same application object)."""
-    return server_or_worker.app.wsgi().extensions["wanwu.engine"]
+def _registry(server_or_worker):
+    """The preloaded app's models (master and workers hold the same application object)."""
+    return server_or_worker.app.wsgi().extensions["wanwu.registry"]
 
 
 def on_starting(server):
@@ -92,21 +92,21 @@ def post_fork(server, worker):
     """Pin threads and CPUs, pick the device, start the batcher (threads do not survive fork)."""
     pinned = runtime.configure_worker(settings, worker.wanwu_slot)
     server.log.info("worker %s: %s", worker.pid, pinned)
-    _engine(server).start(worker.wanwu_slot)
+    _registry(server).start(worker.wanwu_slot)
 
 
 def post_worker_init(worker):
     """Accept no connection before the model is warm: a fresh worker (a replacement, a reload)
     would otherwise answer 503 to clients its siblings could serve. Heartbeats meanwhile keep
     the arbiter from timing it out; a warm-up that fails is a boot error and stops the server."""
-    batcher = _engine(worker).batcher
-    while worker.alive and not batcher.wait_ready(1.0):
+    registry = _registry(worker)
+    while worker.alive and not registry.wait_ready(1.0):
         worker.notify()
 
 
 def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
-    _engine(server).stop(timeout=graceful_timeout)
+    _registry(server).stop(timeout=graceful_timeout)
 
 
 def on_exit(server):

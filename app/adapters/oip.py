@@ -176,7 +176,9 @@ def _serialize_bytes(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def _tensor(probs: torch.Tensor, output: _Output) -> tuple[dict[str, Any], bytes | None]:
+def _tensor(
+    probs: torch.Tensor, output: _Output, names: tuple[str, ...]
+) -> tuple[dict[str, Any], bytes | None]:
     """Return one output's JSON description and, when it is binary, its bytes."""
     if output.classification is None:
         description = {"name": OUTPUT, "datatype": "FP32", "shape": list(probs.shape)}
@@ -184,7 +186,6 @@ def _tensor(probs: torch.Tensor, output: _Output) -> tuple[dict[str, Any], bytes
             return description, probs.numpy().astype("<f4").tobytes()
         return {**description, "data": probs.flatten().tolist()}, None
     k = min(output.classification, probs.shape[1])
-    names = common.core().engine.classifier.labels("en")
     scores, indices = probs.topk(k, dim=1)
     items = [
         f"{float(s):.6f}:{int(i)}:{names[int(i)]}"
@@ -228,9 +229,7 @@ def ready() -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>")
 def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
-    core = common.core()
-    core.served_model(model_name, version)
-    classifier = core.engine.classifier
+    classifier = common.core().model(model_name, version).classifier
     return {
         "name": classifier.name,
         "versions": [classifier.version],
@@ -244,9 +243,9 @@ def model_metadata(model_name: str, version: str | None = None) -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>/ready")
 def model_ready(model_name: str, version: str | None = None) -> Any:
     """200 once the model is warm in this worker, else 503."""
-    core = common.core()
-    core.served_model(model_name, version)
-    core.require_ready()
+    engine = common.core().model(model_name, version)
+    if not engine.ready:
+        raise errors.NotReady("The model is still warming up.", retry_after=1)
     return {"name": model_name, "ready": True}
 
 
@@ -255,19 +254,19 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 def infer(model_name: str, version: str | None = None) -> Response:
     """Classify a BYTES tensor of encoded images; answer PROBS as requested."""
     common.authorize()
-    core = common.core()
-    core.served_model(model_name, version)
+    engine = common.core().model(model_name, version)
     header, images = _read()
     outputs = _outputs(header)
-    result = common.classify([Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)])
+    uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
+    result = common.classify(uploads, engine)
     probs = torch.stack(result.probs)
-    classifier = core.engine.classifier
+    classifier = engine.classifier
     answer: dict[str, Any] = {"model_name": classifier.name, "model_version": classifier.version}
     if "id" in header:
         answer["id"] = header["id"]
     answer["outputs"], blobs = [], []
     for output in outputs:
-        description, blob = _tensor(probs, output)
+        description, blob = _tensor(probs, output, classifier.labels("en"))
         if blob is not None:
             description["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
