@@ -12,8 +12,8 @@ PIPLOG  := $(VENV)/install.log
 MODEL   ?= models/resnet18.pt
 DEMO    := models/efficientnet_lite0.pt
 DIGITS  := models/digits.pt
-# With WANWU_MODEL set, serve that model and build no other; a missing one is named at start-up.
-SERVED  := $(if $(WANWU_MODEL),,$(MODEL))
+# With WANWU_MODEL or WANWU_MODEL_REPOSITORY set, build no model: a missing one is named at start-up.
+SERVED  := $(if $(WANWU_MODEL)$(WANWU_MODEL_REPOSITORY),,$(MODEL))
 
 .PHONY: serve serve-int8 demo demo-digits test lint loadtest clean
 

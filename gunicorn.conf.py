@@ -103,9 +103,9 @@ errorlog = "-"
 control_socket_disable = True
 
 
-def _engine(server_or_worker):
-    """The preloaded app's engine (master and workers hold the same application object)."""
-    return server_or_worker.app.wsgi().extensions["wanwu.engine"]
+def _registry(server_or_worker):
+    """The preloaded app's models (master and workers hold the same application object)."""
+    return server_or_worker.app.wsgi().extensions["wanwu.registry"]
 
 
 def on_starting(server):
@@ -139,10 +139,10 @@ def post_worker_init(worker):
     once. Nothing has been admitted yet, and a normal interpreter exit would end the model
     thread inside a forward pass (C++ aborts: "terminate called without an active exception").
     """
-    engine = _engine(worker)
+    registry = _registry(worker)
     with runtime.stop_signals() as stopped:
-        engine.start(worker.wanwu_slot)
-        while not stopped and not engine.batcher.wait_ready(0.1):
+        registry.start(worker.wanwu_slot)
+        while not stopped and not registry.wait_ready(0.1):
             worker.notify()
     if stopped:
         worker.log.info("worker %s: stopped during warm-up", worker.pid)
@@ -158,7 +158,7 @@ def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
     if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
         worker.wanwu_grpc.stop(graceful_timeout).wait()
-    _engine(server).stop(timeout=graceful_timeout)
+    _registry(server).stop(timeout=graceful_timeout)
 
 
 def on_exit(server):

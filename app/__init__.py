@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,35 +10,28 @@ if TYPE_CHECKING:
     from app.engine import Engine
     from app.settings import Settings
 
-log = logging.getLogger("wanwu")
-
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
-    """Build the Flask app; load the model unless an engine is given. Nothing starts here."""
+    """Build the Flask app; load the models (app.repository) unless an engine is given, which
+    is then the one model served. Nothing starts here."""
     # Imported here, not at module level: gunicorn.conf.py must choose the metrics
     # directory before prometheus_client is first imported.
     from flask import Flask
 
     from app import adapters, security, ui
     from app.core import Core
-    from app.engine import Engine
-    from app.model import Classifier
+    from app.repository import Registry
     from app.settings import Settings
 
     settings = settings or Settings.from_env()
-    if engine is None:
-        engine = Engine(Classifier.load(settings.model), settings)
-        if not engine.classifier.trained:
-            log.warning(
-                "UNTRAINED MODEL: %s holds seeded random weights; predictions are meaningless",
-                settings.model,
-            )
+    registry = Registry([engine]) if engine is not None else Registry.load(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
-    app.extensions["wanwu.engine"] = engine
-    app.extensions["wanwu.core"] = Core(engine, settings)
+    app.extensions["wanwu.registry"] = registry
+    app.extensions["wanwu.engine"] = registry.default
+    app.extensions["wanwu.core"] = Core(registry, settings)
     adapters.init_app(app)
     ui.init_app(app)
     security.init_app(app)

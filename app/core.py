@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from app import batcher as batching
 from app import errors, imaging, ratelimit, tokens
 from app.engine import Engine
+from app.repository import Registry
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,16 @@ class Classified:
 
 
 class Core:
-    """One per worker: the engine, the settings, and the checks every request passes."""
+    """One per worker: the served models, the settings, and the checks every request passes."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine = engine
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
         self.settings = settings
+
+    @property
+    def engine(self) -> Engine:
+        """The default model's engine."""
+        return self.registry.default
 
     def authorize(self, authorization: str | None, client: str | None) -> None:
         """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either
@@ -79,39 +86,25 @@ class Core:
         ratelimit.check(conf.rate_limit, caller)
 
     def require_ready(self) -> None:
-        """Raise NotReady (503 + Retry-After) until this worker's model is warm."""
-        if not self.engine.ready:
+        """Raise NotReady (503 + Retry-After) until every model of this worker is warm."""
+        if not self.registry.ready:
             raise errors.NotReady("The model is still warming up.", retry_after=1)
 
-    def served_model(self, name: str, version: str | None = None) -> None:
-        """Refuse (404) a model name or version other than the one model this service serves.
+    def model(self, name: str | None = None, version: str | None = None) -> Engine:
+        """The engine serving `name` at `version` (the default model when None), or a 404
+        naming the served models: every protocol routes through here."""
+        return self.registry.find(name, version)
 
-        Protocols that address models by name (TorchServe, OIP) call this first, so a client
-        pointed at the wrong name learns the right one.
-        """
-        classifier = self.engine.classifier
-        if name != classifier.name:
-            raise errors.ModelNotFound(
-                f"Model not found: {name}. This service serves the model {classifier.name!r}."
-            )
-        # An imported TorchServe archive keeps answering to its own version ("1.0") too.
-        weights = classifier.manifest.get("weights", {})
-        if version is not None and version not in {
-            classifier.version,
-            weights.get("archive_version"),
-        }:
-            raise errors.ModelNotFound(
-                f"Model version: {version} does not exist for model: {name}. "
-                f"The served version is {classifier.version!r}."
-            )
-
-    def classify(self, uploads: Sequence[Upload], started: float) -> Classified:
-        """Classify the uploads through the batcher, in order; the deadline runs from `started`.
+    def classify(
+        self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
+    ) -> Classified:
+        """Classify the uploads with `engine`'s model (the default's when None), in order;
+        the deadline runs from `started`.
 
         `started` is the request's arrival on `time.monotonic()`. Errors about one image name
         its file when it has one.
         """
-        eng, conf = self.engine, self.settings
+        eng, conf = engine or self.engine, self.settings
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -127,6 +120,20 @@ class Core:
                     else "An image is empty."
                 )
         self.require_ready()
+        with eng.in_flight():
+            results = self._run(eng, uploads, started)
+        timing = {
+            "queue": round(max(r.queue_ms for r in results), 3),
+            "inference": round(max(r.inference_ms for r in results), 3),
+            "total": round((time.monotonic() - started) * 1000, 3),
+        }
+        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
+
+    def _run(
+        self, eng: Engine, uploads: Sequence[Upload], started: float
+    ) -> list[batching.Inference]:
+        """Decode each upload into `eng`'s queue, then wait for every result."""
+        conf = self.settings
         spec = eng.classifier.input_spec
         with eng.admit(len(uploads), started) as reservation:
             futures = []
@@ -140,10 +147,4 @@ class Core:
                 # Queue each image as soon as it is ready: the model can start on it while the
                 # next one decodes.
                 futures.append(reservation.submit(tensor))
-        results = [eng.wait(f, reservation.deadline) for f in futures]
-        timing = {
-            "queue": round(max(r.queue_ms for r in results), 3),
-            "inference": round(max(r.inference_ms for r in results), 3),
-            "total": round((time.monotonic() - started) * 1000, 3),
-        }
-        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
+        return [eng.wait(f, reservation.deadline) for f in futures]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 
 from app import batcher as batching
 from app import errors, metrics, runtime
@@ -40,6 +43,9 @@ class Engine:
             queue_max=settings.queue_max,
             on_batch=self._observe,
         )
+        # The worker's queue-depth gauge sums its models: each engine adds what changed.
+        self._depth_lock = threading.Lock()
+        self._depth_reported = 0
 
     def start(self, slot: int = 0) -> None:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
@@ -59,6 +65,9 @@ class Engine:
             classifier.precision,
             classifier.format,
         ).set(1)
+        # Each model's gauges exist from the start, at 0, for an autoscaler to read.
+        self._report_depth()
+        metrics.MODEL_IN_FLIGHT.labels(classifier.name, classifier.version).inc(0)
         self.batcher.start(warm_up=self._warm_up)
 
     def _warm_up(self) -> None:
@@ -88,8 +97,18 @@ class Engine:
             ) from None
         except batching.Stopped:
             raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None
-        metrics.QUEUE_DEPTH.set(self.batcher.depth)
+        self._report_depth()
         return reservation
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request in this model's in-flight gauge while it is being classified."""
+        gauge = metrics.MODEL_IN_FLIGHT.labels(self.classifier.name, self.classifier.version)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
     def wait(self, future: Future[batching.Inference], deadline: float) -> batching.Inference:
         """Wait for one image's result, mapping batcher failures to ApiErrors."""
@@ -107,4 +126,12 @@ class Engine:
 
     def _observe(self, stats: batching.BatchStats) -> None:
         metrics.observe_batch(stats)
-        metrics.QUEUE_DEPTH.set(self.batcher.depth)
+        self._report_depth()
+
+    def _report_depth(self) -> None:
+        with self._depth_lock:
+            depth = self.batcher.depth
+            metrics.QUEUE_DEPTH.inc(depth - self._depth_reported)
+            self._depth_reported = depth
+            labels = self.classifier.name, self.classifier.version
+            metrics.MODEL_QUEUE_DEPTH.labels(*labels).set(depth)

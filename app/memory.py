@@ -18,7 +18,7 @@ _EXCLUSIVE = 1 << 56
 
 
 def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
-    """Return Rss, Pss and private memory of a process, in bytes."""
+    """Return Rss, Pss (all, and anonymous) and private memory of a process, in bytes."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -28,6 +28,8 @@ def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
     return {
         "rss": fields.get("Rss", 0),
         "pss": fields.get("Pss", 0),
+        # Anonymous pages only: heap, weights, arenas; not libraries other processes map too.
+        "pss_anon": fields.get("Pss_Anon", 0),
         "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
     }
 

@@ -54,6 +54,18 @@ QUEUE_DEPTH = Gauge(
     "Images admitted and not yet in a forward pass.",
     multiprocess_mode="livesum",
 )
+MODEL_QUEUE_DEPTH = Gauge(
+    "wanwu_model_queue_depth",
+    "Images admitted and not yet in a forward pass, per served model and version.",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
+MODEL_IN_FLIGHT = Gauge(
+    "wanwu_model_requests_in_flight",
+    "Requests being classified, per served model and version.",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
 REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
 WORKERS_READY = Gauge(
     "wanwu_workers_ready",

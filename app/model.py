@@ -23,21 +23,23 @@ log = logging.getLogger(__name__)
 class Classifier:
     """Run batches of normalised images through the model and return probabilities."""
 
-    def __init__(self, backend: backends.Backend, manifest: dict[str, Any]) -> None:
+    def __init__(self, backend: backends.Backend, manifest: dict[str, Any], path: Path) -> None:
         self.backend = backend
         self.manifest = manifest
+        self.path = path
         try:
             self._labels = labelling.from_manifest(manifest)
         except labelling.LabelError as exc:
             raise ArtifactError(f"bad labels in the manifest: {exc}; re-export the model") from None
         self.device = torch.device("cpu")
         self.precision = "fp32"
+        self._served_as: tuple[str, str] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
         """Load an artifact without running it (safe before fork)."""
         manifest = read_manifest(path)
-        return cls(backends.load(path, manifest), manifest)
+        return cls(backends.load(path, manifest), manifest, Path(path))
 
     @property
     def module(self) -> Any:
@@ -68,10 +70,14 @@ class Classifier:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
         return self.backend.resolve_precision(setting, device, max_batch)
 
+    def serve_as(self, name: str, version: str) -> None:
+        """Answer to a model repository's folder names instead of the manifest's name and hash."""
+        self._served_as = (name, version)
+
     @property
     def version(self) -> str:
-        """Short artifact hash clients see as the model version."""
-        return self.manifest["artifact_sha256"][:12]
+        """The version clients see: the repository's number, else the short artifact hash."""
+        return self._served_as[1] if self._served_as else self.manifest["artifact_sha256"][:12]
 
     @property
     def trained(self) -> bool:
@@ -85,8 +91,8 @@ class Classifier:
 
     @property
     def name(self) -> str:
-        """The model name clients see."""
-        return self.manifest["name"]
+        """The model name clients see: the repository's folder, else the manifest's name."""
+        return self._served_as[0] if self._served_as else self.manifest["name"]
 
     @property
     def arch(self) -> str | None:

@@ -166,6 +166,12 @@ class Settings:
     model: str = _setting(
         "WANWU_MODEL", DEFAULT_MODEL, "Model artifact: TorchScript (.pt) or a .pt2 package."
     )
+    model_repository: str = _setting(
+        "WANWU_MODEL_REPOSITORY",
+        "",
+        "Folder of models (a folder each, a numbered folder per version, the highest serving); "
+        "when set, WANWU_MODEL is not read.",
+    )
     pin_cpus: bool = _setting(
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )

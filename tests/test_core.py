@@ -12,6 +12,7 @@ from app import errors
 from app.core import Core, Upload
 from app.engine import Engine
 from app.model import Classifier
+from app.repository import Registry
 from benchkit.images import image_bytes
 from tests.conftest import ROOT, make_settings
 
@@ -27,7 +28,7 @@ def test_the_core_imports_no_web_framework():
 def test_the_core_classifies_uploads_and_checks_keys(tiny_model_path):
     settings = make_settings(tiny_model_path, api_keys=("k",))
     engine = Engine(Classifier.load(settings.model), settings)
-    core = Core(engine, settings)
+    core = Core(Registry([engine]), settings)
     with pytest.raises(errors.NotReady):
         core.require_ready()
     engine.start()
@@ -38,7 +39,7 @@ def test_the_core_classifies_uploads_and_checks_keys(tiny_model_path):
         with pytest.raises(errors.Unauthorized):
             core.authorize("Bearer nope", "test")
         with pytest.raises(errors.ModelNotFound):
-            core.served_model("other")
+            core.model("other")
         uploads = [Upload(image_bytes(seed=s), f"{s}.jpg") for s in range(2)]
         result = core.classify(uploads, time.monotonic())
         assert [p.shape for p in result.probs] == [(1000,), (1000,)]

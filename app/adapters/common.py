@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import errors
 from app.core import Classified, Core, Upload
+from app.engine import Engine
 
 TOPK_MAX = 20  # and never more than the model's classes
 TOPK_DEFAULT = 3  # or every class of a model with fewer
@@ -35,9 +36,10 @@ def authorize() -> None:
     core().authorize(request.headers.get("Authorization"), request.remote_addr)
 
 
-def classify(uploads: list[Upload]) -> Classified:
-    """Classify through the core, from the request's arrival; keep the result for the log."""
-    g.classified = result = core().classify(uploads, g.started)
+def classify(uploads: list[Upload], engine: Engine) -> Classified:
+    """Classify with `engine`'s model through the core, from the request's arrival; keep the
+    result for the log."""
+    g.classified = result = core().classify(uploads, g.started, engine)
     return result
 
 

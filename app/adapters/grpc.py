@@ -211,15 +211,15 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     def ServerReady(self, request: Any, call: _Call) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.core.engine.ready)
+        return pb.ServerReadyResponse(ready=self.core.registry.ready)
 
     @_rpc
     def ModelReady(self, request: Any, call: _Call) -> pb.ModelReadyResponse:
         try:  # as over HTTP, where tritonclient reads a 404 as "not ready"
-            self.core.served_model(request.name, request.version or None)
+            engine = self.core.model(request.name, request.version or None)
         except errors.ModelNotFound:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.core.engine.ready)
+        return pb.ModelReadyResponse(ready=engine.ready)
 
     @_rpc
     def ServerMetadata(self, request: Any, call: _Call) -> pb.ServerMetadataResponse:
@@ -227,8 +227,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
-        self.core.served_model(request.name, request.version or None)
-        meta = oip_tensors.metadata(self.core.engine.classifier)
+        engine = self.core.model(request.name, request.version or None)
+        meta = oip_tensors.metadata(engine.classifier)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             **{k: meta[k] for k in ("name", "versions", "platform")},
@@ -240,12 +240,12 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        core.served_model(request.model_name, request.model_version or None)
+        engine = core.model(request.model_name, request.model_version or None)
         images, outputs = _images(request), _outputs(request)
         uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-        call.classified = core.classify(uploads, call.started)
+        call.classified = core.classify(uploads, call.started, engine)
         probs = torch.stack(call.classified.probs)
-        classifier = core.engine.classifier
+        classifier = engine.classifier
         answer = pb.ModelInferResponse(
             model_name=classifier.name, model_version=classifier.version, id=request.id
         )

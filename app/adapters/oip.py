@@ -98,18 +98,17 @@ def ready() -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>")
 def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
-    core = common.core()
-    core.served_model(model_name, version)
-    return oip_tensors.metadata(core.engine.classifier)
+    classifier = common.core().model(model_name, version).classifier
+    return oip_tensors.metadata(classifier)
 
 
 @bp.get("/v2/models/<model_name>/ready")
 @bp.get("/v2/models/<model_name>/versions/<version>/ready")
 def model_ready(model_name: str, version: str | None = None) -> Any:
     """200 once the model is warm in this worker, else 503."""
-    core = common.core()
-    core.served_model(model_name, version)
-    core.require_ready()
+    engine = common.core().model(model_name, version)
+    if not engine.ready:
+        raise errors.NotReady("The model is still warming up.", retry_after=1)
     return {"name": model_name, "ready": True}
 
 
@@ -118,13 +117,13 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 def infer(model_name: str, version: str | None = None) -> Response:
     """Classify a BYTES tensor of encoded images; answer PROBS as requested."""
     common.authorize()
-    core = common.core()
-    core.served_model(model_name, version)
+    engine = common.core().model(model_name, version)
     header, images = _read()
     outputs = oip_tensors.outputs(header)
-    result = common.classify([Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)])
+    uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
+    result = common.classify(uploads, engine)
     probs = torch.stack(result.probs)
-    classifier = core.engine.classifier
+    classifier = engine.classifier
     answer: dict[str, Any] = {"model_name": classifier.name, "model_version": classifier.version}
     if "id" in header:
         answer["id"] = header["id"]

@@ -66,12 +66,14 @@ def _uploads() -> list[Upload]:
 
 @bp.post("/predict")
 def predict() -> Any:
-    """Classify one or more images and return the top-k labels of each."""
+    """Classify one or more images with `?model=NAME[&version=V]` (the default model when
+    absent) and return the top-k labels of each; `model` names the version that answered."""
     common.authorize()
-    classifier = common.core().engine.classifier
+    engine = common.core().model(request.args.get("model"), request.args.get("version"))
+    classifier = engine.classifier
     k, lang = _query_params(classifier)
     uploads = _uploads()
-    result = common.classify(uploads)
+    result = common.classify(uploads, engine)
     names = classifier.labels(lang)
     model = classifier.info()
     if len(uploads) == 1:

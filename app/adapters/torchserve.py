@@ -7,8 +7,9 @@ unchanged (docs/MIGRATING.md lists what differs):
   TorchServe's VisionHandler does; the answer is the top-5 `{label: probability}` object, a
   list of them when a multipart body holds several images.
 - `GET /ping` says Healthy (200) once this worker is ready, Unhealthy (503) before.
-- `GET /models` and `GET /models/{model}` describe the one served model in TorchServe's shapes;
-  the management calls that change models answer 404: one model is served, chosen at start.
+- `GET /models` and `GET /models/{model}` describe the served models in TorchServe's shapes;
+  the management calls that change models answer 404: the models are chosen at start
+  (WANWU_MODEL_REPOSITORY or WANWU_MODEL).
 - Every error under these paths is TorchServe's `{"code", "type", "message"}`, with wanwu's
   status codes (401, not TorchServe's 400, for a bad key; 415 for a non-image).
 Every image goes through `app.core`: the same keys, limits, batcher and metrics as /predict.
@@ -102,12 +103,12 @@ def _uploads() -> list[Upload]:
 def predictions(model_name: str, version: str | None = None) -> Any:
     """Classify the request's images; answer top-5 {label: probability} per image."""
     common.authorize()
-    core = common.core()
-    core.served_model(model_name, version)
-    result = common.classify(_uploads())
-    names = core.engine.classifier.labels("en")
+    engine = common.core().model(model_name, version)
+    result = common.classify(_uploads(), engine)
+    names = engine.classifier.labels("en")
+    k = min(TOPK, len(names))  # every class of a model with fewer
     answers = [
-        {p["label"]: p["score"] for p in common.top_k(probs, TOPK, names)} for probs in result.probs
+        {p["label"]: p["score"] for p in common.top_k(probs, k, names)} for probs in result.probs
     ]
     # Not jsonify: it sorts keys, and TorchServe lists labels most probable first.
     body = json.dumps(answers[0] if len(answers) == 1 else answers, ensure_ascii=False)
@@ -126,10 +127,18 @@ def ping() -> Any:
 
 @bp.get("/models")
 def list_models() -> Any:
-    """List the served model (one; no pagination needed)."""
-    core = common.core()
-    url = os.path.basename(core.settings.model)
-    return {"models": [{"modelName": core.engine.classifier.name, "modelUrl": url}]}
+    """List the served models (a few; no pagination needed)."""
+    engines = common.core().registry.engines.values()
+    return {
+        "models": [
+            {"modelName": e.classifier.name, "modelUrl": _url(e.classifier)} for e in engines
+        ]
+    }
+
+
+def _url(classifier: Classifier) -> str:
+    """The artifact's file name: TorchServe's modelUrl names the archive."""
+    return os.path.basename(classifier.path)
 
 
 @bp.post("/models")
@@ -139,8 +148,9 @@ def list_models() -> Any:
 def management(**_: str) -> Any:
     """Register, scale, unregister, per-version describe: not served (404), as documented."""
     raise errors.NotFound(
-        f"{request.method} {request.path} is not served: wanwu serves one model, chosen at "
-        "start (WANWU_MODEL); GET /models/{model} describes it (docs/MIGRATING.md)."
+        f"{request.method} {request.path} is not served: wanwu serves the models chosen at "
+        "start (WANWU_MODEL_REPOSITORY or WANWU_MODEL); GET /models/{model} describes one "
+        "(docs/MIGRATING.md)."
     )
 
 
@@ -148,8 +158,7 @@ def management(**_: str) -> Any:
 def describe_model(model_name: str) -> Any:
     """Describe the served model in TorchServe's shape (a one-element array)."""
     core = common.core()
-    core.served_model(model_name)
-    engine, settings = core.engine, core.settings
+    engine, settings = core.model(model_name), core.settings
     classifier, ready = engine.classifier, engine.ready
     depth = engine.batcher.depth
     return jsonify(
@@ -157,7 +166,7 @@ def describe_model(model_name: str) -> Any:
             {
                 "modelName": classifier.name,
                 "modelVersion": classifier.version,
-                "modelUrl": os.path.basename(settings.model),
+                "modelUrl": _url(classifier),
                 "runtime": classifier.runtime,
                 "minWorkers": settings.worker_processes,
                 "maxWorkers": settings.worker_processes,
