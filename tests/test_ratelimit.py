@@ -9,6 +9,7 @@ from multiprocessing.sharedctypes import Synchronized
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.ratelimit import Limiter, Rate
 from benchkit.images import image_bytes
@@ -98,6 +99,7 @@ def test_every_protocol_draws_on_one_allowance_and_answers_429(start_app):
             json={"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [""]}]},
         ),
     }
+    refused_before = _rate_limited(client)  # other in-process tests share the counter
     assert [call().status_code for call in calls.values()] == [200, 200, 400]  # 3 calls
     for protocol, call in calls.items():
         response = call()
@@ -108,8 +110,14 @@ def test_every_protocol_draws_on_one_allowance_and_answers_429(start_app):
         assert response.headers["RateLimit-Remaining"] == "0"
         assert 0 < int(response.headers["RateLimit-Reset"]) <= 3600
     assert client.get("/healthz").status_code == 200  # health and metadata are not counted
+    assert _rate_limited(client) == refused_before + 3
+
+
+def _rate_limited(client) -> float:
+    """wanwu_rate_limited_total as /metrics reports it."""
     scraped = client.get("/metrics").get_data(as_text=True)
-    assert "wanwu_rate_limited_total 3.0" in scraped
+    families = text_string_to_metric_families(scraped)
+    return next(f.samples[0].value for f in families if f.name == "wanwu_rate_limited")
 
 
 def test_each_api_key_has_its_own_allowance(start_app):
