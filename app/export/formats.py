@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torchvision
 
-from app import imaging
+from app import imaging, runtime
 from app import labels as labelling
 from app.export.request import ExportError
 from app.export.sources import summary
@@ -115,7 +115,7 @@ def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Pat
     def save(path: Path) -> None:
         # torch.jit.trace's own check re-traces the model (4x the time): compare outputs once.
         x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
+        with torch.inference_mode(), runtime.torchscript_api():
             traced = torch.jit.trace(module, x[:1], check_trace=False)
             expected, actual = module(x), traced(x)
         if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torchvision import models
 
-from app import sniff
+from app import runtime, sniff
 from app.artifact import sha256_file
 from app.export.request import DEFAULT_ARCH, ExportError, ExportRequest
 
@@ -256,7 +256,8 @@ def load_torchscript(path: Path) -> Loaded:
             f"--torchscript takes a TorchScript file, and {path} is not one: {sniff.hint(path)}"
         )
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        with runtime.torchscript_api():
+            module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         raise ExportError(f"cannot load {path} as TorchScript ({summary(exc)})") from None
     provenance = {"source": f"torchscript:{path.name}", "sha256": sha256_file(path)}
