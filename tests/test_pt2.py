@@ -10,11 +10,7 @@ import hashlib
 import inspect
 import logging
 import re
-import sys
-import threading
-import time
 import zipfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -302,50 +298,6 @@ def test_a_package_the_runner_cannot_run_is_served_by_torchs_loader_and_says_so(
         assert response.status_code == 200 and len(response.get_json()["predictions"]) == 3
     finally:
         engine.stop(10)
-
-
-def wakeups_while(call: Callable[[], object], seconds: float = 0.5) -> int:
-    """How often a thread sleeping 1 ms at a time woke while `call` ran back to back.
-
-    The switch interval is raised so that the interpreter never hands the GIL over between
-    two calls: the probe then runs only while a call has released the GIL itself.
-    """
-    stop, wakeups = threading.Event(), [0]
-
-    def probe() -> None:
-        while not stop.is_set():
-            time.sleep(0.001)
-            wakeups[0] += 1
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(10.0)
-    thread = threading.Thread(target=probe)
-    thread.start()
-    try:
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            call()
-    finally:
-        stop.set()
-        sys.setswitchinterval(interval)
-        thread.join()
-    return wakeups[0]
-
-
-def test_the_gil_free_runner_lets_other_threads_run_during_a_pass(packages):
-    package = pt2.Package(packages["int8"], read_manifest(packages["int8"]))
-    package.load()
-    x = channels_last(batch_of(MAX_BATCH))
-    package(x)
-    assert package.runner == "ctypes"
-    loader = torch._inductor.aoti_load_package(str(packages["int8"]))
-    loader(x)
-    held = wakeups_while(lambda: loader(x))
-    released = wakeups_while(lambda: package(x))
-    # Sleeping 1 ms at a time, the probe wakes a few hundred times in 0.5 s when it can run.
-    # torch's loader let it wake about once here, and 20 times in a session that had just
-    # compiled the packages (cause not traced): hence a ratio, not an absolute count.
-    assert released > 4 * max(held, 1), (held, released)
 
 
 class NearTie(torch.nn.Module):
