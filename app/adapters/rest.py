@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, request
 
-from app import errors, imaging, labels, memory, metrics, openapi
+from app import bounds, errors, imaging, labels, memory, metrics, openapi
 from app.adapters import common
 from app.core import Upload
 from app.model import Classifier
@@ -20,7 +20,7 @@ def _query_params(classifier: Classifier) -> tuple[int, str]:
     low, high, default = common.topk_range(classifier.num_classes)
     raw_k = request.args.get("topk", str(default))
     try:
-        k = int(raw_k)
+        k = bounds.parse_count(raw_k, high)
     except ValueError:
         k = 0
     if not low <= k <= high:
