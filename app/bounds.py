@@ -24,7 +24,7 @@ def parse_count(text: str, limit: int) -> int:
     """A whole number from 0 to `limit` written in ASCII digits; ValueError otherwise."""
     if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(limit)):
         raise ValueError(f"must be a whole number from 0 to {limit}; got {text[:40]!r}")
-    value = int(text)
+    value = int(text.lstrip("0") or "0")  # leading zeros are not converted either
     if value > limit:
         raise ValueError(f"must be a whole number from 0 to {limit}; got {value}")
     return value

@@ -8,12 +8,16 @@ below (English from torchvision, Chinese our own).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torchvision.models import ResNet18_Weights
+
+from app import bounds
+
+# The largest class index read from a labels file (no model has a billion classes).
+_MOST_INDEX = 10**9
 
 LANGUAGES = ("en", "zh")  # every language a model may carry labels in
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
@@ -54,7 +58,7 @@ def read_labels(path: str | Path) -> list[str]:
         raise LabelError(f"cannot read labels file {path}: {exc}") from exc
     if path.suffix.lower() == ".json":
         try:
-            return parse_json(json.loads(text), str(path))
+            return parse_json(bounds.loads_json(text.encode()), str(path))
         except ValueError as exc:
             raise LabelError(f"{path}: {exc}") from None
     lines = text.splitlines()
@@ -71,16 +75,17 @@ def parse_json(data: Any, where: str = "labels") -> list[str]:
         return _checked([_name(value, str(i)) for i, value in enumerate(data)], where)
     if not isinstance(data, dict):
         raise LabelError(f'{where}: expected a JSON object {{"0": "name", ...}} or a list')
-    try:
-        indexed = {int(key): value for key, value in data.items()}
-    except ValueError:
-        bad = next(k for k in data if not k.strip().lstrip("-").isdigit())
-        raise LabelError(f"{where}: key {bad!r} is not a class index") from None
+    indexed = {}
+    for key, value in data.items():
+        try:  # a file's keys: checked as text before any is converted
+            indexed[bounds.parse_count(key.strip(), _MOST_INDEX)] = value
+        except ValueError:
+            raise LabelError(f"{where}: key {key!r} is not a class index") from None
     if sorted(indexed) != list(range(len(indexed))):
-        missing = sorted(set(range(max(indexed, default=-1) + 1)) - set(indexed))
+        missing = sorted(set(range(len(indexed))) - set(indexed))  # bounded by the key count
         raise LabelError(
             f"{where}: class indices must run 0..{len(indexed) - 1} without gaps"
-            + (f"; missing {missing[:5]}" if missing else "; negative index")
+            + (f"; missing {missing[:5]}" if missing else "")
         )
     return _checked([_name(indexed[i], str(i)) for i in range(len(indexed))], where)
 

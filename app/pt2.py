@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,8 @@ class Package:
         try:
             self._candidate = aoti.Runner(self.path, self.crop, self.input_dtype, self.max_batch)
             self.runner = "unchecked"
-        except aoti.Unsupported as exc:
+        except (RuntimeError, OSError, zipfile.BadZipFile) as exc:  # aoti.Unsupported, or
+            # what setting it up hit (a noexec /tmp, a failed create): torch's loader serves
             log.warning("%s: %s; served by torch's loader, %s", self.path.name, exc, _GIL_HELD)
 
     def _self_check(self, candidate: aoti.Runner) -> None:

@@ -139,12 +139,14 @@ class Limiter:
 
 
 limiter: Limiter | None = None
+installed = ""  # the WANWU_RATE_LIMIT text `limiter` was made for
 
 
 def install(rate_limit: str) -> None:
     """Create the shared table in the Gunicorn master, before any worker is forked ('' = off)."""
-    global limiter
+    global limiter, installed
     limiter = Limiter(Rate.parse(rate_limit)) if rate_limit else None
+    installed = rate_limit
 
 
 def check(rate_limit: str, caller: str) -> None:
@@ -154,7 +156,7 @@ def check(rate_limit: str, caller: str) -> None:
     """
     if not rate_limit:
         return
-    if limiter is None or limiter.rate != Rate.parse(rate_limit):
+    if limiter is None or installed != rate_limit:
         install(rate_limit)
     decision = limiter.hit(caller)
     if not decision.allowed:

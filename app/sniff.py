@@ -26,8 +26,11 @@ def kind(path: str | Path) -> str:
     if not zipfile.is_zipfile(path):
         # torch.save's legacy (pre-1.6) format and safetensors files are weights, not models.
         return "state_dict" if path.suffix in (".pth", ".bin", ".safetensors") else "unknown"
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:  # an end record, but a damaged directory
+        return "unknown"
     return zip_kind(names)
 
 
@@ -48,8 +51,11 @@ def is_torchscript(member: IO[bytes]) -> bool:
     """Whether an open (seekable) file is a TorchScript zip; nothing is loaded whole."""
     if not zipfile.is_zipfile(member):
         return False
-    with zipfile.ZipFile(member) as inner:
-        return zip_kind(inner.namelist()) == "torchscript"
+    try:
+        with zipfile.ZipFile(member) as inner:
+            return zip_kind(inner.namelist()) == "torchscript"
+    except zipfile.BadZipFile:  # an end record, but a damaged directory
+        return False
 
 
 def hint(path: str | Path, out: str = "models/NAME.pt") -> str:

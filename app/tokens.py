@@ -58,7 +58,7 @@ class Verifier:
         """Return the token's issuer and subject; raise Unauthorized naming what is wrong."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
+        except jwt.PyJWTError as exc:  # any header pyjwt refuses (a list `kid`, a bad `crit`)
             raise _refuse(f"the token is malformed ({exc})") from None
         algorithm = header.get("alg")
         if algorithm not in self.algorithms:

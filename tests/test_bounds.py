@@ -47,3 +47,7 @@ def test_deep_json_is_refused_before_parsing_and_shallow_json_parses():
 def test_malformed_json_is_a_value_error(document):
     with pytest.raises(ValueError):
         loads_json(document)
+
+
+def test_leading_zeros_are_not_converted_either():
+    assert parse_count("0" * 5000 + "7", 10) == 7

@@ -178,3 +178,12 @@ def test_a_trickled_head_is_parsed_only_where_the_verdict_can_change():
     raw = b"GET / HTTP/1.1\r\nHost: wanwu\r\nX-Slow: " + b"a" * 50 + b"\r\n\r\n"
     parses = [n for n in range(1, len(raw) + 1) if worth_parsing(raw[:n], n - 1, LIMITS)]
     assert parses == [16, len(raw)]  # the end of the request line, the end of the head
+
+
+def test_every_x_forwarded_for_line_counts_in_order():
+    """A proxy that adds its own line must not leave the client's line the one read."""
+    raw = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n"
+        b"X-Forwarded-For: 203.0.113.9\r\n\r\n"
+    )
+    assert frame(raw, CFG, PEER, LIMITS).forwarded_for == "6.6.6.6, 203.0.113.9"

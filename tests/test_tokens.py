@@ -3,6 +3,7 @@ pyjwt wherever API keys are, with a reason for every refusal."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -161,3 +162,10 @@ def test_token_settings_fail_fast(tmp_path):
         Settings.from_env({"WANWU_JWT_ALGORITHMS": "RS256,HS256"})
     with pytest.raises(SettingsError, match="WANWU_RATE_LIMIT"):
         Settings.from_env({"WANWU_RATE_LIMIT": "200 per minute"})
+
+
+def test_a_header_pyjwt_refuses_is_a_401_not_a_500(pem_client):
+    # pyjwt raises its base error class, not DecodeError, for these headers.
+    for header in ({"alg": "RS256", "kid": ["x"]}, {"alg": "RS256", "crit": "x"}):
+        head = base64.urlsafe_b64encode(json.dumps(header).encode()).decode().rstrip("=")
+        assert "malformed" in refusal(call(pem_client, f"{head}.e30.c2ln"))

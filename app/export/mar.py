@@ -18,15 +18,17 @@ Policy (docs/MIGRATING.md; ../shared/PROTOCOLS.md section 2 has TorchServe's rul
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import sniff
+from app import bounds, sniff
 from app.artifact import sha256_file
 from app.export.request import ExportError
 from app.export.sources import Loaded, load_torchscript
@@ -84,8 +86,8 @@ class MarArchive:
         self._copy(self.labels_file, dest)
 
     def _copy(self, member: str, dest: str | Path) -> None:
-        with zipfile.ZipFile(self.path) as archive, archive.open(member) as src:
-            with open(dest, "wb") as out:
+        with _zip_errors(self.path), zipfile.ZipFile(self.path) as archive:
+            with archive.open(member) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
@@ -101,7 +103,7 @@ def read_mar(path: str | Path) -> MarArchive:
             f"{path} is not a .mar (zip) archive. A tgz or no-archive export: rebuild it with "
             "torch-model-archiver's default --archive-format."
         )
-    with zipfile.ZipFile(path) as archive:
+    with _zip_errors(path), zipfile.ZipFile(path) as archive:
         members = {info.filename: info for info in archive.infolist()}
         manifest = _json(archive, members, MANIFEST, path)
         model = manifest.get("model") if isinstance(manifest, dict) else None
@@ -140,6 +142,15 @@ def read_mar(path: str | Path) -> MarArchive:
     )
 
 
+@contextmanager
+def _zip_errors(path: Path) -> Iterator[None]:
+    """Turn what a damaged, encrypted or exotic zip raises while it is read into MarError."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise MarError(f"{path} is a damaged or unsupported zip archive ({exc}).") from None
+
+
 def _json(
     archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str, path: Path
 ) -> Any:
@@ -148,7 +159,7 @@ def _json(
     if members[name].file_size > MAX_METADATA_BYTES:
         raise MarError(f"{path}: {name} is too large to be metadata.")
     try:
-        return json.loads(archive.read(name))
+        return bounds.loads_json(archive.read(name))
     except ValueError as exc:
         raise MarError(f"{path}: {name} is not valid JSON ({exc}).") from None
 
@@ -159,9 +170,13 @@ def load(path: Path, workdir: Path) -> Loaded:
     The model is copied out to `workdir`, which must outlive the export.
     """
     try:
-        archive = read_mar(path)
+        return _load(path, workdir)
     except MarError as exc:
         raise ExportError(str(exc)) from None
+
+
+def _load(path: Path, workdir: Path) -> Loaded:
+    archive = read_mar(path)
     if archive.handler not in STOCK_HANDLERS:
         log.warning(
             "%s uses the handler %r, which is not run: wanwu preprocesses as TorchServe's "

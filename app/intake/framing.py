@@ -109,7 +109,8 @@ def frame(buf: bytes | bytearray, cfg, peer: object, limits: Limits) -> Framed |
         return Refused(errors.LengthRequired(message))
     expect = request._expected_100_continue  # noqa: SLF001  (what gunicorn would answer)
     head = _without_expect(buf[:head_end]) if expect else bytes(buf[:head_end])
-    forwarded = next((v for n, v in request.headers if n == "X-FORWARDED-FOR"), None)
+    # Every line, in order (RFC 9110 5.3): a proxy may add its own line after the client's.
+    forwarded = ", ".join(v for n, v in request.headers if n == "X-FORWARDED-FOR") or None
     return Framed(head_end + reader.length, head_end, head, reader.length, expect, forwarded)
 
 
