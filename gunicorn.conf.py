@@ -12,6 +12,8 @@ import shutil
 import signal
 import sys
 import tempfile
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 
 from app.settings import Settings, SettingsError, unknown_variables
 
@@ -66,6 +68,9 @@ _metrics_dir()
 
 # After the metrics directory is chosen:
 from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
+from app.control import ControlFolder, Follower  # noqa: E402
+from app.intake.listeners import management_address, management_bind  # noqa: E402
+from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
@@ -86,7 +91,9 @@ metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 
 wsgi_app = "app:create_app()"
 preload_app = True
-bind = [settings.bind]
+# The management API is a second listener of the same workers (app.intake.listeners).
+bind = [settings.bind] + ([management_bind(settings)] if management_bind(settings) else [])
+management = management_address(settings)  # before Gunicorn opens (and renumbers) an fd://
 workers = settings.worker_processes
 # gthread that reads whole requests before a thread sees them, spreading connections evenly
 worker_class = "app.balance.BalancedThreadWorker"
@@ -108,9 +115,27 @@ def _registry(server_or_worker):
     return server_or_worker.app.wsgi().extensions["wanwu.registry"]
 
 
+def _control(server_or_worker):
+    """The control folder (app.control), once when_ready has made it."""
+    management = server_or_worker.app.wsgi().extensions.get("wanwu.management")
+    return management.folder if management else None
+
+
 def on_starting(server):
     """Log the effective settings once."""
     server.log.info("wanwu settings: %s", settings.public())
+
+
+def when_ready(server):
+    """Publish the preloaded models' plans, and give the app the management calls (before
+    the fork: every worker inherits both)."""
+    registry = _registry(server)
+    # Where the workers follow model changes (app.control); once, after the models loaded.
+    control = ControlFolder.create(registry.plans)
+    app = server.app.wsgi()
+    app.extensions["wanwu.management"] = Management(registry, control, settings)
+    if management_bind(settings):
+        server.log.info("management API on %s", management_bind(settings))
 
 
 def pre_fork(server, worker):
@@ -119,6 +144,7 @@ def pre_fork(server, worker):
     taken = {getattr(w, "wanwu_slot", -1) for w in server.WORKERS.values()}
     worker.wanwu_slot = runtime.free_slot(taken)
     worker.wanwu_settings = settings
+    worker.wanwu_management = management
     gc.freeze()
 
 
@@ -144,10 +170,19 @@ def post_worker_init(worker):
         registry.start(worker.wanwu_slot)
         while not stopped and not registry.wait_ready(0.1):
             worker.notify()
+        if not stopped:  # serve what the last model change chose, then follow the next ones
+            worker.wanwu_follower = Follower(_control(worker), registry, graceful_timeout)
+            pool = ThreadPoolExecutor(1)  # it may load models: beat the heart meanwhile
+            caught_up = pool.submit(worker.wanwu_follower.catch_up)
+            pool.shutdown(wait=False)
+            while not stopped and not futures.wait([caught_up], 0.1).done:
+                worker.notify()
     if stopped:
         worker.log.info("worker %s: stopped during warm-up", worker.pid)
         logging.shutdown()
         os._exit(0)
+    caught_up.result()
+    worker.wanwu_follower.start()
     if settings.grpc_bind:  # grpcio is imported after fork, never before
         from app.adapters import grpc
 
@@ -156,17 +191,22 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Answer everything the batcher admitted before the worker exits."""
+    if getattr(worker, "wanwu_follower", None):  # apply no model change from now on
+        worker.wanwu_follower.stop()
     if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
         worker.wanwu_grpc.stop(graceful_timeout).wait()
     _registry(server).stop(timeout=graceful_timeout)
 
 
 def on_exit(server):
-    """Remove the metrics directory this master created."""
+    """Remove the metrics and control folders this master created."""
     _remove_metrics_dir()
+    if _control(server):
+        _control(server).remove()
 
 
 def child_exit(server, worker):
-    """Drop the dead worker's live gauges and its connection count."""
+    """Drop the dead worker's live gauges, its connection count and its model-change place."""
     metrics.mark_worker_dead(worker.pid)
+    _control(server).leave(worker.pid)
     balance.board.forget(worker.wanwu_slot)

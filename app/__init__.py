@@ -24,13 +24,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from app.settings import Settings
 
     settings = settings or Settings.from_env()
-    registry = Registry([engine]) if engine is not None else Registry.load(settings)
+    registry = Registry([engine], settings) if engine is not None else Registry.load(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    # A multipart text field may hold a whole base64 image (TorchServe's clients send one):
+    # the upload limit bounds it, not Flask's 500 kB default for form fields.
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_bytes
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.registry"] = registry
-    app.extensions["wanwu.engine"] = registry.default
     app.extensions["wanwu.core"] = Core(registry, settings)
     adapters.init_app(app)
     ui.init_app(app)

@@ -15,12 +15,13 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
 from app import batcher as batching
-from app import errors, imaging, ratelimit, tokens
+from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
 from app.repository import Registry
 from app.settings import Settings
@@ -92,8 +93,15 @@ class Core:
 
     def model(self, name: str | None = None, version: str | None = None) -> Engine:
         """The engine serving `name` at `version` (the default model when None), or a 404
-        naming the served models: every protocol routes through here."""
+        naming the served models, to describe it: every protocol routes through here."""
         return self.registry.find(name, version)
+
+    def lease(
+        self, name: str | None = None, version: str | None = None
+    ) -> AbstractContextManager[Engine]:
+        """Like `model`, to classify with: the engine's version is held until the request
+        ends, and a gray release counts the request."""
+        return self.registry.lease(name, version)
 
     def classify(
         self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
@@ -108,10 +116,7 @@ class Core:
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
-            raise errors.TooManyFiles(
-                f"{len(uploads)} files sent; at most {conf.max_files} per request "
-                "(WANWU_MAX_FILES)."
-            )
+            raise errors.too_many_files(len(uploads), conf.max_files)
         for upload in uploads:
             if not upload.data:
                 raise errors.NoImage(
@@ -122,6 +127,7 @@ class Core:
         self.require_ready()
         with eng.in_flight():
             results = self._run(eng, uploads, started)
+        metrics.MODEL_REQUESTS.labels(eng.classifier.name, eng.classifier.version).inc()
         timing = {
             "queue": round(max(r.queue_ms for r in results), 3),
             "inference": round(max(r.inference_ms for r in results), 3),

@@ -56,7 +56,7 @@ class Engine:
             )
             self.classifier.prepare(device, precision)
         classifier = self.classifier
-        metrics.MODEL_INFO.labels(
+        self._info = (
             classifier.name,
             classifier.version,
             str(classifier.num_classes),
@@ -64,7 +64,8 @@ class Engine:
             str(device),
             classifier.precision,
             classifier.format,
-        ).set(1)
+        )
+        metrics.MODEL_INFO.labels(*self._info).set(1)
         # Each model's gauges exist from the start, at 0, for an autoscaler to read.
         self._report_depth()
         metrics.MODEL_IN_FLIGHT.labels(classifier.name, classifier.version).inc(0)
@@ -78,8 +79,11 @@ class Engine:
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every admitted image, then stop the batcher thread."""
-        metrics.WORKERS_READY.set(0)
         self.batcher.stop(timeout)
+
+    def unpublish(self) -> None:
+        """Say in the metrics that this worker no longer serves the model (it was retired)."""
+        metrics.MODEL_INFO.labels(*self._info).set(0)
 
     @property
     def ready(self) -> bool:

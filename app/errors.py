@@ -34,6 +34,7 @@ def _error(name: str, status: int, code: str) -> type[ApiError]:
 
 
 BadRequest = _error("BadRequest", 400, "bad_request")
+LoadFailed = _error("LoadFailed", 400, "load_failed")
 NoImage = _error("NoImage", 400, "no_image")
 UndecodableImage = _error("UndecodableImage", 400, "undecodable_image")
 Unauthorized = _error("Unauthorized", 401, "unauthorized")
@@ -53,3 +54,8 @@ NotReady = _error("NotReady", 503, "not_ready")
 Overloaded = _error("Overloaded", 503, "overloaded")
 Timeout = _error("Timeout", 504, "timeout")
 InternalError = _error("InternalError", 500, "internal")
+
+
+def too_many_files(count: int, most: int) -> ApiError:
+    """The 413 for a request of `count` images when WANWU_MAX_FILES is `most`."""
+    return TooManyFiles(f"{count} files sent; at most {most} per request (WANWU_MAX_FILES).")

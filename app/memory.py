@@ -7,6 +7,8 @@ present page is mapped by this process alone (bit 56, readable without privilege
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import struct
 from collections.abc import Iterable
@@ -14,7 +16,20 @@ from collections.abc import Iterable
 import torch
 
 _PRESENT = 1 << 63
+# glibc's, from the symbols already loaded (musl and other C libraries have none).
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 _EXCLUSIVE = 1 << 56
+
+
+def release() -> None:
+    """Collect garbage, then hand the heap pages freed back to the OS (glibc's malloc_trim).
+
+    After a model is dropped its hundreds of MiB are free but stay in the process: glibc
+    keeps freed heap for reuse, and the next model does not fit exactly where the last was.
+    """
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def smaps_rollup(pid: int | str = "self") -> dict[str, int]:

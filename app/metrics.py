@@ -66,6 +66,17 @@ MODEL_IN_FLIGHT = Gauge(
     ["model", "version"],
     multiprocess_mode="livesum",
 )
+MODEL_REQUESTS = Counter(
+    "wanwu_model_requests_total",
+    "Requests classified, per model and the version that answered (a gray release's split).",
+    ["model", "version"],
+)
+TRAFFIC_SHARE = Gauge(
+    "wanwu_model_traffic_share",
+    "Part (0-1) of a model's requests naming no version that each loaded version gets.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
 WORKERS_READY = Gauge(
     "wanwu_workers_ready",

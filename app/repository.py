@@ -1,26 +1,38 @@
-"""The served models: a model repository read at start, and the registry requests ask by name.
+"""The served models: a model repository, each model's plan, and the registry requests ask.
 
 Policy:
 - `WANWU_MODEL_REPOSITORY=DIR`: each folder of DIR is a model, named for the folder; each of its
   numbered subfolders is a version holding one artifact (`.pt` or `.pt2`, manifest beside it),
-  as `python -m app.export` writes it. The highest version serves; the model answers to its
-  name and that number. Files and hidden folders in DIR are ignored; a model folder without a
-  version, or a version without exactly one artifact, stops start-up with its path.
+  as `python -m app.export` writes it. The highest version serves unless WANWU_PINNED_VERSIONS
+  names one. Files and hidden folders in DIR are ignored; a model folder without a version, or
+  a version without exactly one artifact, stops start-up with its path.
 - Without it, `WANWU_MODEL` is a one-model repository: the model answers to its manifest's name
   and version (the artifact hash, and an imported TorchServe archive's own version).
-- The first model by name is the default: what `/predict` without `?model=` classifies.
-- Every model is loaded in the Gunicorn master (shared copy-on-write); each worker gets one
-  engine, with its own batcher, per model. An unknown name or version is a 404 naming the
-  served ones.
+- What a model serves is its `Plan`: a default version and, during a gray release, a newer
+  version that gets `percent` of the requests naming no version (spread evenly: every
+  100/percent-th one, counted per worker). A request naming a version gets that version
+  while it is loaded. The first model by name at start is the default model, what `/predict`
+  without `?model=` classifies, while it is served. An unknown name or version is a 404
+  naming the served ones.
+- The start-time models are loaded in the Gunicorn master (shared copy-on-write); each worker
+  gets one engine, with its own batcher, per loaded version. Versions loaded later
+  (app.control) are loaded by each worker itself. `switch()` changes every plan at once;
+  an engine no plan uses any more is retired: it finishes the requests that hold it, then stops.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from app import errors
+from app import errors, memory, metrics
 from app.artifact import ArtifactError, manifest_path
 from app.engine import Engine
 from app.model import Classifier
@@ -30,7 +42,22 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_SUFFIXES = (".pt", ".pt2")
 # A model name is a URL path segment in every protocol.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def version_name(text: str) -> str | None:
+    """A version number as it is named ("07" is "7"), or None if `text` is not one: ASCII
+    digits, compared as text (a client's may be long; it is never converted)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return text.lstrip("0") or "0"
+
+
+def versions(folder: Path) -> dict[str, Path]:
+    """The numbered version folders of one model folder, by version, in numeric order."""
+    found = {version_name(p.name): p for p in folder.iterdir() if p.is_dir()}
+    found.pop(None, None)
+    return dict(sorted(found.items(), key=lambda item: (len(item[0]), item[0])))
 
 
 def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
@@ -40,18 +67,18 @@ def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
         raise ArtifactError(f"WANWU_MODEL_REPOSITORY={root} is not a folder")
     found = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not _NAME.fullmatch(folder.name):
+        if not NAME.fullmatch(folder.name):
             raise ArtifactError(
                 f"{folder}: a model folder's name must be letters, digits, '.', '_' or '-'"
             )
-        versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-        if not versions:
+        numbered = versions(folder)
+        if not numbered:
             raise ArtifactError(
                 f"{folder} has no version folder: put what `python -m app.export` wrote "
                 f"(the artifact and its manifest) in {folder}/1/"
             )
-        newest = max(versions, key=lambda p: int(p.name))
-        found[folder.name] = (str(int(newest.name)), artifact(newest))
+        newest = list(numbered)[-1]
+        found[folder.name] = (newest, artifact(numbered[newest]))
     if not found:
         raise ArtifactError(f"WANWU_MODEL_REPOSITORY={root} holds no model folder")
     return found
@@ -72,60 +99,264 @@ def artifact(version_dir: Path) -> Path:
     return candidates[0]
 
 
-class Registry:
-    """The engines of the served models in one process, by name; the first is the default."""
+@dataclass(frozen=True)
+class Plan:
+    """What one model serves: its default version, and a gray release's version and share."""
 
-    def __init__(self, engines: list[Engine]) -> None:
-        self.engines = {engine.classifier.name: engine for engine in engines}
-        self.default = engines[0]
+    default: str
+    canary: str | None = None
+    percent: int = 0  # of the requests that name no version, to `canary`
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return (self.default,) if self.canary is None else (self.default, self.canary)
+
+    def share(self, version: str) -> float:
+        """The part (0-1) of the requests naming no version that `version` gets."""
+        if version == self.canary:
+            return self.percent / 100
+        return 1 - self.percent / 100 if version == self.default else 0.0
+
+
+Plans = Mapping[str, Plan]
+
+
+def plans_from_json(data: Mapping[str, Mapping[str, object]]) -> dict[str, Plan]:
+    return {name: Plan(**fields) for name, fields in data.items()}  # type: ignore[arg-type]
+
+
+class Registry:
+    """The engines of one process, by (model, version), and the plans that route to them."""
+
+    def __init__(self, engines: list[Engine], settings: Settings, root: Path | None = None):
+        self.settings = settings
+        self.root = root
+        self._engines = {_key(e): e for e in engines}
+        self._plans = {name: Plan(version) for name, version in self._engines}
+        self._first = min(self._plans)  # the default model while it is served
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)  # a lease ended
+        self._leases: Counter[Engine] = Counter()  # only engines some request holds
+        self._credit: dict[str, int] = {}  # gray-release accumulators, in percent
+        self._slot: int | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Registry:
         """Load every model the settings name, without running any (safe before fork)."""
         if not settings.model_repository:
-            return cls([_engine(Classifier.load(settings.model), settings, settings.model)])
+            classifier = Classifier.load(settings.model)
+            return cls([_engine(classifier, settings, settings.model)], settings)
+        root, pins = Path(settings.model_repository), settings.pins
+        found = scan(root)
+        if set(pins) - set(found):
+            raise ArtifactError(
+                f"WANWU_PINNED_VERSIONS names {', '.join(sorted(set(pins) - set(found)))}, not "
+                f"a model of {root} ({', '.join(found)})"
+            )
         engines = []
-        for name, (version, path) in scan(settings.model_repository).items():
-            classifier = Classifier.load(path)
-            classifier.serve_as(name, version)
-            engines.append(_engine(classifier, settings, path))
-        return cls(engines)
+        for name, (newest, _) in found.items():
+            engines.append(load_version(root, name, pins.get(name, newest), settings))
+        return cls(engines, settings, root)
+
+    # -- routing (request threads) ---------------------------------------------------------
+
+    @property
+    def plans(self) -> dict[str, Plan]:
+        """Every served model's plan, by name."""
+        return dict(self._plans)
+
+    @property
+    def default_name(self) -> str:
+        """The model a request naming none gets: the first by name at start, while it is
+        served (a model loaded later never takes its place), else the first served by name."""
+        return self._first if self._first in self._plans else min(self._plans)
+
+    @property
+    def default(self) -> Engine:
+        """The default model's default version."""
+        return self.find()
+
+    def served(self) -> list[Engine]:
+        """The engine of each served model's default version, by model name."""
+        return [self._engines[(n, p.default)] for n, p in sorted(self._plans.items())]
+
+    def loaded(self, name: str) -> tuple[Plan, dict[str, Engine]]:
+        """Model `name`'s plan and the engine of each version it routes to, taken together."""
+        with self._lock:
+            self._route(name, None, count=False)  # or the 404 naming the served models
+            plan = self._plans[name]
+            return plan, {v: self._engines[(name, v)] for v in plan.versions}
 
     def find(self, name: str | None = None, version: str | None = None) -> Engine:
-        """The engine serving `name` (the default when None) at `version` (any when None)."""
-        engine = self.default if name is None else self.engines.get(name)
-        if engine is None:
+        """The engine serving `name` (the default model when None) at `version` (the plan's
+        default when None), for a description; `lease` is what a classification uses."""
+        with self._lock:
+            return self._route(name, version, count=False)
+
+    @contextmanager
+    def lease(self, name: str | None = None, version: str | None = None) -> Iterator[Engine]:
+        """Route one request (a gray release counts it) and hold its engine: a switch that
+        retires the engine meanwhile waits for the request before stopping it."""
+        with self._lock:
+            engine = self._route(name, version, count=True)
+            self._leases[engine] += 1
+        try:
+            yield engine
+        finally:
+            with self._lock:
+                self._leases[engine] -= 1
+                if not self._leases[engine]:
+                    del self._leases[engine]
+                    self._released.notify_all()
+
+    def _route(self, name: str | None, version: str | None, count: bool) -> Engine:
+        name = self.default_name if name is None else name
+        plan = self._plans.get(name)
+        if plan is None:
             raise errors.ModelNotFound(
-                f"Model not found: {name}. Served models: {', '.join(self.engines)}."
+                f"Model not found: {name}. Served models: {', '.join(sorted(self._plans))}."
             )
-        classifier = engine.classifier
-        # An imported TorchServe archive keeps answering to its own version ("1.0") too.
-        archive_version = classifier.manifest.get("weights", {}).get("archive_version")
-        if version is not None and version not in {classifier.version, archive_version}:
-            raise errors.ModelNotFound(
-                f"Model version: {version} does not exist for model: {classifier.name}. "
-                f"The served version is {classifier.version!r}."
+        if version is None:
+            version = self._pick(name, plan) if count else plan.default
+        for served in plan.versions:
+            engine = self._engines[(name, served)]
+            if version in (served, _archive(engine)):
+                return engine
+        raise errors.ModelNotFound(
+            f"Model version: {version} does not exist for model: {name}. Served versions: "
+            f"{', '.join(plan.versions)}."
+        )
+
+    def _pick(self, name: str, plan: Plan) -> str:
+        """The default version, or every (100/percent)-th time the gray release's."""
+        if plan.canary is None:
+            return plan.default
+        credit = self._credit.get(name, 0) + plan.percent
+        self._credit[name] = credit % 100
+        return plan.canary if credit >= 100 else plan.default
+
+    # -- changes (app.control, in each worker) ----------------------------------------------
+
+    def missing(self, plans: Plans) -> list[tuple[str, str]]:
+        """The (model, version) pairs `plans` route to that this process has not loaded."""
+        return [(n, v) for n, p in plans.items() for v in p.versions if (n, v) not in self._engines]
+
+    def stage(self, name: str, version: str) -> None:
+        """Load version `version` of model `name` from the repository, start and warm it,
+        beside the served ones (which keep answering); raise ArtifactError if it cannot."""
+        if self.root is None:
+            raise ArtifactError("only a model repository (WANWU_MODEL_REPOSITORY) loads models")
+        engine = load_version(self.root, name, version, self.settings)
+        try:
+            self._start(engine)
+            deadline = time.monotonic() + self.settings.load_timeout_s
+            while not engine.batcher.wait_ready(0.1):
+                if time.monotonic() > deadline:
+                    raise ArtifactError(f"{name} version {version} did not warm up in time")
+        except Exception as exc:
+            engine.stop(0)
+            raise ArtifactError(f"{name} version {version} failed to warm up: {exc}") from exc
+        with self._lock:
+            self._engines[(name, version)] = engine
+
+    def switch(self, plans: Plans) -> list[Engine]:
+        """Route by `plans` from now on, all models at once; return the engines no plan uses
+        (to `retire`). Every version the plans name must be loaded (`missing` is empty)."""
+        if self.missing(plans):
+            raise ArtifactError(f"not loaded here: {self.missing(plans)}")
+        with self._lock:
+            self._plans, self._credit = dict(plans), {}
+            unused = [
+                k for k in self._engines if k[0] not in plans or k[1] not in plans[k[0]].versions
+            ]
+            retired = [self._engines.pop(k) for k in unused]
+            self._report_shares(retired)
+        return retired
+
+    def discard(self) -> list[Engine]:
+        """Drop the staged engines no plan routes to (a change was abandoned); return them."""
+        return self.switch(self._plans)
+
+    def retire(self, engines: list[Engine], timeout: float) -> None:
+        """Wait (up to `timeout` s) for the requests that hold each engine, then stop it and
+        give its memory back. Takes the engines out of `engines`, the last reference to them."""
+        if not engines:
+            return
+        deadline = time.monotonic() + timeout
+        while engines:
+            self._retire(engines.pop(), deadline)
+        memory.release()
+
+    def _retire(self, engine: Engine, deadline: float) -> None:
+        with self._released:
+            self._released.wait_for(
+                lambda: engine not in self._leases, max(0.0, deadline - time.monotonic())
             )
-        return engine
+        engine.stop(max(0.0, deadline - time.monotonic()))
+        engine.unpublish()
+        log.info("retired %s version %s", engine.classifier.name, engine.classifier.version)
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """True once every model is warm in this process."""
-        return all(engine.ready for engine in self.engines.values())
+        """True once every routed version is warm in this process."""
+        with self._lock:
+            routed = [self._engines[(n, v)] for n, p in self._plans.items() for v in p.versions]
+        return all(engine.ready for engine in routed)
 
     def start(self, slot: int = 0) -> None:
         """Start every engine (in the worker, after fork)."""
-        for engine in self.engines.values():
-            engine.start(slot)
+        self._slot = slot
+        for engine in self._engines.values():
+            self._start(engine)
+        with self._lock:
+            self._report_shares([])
+
+    def _start(self, engine: Engine) -> None:
+        if self._slot is None:
+            raise RuntimeError("the registry was not started in this process")
+        engine.start(self._slot)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for each model to warm up; True when all are."""
-        return all(engine.batcher.wait_ready(timeout) for engine in self.engines.values())
+        return all(engine.batcher.wait_ready(timeout) for engine in list(self._engines.values()))
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every admitted image of every model, then stop the batchers."""
-        for engine in self.engines.values():
+        metrics.WORKERS_READY.set(0)
+        for engine in list(self._engines.values()):
             engine.stop(timeout)
+
+    def _report_shares(self, retired: list[Engine]) -> None:
+        """Publish each loaded version's share of its model's traffic (under the lock)."""
+        for engine in retired:
+            metrics.TRAFFIC_SHARE.labels(*_key(engine)).set(0)
+        for name, version in self._engines:
+            metrics.TRAFFIC_SHARE.labels(name, version).set(self._plans[name].share(version))
+
+
+def load_version(root: Path, name: str, version: str, settings: Settings) -> Engine:
+    """Load version `version` of repository model `name` (not started)."""
+    folder = root / name / version
+    numbered = versions(root / name) if (root / name).is_dir() else {}
+    if version not in numbered:
+        raise ArtifactError(
+            f"{folder} does not exist: {name} has versions {', '.join(numbered) or 'none'}"
+        )
+    path = artifact(numbered[version])
+    classifier = Classifier.load(path)
+    classifier.serve_as(name, version)
+    return _engine(classifier, settings, path)
+
+
+def _key(engine: Engine) -> tuple[str, str]:
+    return engine.classifier.name, engine.classifier.version
+
+
+def _archive(engine: Engine) -> str | None:
+    """An imported TorchServe archive keeps answering to its own version ("1.0") too."""
+    return engine.classifier.manifest.get("weights", {}).get("archive_version")
 
 
 def _engine(classifier: Classifier, settings: Settings, path: str | Path) -> Engine:

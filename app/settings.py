@@ -176,6 +176,36 @@ class Settings:
         "Folder of models (a folder each, a numbered folder per version, the highest serving); "
         "when set, WANWU_MODEL is not read.",
     )
+    pinned_versions: tuple[str, ...] = _setting(
+        "WANWU_PINNED_VERSIONS",
+        (),
+        "Comma-separated NAME=VERSION: the version a repository model serves at start and on a "
+        "load without a version, instead of its highest.",
+        Rule(
+            lambda v: all(re.fullmatch(r"[^=]+=[0-9]+", p) for p in v),
+            "NAME=VERSION pairs (e.g. resnet=3), comma-separated",
+        ),
+    )
+    management_bind: str = _setting(
+        "WANWU_MANAGEMENT_BIND",
+        "127.0.0.1:8081",
+        "Address of the management API (TorchServe's management calls, OIP's repository "
+        "extension); it listens only when WANWU_ADMIN_KEYS is set, never on WANWU_BIND.",
+    )
+    admin_keys: tuple[str, ...] = _setting(
+        "WANWU_ADMIN_KEYS",
+        (),
+        "Comma-separated bearer keys of the management API (not WANWU_API_KEYS'); unset: no "
+        "management API.",
+        secret=True,
+    )
+    load_timeout_s: float = _setting(
+        "WANWU_LOAD_TIMEOUT_S",
+        300.0,
+        "Longest a management load waits for every worker to load and warm a version; past "
+        "it the load is undone and the served versions stay.",
+        above(0),
+    )
     pin_cpus: bool = _setting(
         "WANWU_PIN_CPUS", True, "Give each worker a disjoint CPU set (sched_setaffinity)."
     )
@@ -318,11 +348,22 @@ class Settings:
                 "WANWU_JWT_AUDIENCE must name this service when a token key is set: without "
                 "it a token issued for another service would be accepted"
             )
+        if self.admin_keys and self.management_bind == self.bind:
+            raise SettingsError(
+                "WANWU_MANAGEMENT_BIND must differ from WANWU_BIND: the management API is "
+                f"never answered on the inference port (both are {self.bind!r})"
+            )
         if self.timeout_ms <= self.max_wait_ms:
             raise SettingsError(
                 f"WANWU_TIMEOUT_MS must exceed WANWU_MAX_WAIT_MS ({self.max_wait_ms:g}) "
                 f"(got {self.timeout_ms:g})"
             )
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """WANWU_PINNED_VERSIONS as {model: version}."""
+        pairs = (p.split("=", 1) for p in self.pinned_versions)
+        return {name.strip(): str(int(version)) for name, version in pairs}
 
     @property
     def max_upload_bytes(self) -> int:

@@ -14,8 +14,8 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 def index() -> str:
     """Render the upload page, with a banner when the model is untrained."""
-    engine = current_app.extensions["wanwu.engine"]
-    settings = current_app.extensions["wanwu.settings"]
+    core = current_app.extensions["wanwu.core"]
+    engine, settings = core.engine, core.settings
     limits = {
         "max_mb": f"{settings.max_upload_mb:g}",
         "max_bytes": settings.max_upload_bytes,

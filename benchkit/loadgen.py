@@ -65,16 +65,23 @@ def _timed(make: MakeRequest, session: requests.Session, n: int) -> Record:
 
 
 def closed_loop(
-    make: MakeRequest, clients: int, seconds: float, processes: int = 1
+    make: MakeRequest,
+    clients: int,
+    seconds: float,
+    processes: int = 1,
+    until: threading.Event | None = None,
 ) -> list[Record]:
-    """Each client sends its next request as soon as the last one is answered.
+    """Each client sends its next request as soon as the last one is answered, for `seconds`
+    or (clients of this process only) until `until` is set.
 
     With `processes` > 1 the clients are spread over that many forked processes: one Python
     process sends at most a few thousand requests a second under its GIL, less than a GPU
     server answers. Their monotonic clocks are the same clock, so records merge as they are.
     """
     if processes <= 1:
-        return _clients(make, range(clients), clients, seconds)
+        return _clients(make, range(clients), clients, seconds, until)
+    if until is not None:
+        raise ValueError("`until` stops the clients of this process only: processes=1")
     context = multiprocessing.get_context("fork")  # forked: `make` is a closure, not pickled
     children = []
     for first in range(min(processes, clients)):
@@ -92,15 +99,22 @@ def closed_loop(
     return records
 
 
-def _clients(make: MakeRequest, offsets: range, clients: int, seconds: float) -> list[Record]:
+def _clients(
+    make: MakeRequest,
+    offsets: range,
+    clients: int,
+    seconds: float,
+    until: threading.Event | None = None,
+) -> list[Record]:
     """Closed-loop clients `offsets` of `clients`, as threads of this process."""
     records: list[Record] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
+    until = until or threading.Event()
 
     def client(offset: int) -> None:
         session, n = requests.Session(), offset
-        while time.monotonic() < stop_at:
+        while time.monotonic() < stop_at and not until.is_set():
             record = _timed(make, session, n)
             with lock:
                 records.append(record)

@@ -32,10 +32,17 @@ def free_port() -> int:
 class GunicornServer:
     """One Gunicorn master with its workers (a `benchkit.measure.Target`); logs go to a file."""
 
-    def __init__(self, log_dir: Path, workers: int = 2, **settings: object) -> None:
+    def __init__(
+        self, log_dir: Path, workers: int = 2, management: bool = False, **settings: object
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # The management API's listener, the same way (it answers with WANWU_ADMIN_KEYS set).
+        self.management = socket.create_server(("127.0.0.1", 0)) if management else None
+        if self.management is not None:
+            settings["management_bind"] = f"fd://{self.management.fileno()}"
+            self.management_url = f"http://127.0.0.1:{self.management.getsockname()[1]}"
         self.workers = workers
         self.log_path = log_dir / f"gunicorn-{self.port}.log"
         self.env = {
@@ -87,10 +94,12 @@ class GunicornServer:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            pass_fds=(self.listener.fileno(),),
+            pass_fds=[s.fileno() for s in (self.listener, self.management) if s is not None],
         )
-        # Only Gunicorn holds it now: once it exits, the port refuses connections.
+        # Only Gunicorn holds them now: once it exits, the ports refuse connections.
         self.listener.close()
+        if self.management is not None:
+            self.management.close()
         return self
 
     def log(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,38 @@ def save_tiny_model(path: Path, labels: dict[str, list[str]], trained: bool = Tr
         labels=labels,
     )
     return path
+
+
+def add_version(root: Path, name: str, version: int, labels: dict[str, list[str]]) -> Path:
+    """Export a tiny model into root/name/version/, as `python -m app.export` lays it out."""
+    folder = root / name / str(version)
+    folder.mkdir(parents=True)
+    return save_tiny_model(folder / f"{name}.pt", labels)
+
+
+def archive(folder: Path, *args: str, name: str = "resnet-18") -> Path:
+    """Run torch-model-archiver as TorchServe's docs do; return the archive it wrote."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            name,
+            "--version",
+            "1.0",
+            "--handler",
+            "image_classifier",
+            "--export-path",
+            str(folder),
+            *args,
+        ],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return next(folder.glob(f"{name}.*"))
 
 
 @pytest.fixture(scope="session")

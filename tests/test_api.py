@@ -23,7 +23,7 @@ def expected_top(app, data: bytes, k: int = 3) -> list[int]:
     """Top-k indices straight from the model, no batcher, no HTTP."""
     spec = INPUT_SPEC
     tensor = imaging.load(data, spec, 10**8)
-    probs = app.extensions["wanwu.engine"].classifier(tensor[None])[0]
+    probs = app.extensions["wanwu.core"].engine.classifier(tensor[None])[0]
     return probs.topk(k).indices.tolist()
 
 
@@ -147,7 +147,7 @@ def test_limits_are_413(start_app):
 
 def test_overload_is_503_with_retry_after(start_app):
     app = start_app(max_batch=1, queue_max=1)
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     held = engine.batcher.reserve(1, 1e12)  # the only place in the queue is taken
     try:
         response = app.test_client().post("/predict", data=image_bytes(), content_type="image/jpeg")
@@ -223,7 +223,7 @@ def test_api_keys_guard_predict_only(start_app):
 
 def test_model_failure_is_a_500_and_the_worker_survives(start_app, monkeypatch):
     app = start_app()
-    classifier = app.extensions["wanwu.engine"].classifier
+    classifier = app.extensions["wanwu.core"].engine.classifier
     original = classifier.module
 
     def broken(x: torch.Tensor) -> torch.Tensor:

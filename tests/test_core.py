@@ -28,7 +28,7 @@ def test_the_core_imports_no_web_framework():
 def test_the_core_classifies_uploads_and_checks_keys(tiny_model_path):
     settings = make_settings(tiny_model_path, api_keys=("k",))
     engine = Engine(Classifier.load(settings.model), settings)
-    core = Core(Registry([engine]), settings)
+    core = Core(Registry([engine], settings), settings)
     with pytest.raises(errors.NotReady):
         core.require_ready()
     engine.start()

@@ -145,7 +145,7 @@ def test_not_ready_and_overloaded(tiny_model_path, start_app, protocol):
     cold = create_cold_app(settings)
     assert_shape(protocol, protocol.send(cold, protocol.path("tiny"), [JPEG], {}), 503, "not_ready")
     app = start_app()
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     with engine.admit(engine.settings.queue_max, time.monotonic()):  # every place held
         response = protocol.send(app.test_client(), protocol.path("tiny"), [JPEG], {})
     assert_shape(protocol, response, 503, "overloaded")
@@ -158,7 +158,7 @@ def create_cold_app(settings):
 
 def test_model_failure(start_app, protocol, monkeypatch):
     app = start_app()
-    backend = app.extensions["wanwu.engine"].classifier.backend
+    backend = app.extensions["wanwu.core"].engine.classifier.backend
 
     def broken(x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
@@ -170,7 +170,7 @@ def test_model_failure(start_app, protocol, monkeypatch):
 
 def test_deadline(start_app, protocol, monkeypatch):
     app = start_app(max_wait_ms=0, timeout_ms=1)
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     backend = engine.classifier.backend
     original, gate, entered = backend.module, threading.Event(), threading.Event()
 

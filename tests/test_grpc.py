@@ -266,7 +266,7 @@ class HeldModel:
 
 def test_grpc_and_http_requests_share_one_forward_pass(serve, monkeypatch):
     app, _, address = serve(max_batch=2, max_wait_ms=0)
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     held = HeldModel(engine, monkeypatch)  # so that the two protocols' images queue behind it
     client = triton.InferenceServerClient(address)
     with ThreadPoolExecutor(2) as pool:
@@ -287,7 +287,7 @@ def test_grpc_and_http_requests_share_one_forward_pass(serve, monkeypatch):
 
 def test_expired_request_is_deadline_exceeded(serve, monkeypatch):
     app, _, address = serve(max_batch=2, max_wait_ms=0, timeout_ms=100)
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     held = HeldModel(engine, monkeypatch)
     client = triton.InferenceServerClient(address)
     with ThreadPoolExecutor(1) as pool:
@@ -324,9 +324,17 @@ def test_rate_limit_counts_an_address_over_its_connections(serve):
 
 def test_stopping_worker_is_unavailable_with_retry_info(serve):
     app, stub, _ = serve()
-    app.extensions["wanwu.engine"].batcher.stop(10)
+    app.extensions["wanwu.core"].engine.batcher.stop(10)
     with pytest.raises(grpc.RpcError) as error:
         stub.ModelInfer(infer_request([image_bytes()]), timeout=30)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     [detail] = rpc_status.from_call(error.value).details
     assert detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+
+
+def test_an_output_parameter_without_a_value_is_absent_not_an_error(serve):
+    _, stub, _ = serve()
+    request = infer_request([image_bytes()])
+    request.outputs.add(name="PROBS").parameters["classification"].SetInParent()
+    answer = stub.ModelInfer(request, timeout=30)
+    assert answer.outputs[0].datatype == "FP32"  # all scores, as with no classification asked

@@ -67,7 +67,7 @@ def test_selectors_and_targets_line_up(docs):
 def test_container_matches_the_app(docs, client):
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     known = {name for name, _, _ in Settings.describe()} | {"PROMETHEUS_MULTIPROC_DIR"}
     assert set(env) <= known, set(env) - known
     settings = Settings.from_env(env)  # the values are valid settings
@@ -92,7 +92,7 @@ def test_container_matches_the_app(docs, client):
 
 def test_grpc_port_is_served_and_exposed(docs):
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     port = int(Settings.from_env(env).grpc_bind.rsplit(":", 1)[1])
     assert {"name": "grpc", "containerPort": port} in container["ports"]
     service = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
@@ -100,3 +100,12 @@ def test_grpc_port_is_served_and_exposed(docs):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"WANWU_GRPC_BIND=0.0.0.0:{port}" in dockerfile
     assert re.search(rf"^EXPOSE .*\b{port}\b", dockerfile, re.M)
+
+
+def test_admin_keys_come_from_an_optional_secret_and_stay_on_loopback(docs):
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    [admin] = [e for e in container["env"] if e["name"] == "WANWU_ADMIN_KEYS"]
+    assert "value" not in admin  # never a key written into the manifest
+    assert admin["valueFrom"]["secretKeyRef"]["optional"] is True  # no Secret: no management
+    bind = {e["name"]: e.get("value") for e in container["env"]}.get("WANWU_MANAGEMENT_BIND")
+    assert (bind or Settings().management_bind).startswith("127.0.0.1:")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,32 +13,7 @@ from app.artifact import read_manifest
 from app.export.mar import IMAGE_CLASSIFIER_INPUT, MarError, read_mar
 from app.labels import parse_json
 from benchkit.images import image_bytes
-from tests.conftest import TinyNet
-
-
-def archive(folder: Path, *args: str, name: str = "resnet-18") -> Path:
-    """Run torch-model-archiver as TorchServe's docs do; return the archive it wrote."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "model_archiver.model_packaging",
-            "--model-name",
-            name,
-            "--version",
-            "1.0",
-            "--handler",
-            "image_classifier",
-            "--export-path",
-            str(folder),
-            *args,
-        ],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return next(folder.glob(f"{name}.*"))
+from tests.conftest import TinyNet, archive
 
 
 @pytest.fixture
@@ -168,3 +141,25 @@ def test_bad_manifests_are_refused(tiny_model_path, tmp_path):
 
 def test_the_legacy_object_type_names_labels_are_read():
     assert parse_json({"object_type_names": ["a", "b"]}) == ["a", "b"]
+
+
+def test_a_hostile_archive_is_a_mar_error_not_a_crash(tmp_path):
+    deep = tmp_path / "deep.mar"
+    with zipfile.ZipFile(deep, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", "[" * 200_000)
+    with pytest.raises(MarError, match="not valid JSON"):
+        read_mar(deep)
+    # An end record that zipfile.is_zipfile accepts, over a central directory that is junk.
+    damaged = tmp_path / "damaged.mar"
+    end = b"PK\x05\x06" + (0).to_bytes(4, "little") + (1).to_bytes(2, "little") * 2
+    damaged.write_bytes(b"x" * 46 + end + (46).to_bytes(4, "little") + bytes(6))
+    assert zipfile.is_zipfile(damaged)
+    with pytest.raises(MarError, match="damaged or unsupported"):
+        read_mar(damaged)
+
+
+def test_labels_with_an_enormous_index_are_refused_without_building_it():
+    with pytest.raises(ValueError, match="is not a class index"):
+        parse_json({"0": "a", "9" * 5000: "b"})
+    with pytest.raises(ValueError, match="without gaps; missing \\[1\\]"):
+        parse_json({"0": "a", "99999999": "b"})

@@ -208,7 +208,7 @@ def test_keys_limits_and_overload(start_app):
     assert_oip_error(client.post(INFER, data=b"x" * 60_000, headers=auth), 413)
 
     app = start_app(max_batch=1, queue_max=1)
-    held = app.extensions["wanwu.engine"].batcher.reserve(1, 1e12)  # the only place is taken
+    held = app.extensions["wanwu.core"].engine.batcher.reserve(1, 1e12)  # the only place is taken
     try:
         response = app.test_client().post(INFER, json={**request})
         assert_oip_error(response, 503)
@@ -227,3 +227,16 @@ def test_an_unready_worker_is_503(tiny_model_path):
     assert cold.get("/v2/health/live").status_code == 200
     assert_oip_error(cold.get("/v2/health/ready"), 503)
     assert_oip_error(cold.get("/v2/models/tiny/ready"), 503)
+
+
+def test_a_tensor_over_the_file_limit_is_refused_before_it_is_split(start_app):
+    client = start_app(max_files=2).test_client()
+    header = {"inputs": [{"name": "IMAGE", "shape": [1_000_000], "datatype": "BYTES"}]}
+    elements = b"".join(len(b"x").to_bytes(4, "little") + b"x" for _ in range(5))
+    for shape, status, says in (([1_000_000], 413, "WANWU_MAX_FILES"), ([2], 400, "more than 2")):
+        header["inputs"][0]["shape"] = shape
+        head = json.dumps(header).encode()
+        response = client.post(
+            INFER, data=head + elements, headers={"Inference-Header-Content-Length": str(len(head))}
+        )
+        assert says in assert_oip_error(response, status)

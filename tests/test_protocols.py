@@ -33,7 +33,7 @@ def wait_for(condition, seconds: float = 30) -> None:
 
 def test_torchserve_and_oip_requests_share_one_forward_pass(start_app, monkeypatch):
     app = start_app(max_batch=4, max_wait_ms=0)
-    engine = app.extensions["wanwu.engine"]
+    engine = app.extensions["wanwu.core"].engine
     classifier = engine.classifier
     original = classifier.module
     gate, entered, sizes = threading.Event(), threading.Event(), []

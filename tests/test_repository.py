@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
 
+from app import batcher as batching
+from app import errors
 from app.artifact import ArtifactError
-from app.repository import scan
+from app.control import ControlFolder
+from app.core import Core, Upload
+from app.repository import Plan, Registry, scan
+from benchkit.grpcload import reserved_port, wait_listening
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
-from tests.conftest import save_tiny_model
+from tests.conftest import add_version, make_settings
 
 ALPHA = {"en": ["a0", "a1", "a2"]}
 BETA = {"en": ["b0", "b1", "b2", "b3"]}
-
-
-def add_version(root: Path, name: str, version: int, labels: dict[str, list[str]]) -> Path:
-    """Export a tiny model into root/name/version/, as `python -m app.export` lays it out."""
-    folder = root / name / str(version)
-    folder.mkdir(parents=True)
-    return save_tiny_model(folder / f"{name}.pt", labels)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +43,19 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("logs"), workers=1, model_repository=repository
-    ) as running:
+    with (
+        reserved_port() as port,
+        GunicornServer(
+            tmp_path_factory.mktemp("logs"),
+            workers=1,
+            model_repository=repository,
+            management=True,
+            admin_keys="admin",
+            grpc_bind=f"127.0.0.1:{port}",
+        ) as running,
+    ):
+        wait_listening(running.worker_pids(), port)
+        running.grpc_address = f"127.0.0.1:{port}"
         yield running
 
 
@@ -102,13 +116,13 @@ def test_predict_routes_by_model_and_names_the_version(server):
     assert predict(server, "?model=beta&version=10").status_code == 200
 
     old = predict(server, "?model=beta&version=1")
-    assert old.status_code == 404 and "The served version is '10'" in old.json()["error"]["message"]
+    assert old.status_code == 404 and "Served versions: 10." in old.json()["error"]["message"]
     unknown = predict(server, "?model=gamma")
     assert unknown.status_code == 404
     assert "Served models: alpha, beta." in unknown.json()["error"]["message"]
 
 
-def test_torchserve_routes_by_model_and_lists_every_model(server):
+def test_torchserve_routes_by_model_and_its_management_lists_every_model(server):
     jpeg = image_bytes()
     answer = requests.put(f"{server.url}/predictions/beta/10", data=jpeg)
     assert answer.status_code == 200 and set(answer.json()) == set(BETA["en"])
@@ -119,13 +133,14 @@ def test_torchserve_routes_by_model_and_lists_every_model(server):
     assert unknown.json()["type"] == "ModelNotFoundException"
     assert "alpha, beta" in unknown.json()["message"]
 
-    listed = requests.get(f"{server.url}/models").json()["models"]
+    admin = {"Authorization": "Bearer admin"}
+    listed = requests.get(f"{server.management_url}/models", headers=admin).json()["models"]
     assert listed == [
         {"modelName": "alpha", "modelUrl": "alpha.pt"},
         {"modelName": "beta", "modelUrl": "beta.pt"},
     ]
-    [described] = requests.get(f"{server.url}/models/beta").json()
-    assert described["modelVersion"] == "10"
+    [described] = requests.get(f"{server.management_url}/models/beta", headers=admin).json()
+    assert described["modelVersion"] == "10" and described["isDefault"]
 
 
 def test_oip_routes_by_model_and_version(server):
@@ -151,6 +166,30 @@ def test_oip_routes_by_model_and_version(server):
     assert unknown.status_code == 404 and "alpha, beta" in unknown.json()["error"]
 
 
+def test_model_info_describes_the_model_asked_for(server):
+    assert requests.get(f"{server.url}/v1/model").json()["name"] == "alpha"
+    beta = requests.get(f"{server.url}/v1/model?model=beta&version=10").json()
+    assert (beta["name"], beta["version"], beta["classes"]) == ("beta", "10", len(BETA["en"]))
+    assert requests.get(f"{server.url}/v1/model?model=gamma").status_code == 404
+
+
+def test_grpc_routes_by_model_and_version(server):
+    client = triton.InferenceServerClient(server.grpc_address)
+    try:
+        image = triton.InferInput("IMAGE", [1], "BYTES")
+        image.set_data_from_numpy(np.array([image_bytes()], dtype=np.object_))
+        for name, version, labels in (("alpha", "", ALPHA), ("beta", "10", BETA)):
+            answer = client.infer(name, [image], model_version=version)
+            assert answer.get_response().model_version == (version or "1")
+            assert answer.as_numpy("PROBS").shape == (1, len(labels["en"]))
+        with pytest.raises(InferenceServerException, match="Served models: alpha, beta"):
+            client.infer("gamma", [image])
+        with pytest.raises(InferenceServerException, match="Served versions: 10"):
+            client.infer("beta", [image], model_version="1")
+    finally:
+        client.close()
+
+
 def test_queue_depth_and_in_flight_are_exported_per_model(server):
     predict(server, "?model=beta").raise_for_status()
     text = requests.get(f"{server.url}/metrics").text
@@ -165,3 +204,75 @@ def test_queue_depth_and_in_flight_are_exported_per_model(server):
         assert samples[(gauge, "alpha", "1")] == 0
         assert samples[(gauge, "beta", "10")] == 0
     assert samples[("wanwu_queue_depth", None, None)] == 0
+
+
+def _started_registry(root: Path, settings_path: Path) -> Registry:
+    # gamma 1 serves (pinned), gamma 2 is the one to load.
+    settings = make_settings(
+        settings_path, model_repository=str(root), pinned_versions=("gamma=1",)
+    )
+    registry = Registry.load(settings)
+    registry.start()
+    assert registry.wait_ready(60)
+    return registry
+
+
+def test_a_gray_release_sends_exactly_every_nth_request(tmp_path, tiny_model_path):
+    add_version(tmp_path, "gamma", 1, ALPHA)
+    add_version(tmp_path, "gamma", 2, BETA)
+    registry = _started_registry(tmp_path, tiny_model_path)
+    try:
+        registry.stage("gamma", "2")
+        assert registry.switch({"gamma": Plan("1", "2", 25)}) == []
+        picked = []
+        for _ in range(100):
+            with registry.lease("gamma") as engine:
+                picked.append(engine.classifier.version)
+        assert picked.count("2") == 25 and picked[3::4] == ["2"] * 25
+        assert registry.find("gamma").classifier.version == "1"  # a description counts nothing
+        with registry.lease("gamma", "2") as engine:
+            assert engine.classifier.version == "2"
+    finally:
+        registry.stop(10)
+
+
+def test_a_retired_version_finishes_the_requests_that_hold_it(tmp_path, tiny_model_path):
+    add_version(tmp_path, "gamma", 1, ALPHA)
+    add_version(tmp_path, "gamma", 2, BETA)
+    registry = _started_registry(tmp_path, tiny_model_path)
+    try:
+        with registry.lease("gamma") as old:
+            registry.stage("gamma", "2")
+            retired = registry.switch({"gamma": Plan("2")})
+            assert retired == [old] and registry.find("gamma").classifier.version == "2"
+            retiring = threading.Thread(target=registry.retire, args=(retired, 60))
+            retiring.start()
+            retiring.join(0.2)
+            assert retiring.is_alive()  # waits for this request
+            # The request goes on with the version it holds.
+            core = Core(registry, registry.settings)
+            answer = core.classify([Upload(image_bytes())], time.monotonic(), old)
+            assert len(answer.probs[0]) == len(ALPHA["en"])
+        retiring.join(60)
+        assert not retiring.is_alive()
+        with pytest.raises(batching.Stopped):
+            old.batcher.reserve(1, time.monotonic() + 10)
+        with pytest.raises(errors.ModelNotFound, match="Served versions: 2"):
+            registry.find("gamma", "1")
+    finally:
+        registry.stop(10)
+
+
+def test_a_control_folder_left_by_a_killed_master_is_removed_by_the_next(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    live = ControlFolder.create({"m": Plan("1")})
+    left = live.path.with_name(f"wanwu-control-{gone.pid}-x")
+    left.mkdir()
+    try:
+        fresh = ControlFolder.create({"m": Plan("2")})
+        assert not left.exists() and live.path.exists()  # a live master's stays
+        assert fresh.read().plans == {"m": Plan("2")} and fresh.read().step == (0, "switch")
+        fresh.remove()
+    finally:
+        live.remove()

@@ -118,6 +118,6 @@ def test_workers_pin_only_cpus_they_own(monkeypatch, tiny_model_path):
 
 def test_the_model_thread_is_named_for_the_os(start_app):
     """top -H and scripts/profile_service.py tell the model thread by its OS-level name."""
-    engine = start_app().extensions["wanwu.engine"]
+    engine = start_app().extensions["wanwu.core"].engine
     tid = engine.batcher._thread.native_id
     assert Path(f"/proc/self/task/{tid}/comm").read_text().strip() == MODEL_THREAD_NAME

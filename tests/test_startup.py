@@ -114,7 +114,9 @@ def test_counts_settings_and_a_non_default_model(tmp_path, monkeypatch):
     model = save_tiny_model(
         tmp_path / "shapes.pt", {"en": ["circle", "square", "star", "line"]}, trained=True
     )
-    server = GunicornServer(tmp_path, workers=2, model=model, max_batch=4, worker=1)
+    server = GunicornServer(
+        tmp_path, workers=2, model=model, max_batch=4, worker=1, management=True, admin_keys="k"
+    )
     # The service chooses the count itself (one per usable CPU): give it two CPUs to count.
     del server.env["WANWU_WORKERS"]
     cpus = sorted(os.sched_getaffinity(0))
@@ -123,7 +125,10 @@ def test_counts_settings_and_a_non_default_model(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "launch", _with_affinity(server.launch, cpus[:2]))
     with server:
         ready = requests.get(f"{server.url}/readyz", timeout=10).json()
-        described = requests.get(f"{server.url}/models/shapes", timeout=10).json()[0]
+        admin = {"Authorization": "Bearer k"}
+        described = requests.get(
+            f"{server.management_url}/models/shapes", headers=admin, timeout=10
+        ).json()[0]
         loadtest = headless.run(server.url, tmp_path, seconds=6)
     assert ready["workers"] == ready["workers_ready"] == 2, ready
     assert described["minWorkers"] == described["maxWorkers"] == 2, described

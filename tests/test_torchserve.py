@@ -6,6 +6,8 @@ import base64
 import io
 
 import pytest
+import torch
+from PIL import Image
 
 from benchkit.images import image_bytes
 from tests.conftest import make_settings
@@ -102,7 +104,7 @@ def test_api_keys_guard_predictions(start_app):
 
 def test_overload_is_503_with_retry_after(start_app):
     app = start_app(max_batch=1, queue_max=1)
-    held = app.extensions["wanwu.engine"].batcher.reserve(1, 1e12)  # the only place is taken
+    held = app.extensions["wanwu.core"].engine.batcher.reserve(1, 1e12)  # the only place is taken
     try:
         response = app.test_client().put(URL, data=image_bytes())
         assert_ts_error(response, 503, "ServiceUnavailableException")
@@ -125,20 +127,30 @@ def test_ping_and_an_unready_worker(tiny_model_path, client):
     assert_ts_error(cold.put(URL, data=image_bytes()), 503, "ServiceUnavailableException")
 
 
-def test_management_list_and_describe(client):
-    assert client.get("/models").get_json() == {
+def test_management_list_and_describe_on_the_management_listener(start_app):
+    client = start_app(admin_keys=("admin",)).test_client()
+    # What the intake says of a connection on WANWU_MANAGEMENT_BIND (app.intake.listeners).
+    on_management = {
+        "environ_base": {"wanwu.listener": "management"},
+        "headers": {"Authorization": "Bearer admin"},
+    }
+    assert client.get("/models", **on_management).get_json() == {
         "models": [{"modelName": "tiny", "modelUrl": "tiny.pt"}]
     }
-    [model] = client.get("/models/tiny").get_json()
+    [model] = client.get("/models/tiny", **on_management).get_json()
     assert model["modelName"] == "tiny" and model["batchSize"] == 4
-    assert model["runtime"] == "torchscript"
+    assert model["runtime"] == "torchscript" and model["isDefault"]
     assert model["status"] == "Healthy" and model["workers"][0]["status"] == "READY"
     assert model["jobQueueStatus"] == {"remainingCapacity": 16, "pendingRequests": 0}
-    assert_ts_error(client.get("/models/nope"), 404, "ModelNotFoundException")
+    assert_ts_error(client.get("/models/nope", **on_management), 404, "ModelNotFoundException")
+    refused = client.get("/models", environ_base={"wanwu.listener": "management"})
+    assert_ts_error(refused, 401, "InvalidKeyException")
 
 
-def test_management_calls_that_change_models_are_404_as_documented(client):
+def test_management_calls_on_the_inference_port_are_404_naming_where_they_are(client):
     calls = [
+        client.get("/models"),
+        client.get("/models/tiny"),
         client.post("/models?url=squeezenet.mar"),
         client.put("/models/tiny?min_worker=2"),
         client.delete("/models/tiny"),
@@ -147,4 +159,15 @@ def test_management_calls_that_change_models_are_404_as_documented(client):
     ]
     for response in calls:
         body = assert_ts_error(response, 404, "ResourceNotFoundException")
-        assert "WANWU_MODEL" in body["message"]
+        assert "WANWU_MANAGEMENT_BIND" in body["message"]
+
+
+def test_a_base64_image_in_a_multipart_field_is_read_up_to_the_upload_limit(client):
+    """Flask caps form fields at 500 kB unless told; the upload limit is what bounds one."""
+    noise = (torch.rand(400, 400, 3) * 255).to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    assert len(encoded) > 500_000
+    answer = client.post(URL, data={"data": encoded}, content_type="multipart/form-data")
+    assert answer.status_code == 200 and len(answer.get_json()) == 5  # the stock top-5

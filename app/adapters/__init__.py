@@ -10,19 +10,16 @@ the OpenAPI paths each adapter describes next to its routes.
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from flask import Flask, Response, g, request
 
 from app import errors, metrics, openapi
-from app.adapters import common, oip, rest, torchserve
-
-log = logging.getLogger("wanwu.access")
+from app.adapters import common, management, oip, rest, torchserve
 
 ADAPTERS = (rest, torchserve, oip)
 
@@ -42,6 +39,7 @@ def shape(path: str) -> Callable[[errors.ApiError], dict[str, Any]]:
 
 def _start_request() -> None:
     metrics.IN_FLIGHT.inc()
+    g.held = ExitStack()  # the model versions this request leased (common.lease)
     g.started = time.monotonic()
     g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
 
@@ -49,28 +47,23 @@ def _start_request() -> None:
 def _finish_request(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.request_id
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    elapsed = time.monotonic() - g.started
-    metrics.REQUESTS.labels(route, str(response.status_code)).inc()
-    metrics.REQUEST_DURATION.labels(route).observe(elapsed)
-    classified = g.get("classified")
-    log.info(
-        json.dumps(
-            {
-                "request_id": g.request_id,
-                "client": request.remote_addr,  # X-Forwarded-For's, from a trusted proxy
-                "method": request.method,
-                "route": route,
-                "status": response.status_code,
-                "bytes_in": request.content_length or 0,
-                "images": len(classified.probs) if classified else 0,
-                "batch_size": classified.batch_size if classified else None,
-                "timing_ms": (
-                    classified.timing_ms if classified else {"total": round(elapsed * 1000, 3)}
-                ),
-            }
-        )
+    common.record(
+        route,
+        response.status_code,
+        g.request_id,
+        request.remote_addr,  # X-Forwarded-For's, from a trusted proxy
+        request.method,
+        request.content_length or 0,
+        g.get("classified"),
+        time.monotonic() - g.started,
     )
     return response
+
+
+def _end_request(exc: BaseException | None) -> None:
+    if "held" in g:
+        g.held.close()
+    metrics.IN_FLIGHT.dec()
 
 
 def _handle_error(exc: Exception) -> Response:
@@ -87,9 +80,11 @@ def init_app(app: Flask) -> None:
     """Register every adapter, the request hooks and the error handler."""
     for adapter in ADAPTERS:
         app.register_blueprint(adapter.bp)
+    app.register_blueprint(management.bp)
     app.add_url_rule("/openapi.json", "openapi", _openapi_document)
     app.before_request(_start_request)
+    app.before_request(management.gate)
     app.after_request(_finish_request)
-    app.teardown_request(lambda exc: metrics.IN_FLIGHT.dec())
+    app.teardown_request(_end_request)
     # Exception covers ApiError and werkzeug's HTTPExceptions too.
     app.register_error_handler(Exception, _handle_error)

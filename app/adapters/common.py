@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,14 +17,44 @@ import torch
 from flask import Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors
+from app import errors, metrics
 from app.core import Classified, Core, Upload
 from app.engine import Engine
+
+access_log = logging.getLogger("wanwu.access")
 
 TOPK_MAX = 20  # and never more than the model's classes
 TOPK_DEFAULT = 3  # or every class of a model with fewer
 
 _HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed}
+
+
+def record(
+    route: str,
+    status: int | str,
+    request_id: str,
+    client: str | None,
+    method: str,
+    bytes_in: int,
+    classified: Classified | None,
+    elapsed: float,
+) -> None:
+    """Count one answered request in the metrics and write its JSON access-log line (every
+    protocol, HTTP and gRPC, the same fields)."""
+    metrics.REQUESTS.labels(route, str(status)).inc()
+    metrics.REQUEST_DURATION.labels(route).observe(elapsed)
+    entry = {
+        "request_id": request_id,
+        "client": client,
+        "method": method,
+        "route": route,
+        "status": status,
+        "bytes_in": bytes_in,
+        "images": len(classified.probs) if classified else 0,
+        "batch_size": classified.batch_size if classified else None,
+        "timing_ms": classified.timing_ms if classified else {"total": round(elapsed * 1000, 3)},
+    }
+    access_log.info(json.dumps(entry))
 
 
 def core() -> Core:
@@ -34,6 +65,11 @@ def core() -> Core:
 def authorize() -> None:
     """Check the request's bearer key (when WANWU_API_KEYS is set)."""
     core().authorize(request.headers.get("Authorization"), request.remote_addr)
+
+
+def lease(name: str | None, version: str | None) -> Engine:
+    """The engine to classify with (`Core.lease`), held until this request ends."""
+    return g.held.enter_context(core().lease(name, version))
 
 
 def classify(uploads: list[Upload], engine: Engine) -> Classified:

@@ -25,7 +25,6 @@ Policy:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -43,13 +42,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics
-from app.adapters import oip, oip_tensors
+from app.adapters import common, oip, oip_tensors
 from app.adapters.grpc_proto import grpc_service_pb2 as pb
 from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
 from app.adapters.oip_tensors import INPUT
 from app.core import Classified, Core, Upload
-
-log = logging.getLogger("wanwu.access")
 
 SERVICE = "/inference.GRPCInferenceService/"
 
@@ -81,9 +78,7 @@ class _Aborted(_Status, grpc.Status):
 
 def _status(exc: Exception) -> _Aborted:
     """The gRPC status of an error; RetryInfo and pushback where a retry can succeed."""
-    if not isinstance(exc, errors.ApiError):
-        logging.getLogger("wanwu").exception("unhandled error")
-        exc = errors.InternalError("Internal error; it was logged.")
+    exc = common.as_api_error(exc)  # an unexpected one is logged there, and is INTERNAL
     code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
     if isinstance(exc, errors.Overloaded):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -133,22 +128,9 @@ def _rpc(method: Callable[[Servicer, Any, _Call], Any]) -> Callable[..., Any]:
 
 
 def _record(route: str, code: grpc.StatusCode, call: _Call, size: int) -> None:
+    request_id = call.metadata.get("x-request-id") or uuid.uuid4().hex
     elapsed = time.monotonic() - call.started
-    metrics.REQUESTS.labels(route, code.name).inc()
-    metrics.REQUEST_DURATION.labels(route).observe(elapsed)
-    done = call.classified
-    entry = {
-        "request_id": call.metadata.get("x-request-id") or uuid.uuid4().hex,
-        "client": call.peer,
-        "method": "gRPC",
-        "route": route,
-        "status": code.name,
-        "bytes_in": size,
-        "images": len(done.probs) if done else 0,
-        "batch_size": done.batch_size if done else None,
-        "timing_ms": done.timing_ms if done else {"total": round(elapsed * 1000, 3)},
-    }
-    log.info(json.dumps(entry))
+    common.record(route, code.name, request_id, call.peer, "gRPC", size, call.classified, elapsed)
 
 
 # -- the RPCs ------------------------------------------------------------------------------------
@@ -164,18 +146,23 @@ def _address(peer: str) -> str:
 
 def _parameters(params: Any) -> dict[str, Any]:
     """An InferParameter map as the plain values OIP's JSON would hold."""
-    return {
-        key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in params.items()
+    return {  # an InferParameter with no value set is absent, as a JSON null would be
+        key: getattr(value, choice)
+        for key, value in params.items()
+        if (choice := value.WhichOneof("parameter_choice"))
     }
 
 
-def _images(request: pb.ModelInferRequest) -> list[bytes]:
-    """The encoded images of the one input, checked exactly as OIP over HTTP checks them."""
+def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
+    """The encoded images of the one input, checked exactly as OIP over HTTP checks them
+    (at most `most`, WANWU_MAX_FILES)."""
     if len(request.inputs) != 1:
         raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
     tensor = request.inputs[0]
     if len(request.raw_input_contents) > 1:
         raise errors.BadRequest("raw_input_contents must hold one entry per input.")
+    if len(tensor.contents.bytes_contents) > most:  # before they are framed again
+        raise errors.too_many_files(len(tensor.contents.bytes_contents), most)
     if request.raw_input_contents:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
@@ -186,7 +173,7 @@ def _images(request: pb.ModelInferRequest) -> list[bytes]:
         "shape": list(tensor.shape),
         "parameters": {"binary_data_size": len(data)},
     }
-    return oip_tensors.images({"inputs": [header]}, data)
+    return oip_tensors.images({"inputs": [header]}, data, most)
 
 
 def _outputs(request: pb.ModelInferRequest) -> list[Any]:
@@ -240,10 +227,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        engine = core.model(request.model_name, request.model_version or None)
-        images, outputs = _images(request), _outputs(request)
+        images, outputs = _images(request, core.settings.max_files), _outputs(request)
         uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-        call.classified = core.classify(uploads, call.started, engine)
+        with core.lease(request.model_name, request.model_version or None) as engine:
+            call.classified = core.classify(uploads, call.started, engine)
         probs = torch.stack(call.classified.probs)
         classifier = engine.classifier
         answer = pb.ModelInferResponse(

@@ -41,10 +41,11 @@ def _read() -> tuple[dict[str, Any], list[bytes]]:
             f"Content-Encoding {encoding} is not accepted; send the body uncompressed."
         )
     body = request.get_data(cache=False)
+    most = common.core().settings.max_files
     raw_length = request.headers.get(HEADER_LENGTH)
     if raw_length is None:
         header = _json(body)
-        return header, oip_tensors.images(header, b"")
+        return header, oip_tensors.images(header, b"", most)
     try:
         length = bounds.parse_count(raw_length, len(body))
     except ValueError as e:
@@ -54,7 +55,7 @@ def _read() -> tuple[dict[str, Any], list[bytes]]:
     if length == 0:  # a raw binary request: the whole body is the one image
         return {}, [body]
     header = _json(body[:length])
-    return header, oip_tensors.images(header, memoryview(body)[length:])
+    return header, oip_tensors.images(header, memoryview(body)[length:], most)
 
 
 def _json(data: bytes) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 def infer(model_name: str, version: str | None = None) -> Response:
     """Classify a BYTES tensor of encoded images; answer PROBS as requested."""
     common.authorize()
-    engine = common.core().model(model_name, version)
+    engine = common.lease(model_name, version)
     header, images = _read()
     outputs = oip_tensors.outputs(header)
     uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]

@@ -29,8 +29,9 @@ class Output:
     binary: bool
 
 
-def images(header: dict[str, Any], binary: bytes | memoryview) -> list[bytes]:
-    """Return the encoded images of the one input, from binary data or base64 JSON strings."""
+def images(header: dict[str, Any], binary: bytes | memoryview, most: int) -> list[bytes]:
+    """Return the encoded images of the one input, from binary data or base64 JSON strings;
+    a shape of more than `most` (WANWU_MAX_FILES) is refused before anything is split."""
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
@@ -48,27 +49,32 @@ def images(header: dict[str, Any], binary: bytes | memoryview) -> list[bytes]:
         or shape[0] < 0
     ):
         raise errors.BadRequest(f"The shape of {INPUT} must be [N] or [N, 1]; got {shape!r}.")
+    if shape[0] > most:
+        raise errors.too_many_files(shape[0], most)
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise errors.BadRequest("Input parameters must be a JSON object.")
-    if "binary_data_size" in parameters or (binary and "data" not in tensor):
+    in_binary = "binary_data_size" in parameters or (binary and "data" not in tensor)
+    if in_binary:
         size = parameters.get("binary_data_size", len(binary))
         if type(size) is not int or size != len(binary):
             raise errors.BadRequest(
                 f"binary_data_size is {size!r} but {len(binary)} bytes follow the JSON."
             )
-        images = deserialize_bytes(binary)
+        elements = deserialize_bytes(binary, shape[0])
     else:
-        images = [common.base64_image(value, _NOT_BASE64) for value in _flatten(tensor.get("data"))]
-    if len(images) != shape[0]:
-        raise errors.BadRequest(f"{INPUT} has shape {shape} but holds {len(images)} elements.")
-    return images
+        elements = _flatten(tensor.get("data"))
+    if len(elements) != shape[0]:  # counted before any base64 is decoded
+        held = f"more than {shape[0]}" if len(elements) > shape[0] else len(elements)
+        raise errors.BadRequest(f"{INPUT} has shape {shape} but holds {held} elements.")
+    return elements if in_binary else [common.base64_image(v, _NOT_BASE64) for v in elements]
 
 
-def deserialize_bytes(data: bytes | memoryview) -> list[bytes]:
-    """Split a BYTES tensor: each element a u32 little-endian length, then its bytes."""
+def deserialize_bytes(data: bytes | memoryview, most: int) -> list[bytes]:
+    """Split a BYTES tensor: each element a u32 little-endian length, then its bytes; one
+    element past `most` ends the split (the caller refuses the count)."""
     images, offset = [], 0
-    while offset < len(data):
+    while offset < len(data) and len(images) <= most:
         if offset + 4 > len(data):
             raise errors.BadRequest("The binary BYTES tensor ends inside a length prefix.")
         (length,) = struct.unpack_from("<I", data, offset)

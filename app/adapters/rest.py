@@ -69,7 +69,7 @@ def predict() -> Any:
     """Classify one or more images with `?model=NAME[&version=V]` (the default model when
     absent) and return the top-k labels of each; `model` names the version that answered."""
     common.authorize()
-    engine = common.core().model(request.args.get("model"), request.args.get("version"))
+    engine = common.lease(request.args.get("model"), request.args.get("version"))
     classifier = engine.classifier
     k, lang = _query_params(classifier)
     uploads = _uploads()
@@ -116,9 +116,11 @@ def readyz() -> Any:
 
 @bp.get("/v1/model")
 def model_info() -> Any:
-    """Describe the model, its device and precision, and the batching settings."""
+    """Describe the model (`?model=NAME[&version=V]`, the default model when absent), its
+    device and precision, and the batching settings."""
     core = common.core()
-    engine, settings = core.engine, core.settings
+    engine = core.model(request.args.get("model"), request.args.get("version"))
+    settings = core.settings
     classifier = engine.classifier
     return {
         **classifier.info(),
@@ -210,6 +212,23 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
         },
     }
     error = openapi.error
+    selection = [  # which model and version answer
+        {
+            "name": "model",
+            "in": "query",
+            "description": "A served model's name; absent: the default model (whose topk "
+            "and lang ranges are shown).",
+            "schema": {"type": "string", "example": classifier.name},
+        },
+        {
+            "name": "version",
+            "in": "query",
+            "description": "A loaded version of the model; absent: its default (or, during "
+            "a gray release, its share of the newer one).",
+            "schema": {"type": "string", "example": classifier.version},
+        },
+    ]
+    not_served = {"404": error("No such model or version is served; the message lists them.")}
     predict = {
         "summary": "Classify one or more images.",
         "description": f"Images in {imaging.FORMAT_NAMES}; EXIF orientation is applied.",
@@ -226,6 +245,7 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
                 "description": "Language of the labels: one the model has labels in.",
                 "schema": {"type": "string", "default": "en", "enum": list(classifier.languages)},
             },
+            *selection,
         ],
         "requestBody": openapi.image_body("file", required=True),
         "responses": {
@@ -245,6 +265,7 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
             ),
             "411": error("A chunked body: send a Content-Length."),
             "413": error("Body, file count or pixel count over its limit."),
+            **not_served,
             "415": error("Not a supported image type or body type."),
             "422": error("topk or lang out of range."),
             "500": error("The model failed; the error was logged."),
@@ -263,7 +284,9 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
             "Whether this worker is ready to serve.",
             {"503": error("Warming up.", openapi.RETRY_AFTER)},
         ),
-        "/v1/model": openapi.get("Model, runtime, device, precision and batching.", {}),
+        "/v1/model": openapi.get(
+            "Model, runtime, device, precision and batching.", not_served, selection
+        ),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics summed over workers.",

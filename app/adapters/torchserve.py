@@ -1,4 +1,4 @@
-"""TorchServe's inference API and read-only management API, on wanwu's one port.
+"""TorchServe's inference API, on wanwu's inference port.
 
 Policy: a client written for TorchServe 0.12 with the stock `image_classifier` handler works
 unchanged (docs/MIGRATING.md lists what differs):
@@ -7,9 +7,7 @@ unchanged (docs/MIGRATING.md lists what differs):
   TorchServe's VisionHandler does; the answer is the top-5 `{label: probability}` object, a
   list of them when a multipart body holds several images.
 - `GET /ping` says Healthy (200) once this worker is ready, Unhealthy (503) before.
-- `GET /models` and `GET /models/{model}` describe the served models in TorchServe's shapes;
-  the management calls that change models answer 404: the models are chosen at start
-  (WANWU_MODEL_REPOSITORY or WANWU_MODEL).
+- TorchServe's management API (`/models`) is app.adapters.management's, on its own listener.
 - Every error under these paths is TorchServe's `{"code", "type", "message"}`, with wanwu's
   status codes (401, not TorchServe's 400, for a bad key; 415 for a non-image).
 Every image goes through `app.core`: the same keys, limits, batcher and metrics as /predict.
@@ -18,7 +16,6 @@ Every image goes through `app.core`: the same keys, limits, batcher and metrics 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -30,7 +27,8 @@ from app.model import Classifier
 
 bp = Blueprint("torchserve", __name__)
 
-PATH_PREFIXES = ("/predictions", "/ping", "/models")  # errors here answer in TorchServe's shape
+# Errors here answer in TorchServe's shape (/models: its management API's, on the other port).
+PATH_PREFIXES = ("/predictions", "/ping", "/models")
 TOPK = 5  # ImageClassifier.topk in TorchServe's stock handler
 FIELDS = ("data", "file")  # multipart fields VisionHandler reads ("data"), and a common alias
 _NOT_BASE64 = "A text or JSON body must be a base64-encoded image; this is not valid base64."
@@ -103,7 +101,7 @@ def _uploads() -> list[Upload]:
 def predictions(model_name: str, version: str | None = None) -> Any:
     """Classify the request's images; answer top-5 {label: probability} per image."""
     common.authorize()
-    engine = common.core().model(model_name, version)
+    engine = common.lease(model_name, version)
     result = common.classify(_uploads(), engine)
     names = engine.classifier.labels("en")
     k = min(TOPK, len(names))  # every class of a model with fewer
@@ -125,75 +123,6 @@ def ping() -> Any:
     return response
 
 
-@bp.get("/models")
-def list_models() -> Any:
-    """List the served models (a few; no pagination needed)."""
-    engines = common.core().registry.engines.values()
-    return {
-        "models": [
-            {"modelName": e.classifier.name, "modelUrl": _url(e.classifier)} for e in engines
-        ]
-    }
-
-
-def _url(classifier: Classifier) -> str:
-    """The artifact's file name: TorchServe's modelUrl names the archive."""
-    return os.path.basename(classifier.path)
-
-
-@bp.post("/models")
-@bp.route("/models/<model_name>", methods=["PUT", "DELETE"])
-@bp.get("/models/<model_name>/<version>")
-@bp.put("/models/<model_name>/<version>/set-default")
-def management(**_: str) -> Any:
-    """Register, scale, unregister, per-version describe: not served (404), as documented."""
-    raise errors.NotFound(
-        f"{request.method} {request.path} is not served: wanwu serves the models chosen at "
-        "start (WANWU_MODEL_REPOSITORY or WANWU_MODEL); GET /models/{model} describes one "
-        "(docs/MIGRATING.md)."
-    )
-
-
-@bp.get("/models/<model_name>")
-def describe_model(model_name: str) -> Any:
-    """Describe the served model in TorchServe's shape (a one-element array)."""
-    core = common.core()
-    engine, settings = core.model(model_name), core.settings
-    classifier, ready = engine.classifier, engine.ready
-    depth = engine.batcher.depth
-    return jsonify(
-        [
-            {
-                "modelName": classifier.name,
-                "modelVersion": classifier.version,
-                "modelUrl": _url(classifier),
-                "runtime": classifier.runtime,
-                "minWorkers": settings.worker_processes,
-                "maxWorkers": settings.worker_processes,
-                "batchSize": settings.max_batch,
-                "maxBatchDelay": settings.max_wait_ms,
-                "responseTimeout": settings.timeout_ms / 1000,
-                "deviceType": "gpu" if classifier.device.type == "cuda" else "cpu",
-                "status": "Healthy" if ready else "Unhealthy",
-                "loadedAtStartup": True,
-                # This worker only: each Gunicorn worker answers for itself.
-                "workers": [
-                    {
-                        "id": str(os.getpid()),
-                        "pid": os.getpid(),
-                        "status": "READY" if ready else "UNLOADING",
-                        "gpu": classifier.device.type == "cuda",
-                    }
-                ],
-                "jobQueueStatus": {
-                    "remainingCapacity": settings.queue_max - depth,
-                    "pendingRequests": depth,
-                },
-            }
-        ]
-    )
-
-
 _ERROR = {"$ref": "#/components/schemas/TorchServeError"}
 _LABEL_SCORES = {"type": "object", "additionalProperties": {"type": "number"}}
 _PREDICT = {
@@ -213,10 +142,6 @@ _PREDICT = {
         ),
         **openapi.errors_in(_ERROR, 400, 401, 404, 413, 415, 500, 503, 504),
     },
-}
-_NOT_SERVED = {
-    "summary": "TorchServe management: not served; one model is chosen at start.",
-    "responses": {"404": openapi.error("Not served (docs/MIGRATING.md).", schema=_ERROR)},
 }
 
 
@@ -241,22 +166,6 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
                 },
             }
         },
-        "/models": {
-            **openapi.get("TorchServe: list the served model.", {}),
-            "post": _NOT_SERVED,
-        },
-        "/models/{model_name}": {
-            **openapi.get(
-                "TorchServe: describe the served model.",
-                openapi.errors_in(_ERROR, 404),
-                openapi.path_params(*model),
-            ),
-            **_operations("put", "delete", parameters=model, **_NOT_SERVED),
-        },
-        "/models/{model_name}/{version}": _operations("get", parameters=version, **_NOT_SERVED),
-        "/models/{model_name}/{version}/set-default": _operations(
-            "put", parameters=version, **_NOT_SERVED
-        ),
     }
     schemas = {
         "TorchServeError": {

@@ -86,7 +86,7 @@ def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any])
         fields = pt2.manifest_fields(
             request.precision, request.max_batch, request.device, calibration
         )
-        return save, "torchscript-trace", fields
+        return save, pt2.FORMAT, fields
     if loaded.file is not None:
         return formats.save_copy(loaded.file), "torchscript", {}
     return formats.save_traced(loaded.module, spec["crop"]), "torchscript-trace", {}

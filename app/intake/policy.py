@@ -48,6 +48,7 @@ class Conn(TConn):
         self.idle = True  # no byte of the next request yet
         self.closing = False  # answered and half-closed: input is discarded until EOF
         self.closed = False
+        self.listener = "inference"  # or "management" (app.intake.listeners)
 
 
 def quiet(conn: Conn) -> bool:

@@ -21,7 +21,7 @@ reaches Gunicorn's worker loop, which would exit the worker. Settings the intake
 
 Gunicorn documents none of the methods overridden here as extension points, so
 pyproject.toml pins gunicorn 27 (gthread.py of 27.0.1) and tests/test_intake.py runs this
-worker under the real server. (Some 350 lines: one class, because the methods gthread's loop
+worker under the real server. (Some 370 lines: one class, because the methods gthread's loop
 calls share one connection's state; framing and policy live in their own modules.)
 """
 
@@ -31,6 +31,7 @@ import errno
 import functools
 import selectors
 import socket
+import threading
 import time
 import uuid
 from functools import partial
@@ -39,6 +40,7 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
 
 from app import errors, metrics
 from app.intake import framing
+from app.intake.listeners import LISTENER, management_listeners
 from app.intake.policy import Conn, Policy, answer, quiet, raise_fd_limit, unsupported_settings
 from app.settings import Settings
 
@@ -72,10 +74,12 @@ def fenced(callback):  # noqa: ANN001, ANN201  (a method taking the connection f
 class IntakeWorker(ThreadWorker):
     """Gunicorn's gthread worker, with every request read whole on its main loop.
 
-    gunicorn.conf.py sets `wanwu_settings` on each worker before fork.
+    gunicorn.conf.py sets `wanwu_settings` and `wanwu_management` (the management listener's
+    address, app.intake.listeners) on each worker before fork.
     """
 
     wanwu_settings: Settings
+    wanwu_management: object | None = None
 
     @classmethod
     def check_config(cls, cfg, log) -> None:  # noqa: ANN001  (gunicorn's Config and logger)
@@ -114,6 +118,23 @@ class IntakeWorker(ThreadWorker):
         self.waiting: dict[Conn, None] = {}  # on the poller, oldest first
         self.recv_buf = memoryview(bytearray(RECV_SIZE))
         self.next_sweep = 0.0
+        self.management = management_listeners(self.sockets, self.wanwu_management)
+        self.serving = threading.local()  # the listener of the request a thread serves
+
+    def load_wsgi(self) -> None:
+        """Tell the app which listener each request came in on (app.intake.listeners)."""
+        super().load_wsgi()
+        app = self.wsgi
+
+        def tagged(environ, start_response):  # noqa: ANN001, ANN202  (WSGI)
+            environ[LISTENER] = self.serving.listener
+            return app(environ, start_response)
+
+        self.wsgi = tagged
+
+    def handle_request(self, req, conn: Conn):  # noqa: ANN001, ANN201  (as gthread)
+        self.serving.listener = conn.listener
+        return super().handle_request(req, conn)
 
     # -- connections in and out ------------------------------------------------------------
 
@@ -129,7 +150,9 @@ class IntakeWorker(ThreadWorker):
                     self.policy.count("accept_error", f"errno {e.errno}")
                 return
             self.nr_conns += 1
-            self.admit(Conn(self.cfg, sock, client, listener.getsockname()))
+            conn = Conn(self.cfg, sock, client, listener.getsockname())
+            conn.listener = "management" if listener in self.management else "inference"
+            self.admit(conn)
             if not self.take_more():
                 return
 
