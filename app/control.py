@@ -88,7 +88,15 @@ class ControlFolder:
     # -- the state ----------------------------------------------------------------------------
 
     def read(self) -> State:
-        data = json.loads((self.path / "state.json").read_text())
+        return self.parse(self.raw())
+
+    def raw(self) -> bytes:
+        """The state file's bytes: a poller compares them before it parses anything."""
+        return (self.path / "state.json").read_bytes()
+
+    @staticmethod
+    def parse(raw: bytes) -> State:
+        data = json.loads(raw)
         proposed = data["proposed"]
         return State(
             data["generation"],
@@ -230,11 +238,16 @@ class Follower:
         self.folder.leave(os.getpid())
 
     def _follow(self) -> None:
+        last = b""
         while not self._stopping.wait(POLL_S):
             try:
-                state = self.folder.read()
+                raw = self.folder.raw()
+                if raw == last:
+                    continue
+                state = self.folder.parse(raw)
             except (OSError, ValueError):
                 continue  # the master is removing the folder: the server is stopping
+            last = raw
             if state.step == self._seen:
                 continue
             self._seen, retired, error = state.step, [], None
