@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, Flask, current_app, render_template
+from flask import Blueprint, Flask, current_app, render_template, request
 
 from app import imaging
 
@@ -13,9 +13,10 @@ bp = Blueprint("ui", __name__)
 
 @bp.get("/")
 def index() -> str:
-    """Render the upload page, with a banner when the model is untrained."""
+    """Render the upload page for `?model=NAME` (the default model when absent), with a
+    banner when that model is untrained and a choice of model when several are served."""
     core = current_app.extensions["wanwu.core"]
-    engine, settings = core.engine, core.settings
+    engine, settings = core.model(request.args.get("model")), core.settings
     limits = {
         "max_mb": f"{settings.max_upload_mb:g}",
         "max_bytes": settings.max_upload_bytes,
@@ -33,7 +34,8 @@ def index() -> str:
         "classes": classifier.num_classes,
         "languages": ",".join(classifier.languages),
     }
-    return render_template("index.html", model=model, limits=limits)
+    served = sorted(core.registry.plans)
+    return render_template("index.html", model=model, limits=limits, served=served)
 
 
 def init_app(app: Flask) -> None:

@@ -173,6 +173,17 @@ def test_model_info_describes_the_model_asked_for(server):
     assert requests.get(f"{server.url}/v1/model?model=gamma").status_code == 404
 
 
+def test_health_and_the_upload_page_cover_every_model(server):
+    health = requests.get(f"{server.url}/healthz").json()
+    assert health["model"]["name"] == "alpha"
+    assert [(m["name"], m["version"]) for m in health["models"]] == [("alpha", "1"), ("beta", "10")]
+    page = requests.get(f"{server.url}/?model=beta").text
+    assert 'data-model="beta"' in page and '<option value="alpha">' in page
+    assert 'data-model="alpha"' in requests.get(f"{server.url}/").text
+    unknown = requests.get(f"{server.url}/?model=gamma")
+    assert unknown.status_code == 404 and "alpha, beta" in unknown.json()["error"]["message"]
+
+
 def test_grpc_routes_by_model_and_version(server):
     client = triton.InferenceServerClient(server.grpc_address)
     try:

@@ -11,7 +11,7 @@ from benchkit.digits import LABELS_EN, LABELS_ZH
 from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
 from benchkit.system import find
-from tests.conftest import save_tiny_model
+from tests.conftest import add_version, save_tiny_model
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.needs("chromium")]
@@ -191,3 +191,27 @@ def test_a_model_without_chinese_labels_shows_english_ones_with_a_note(tmp_path)
         assert sorted(page.locator(".card .label").all_inner_texts()) == ["cat", "dog"]
         assert "catdog · 2 classes ·" in page.locator("footer").inner_text()
         page.screenshot(path=str(tmp_path / "catdog.png"), full_page=True)
+
+
+def test_with_several_models_the_page_offers_each_and_classifies_with_the_chosen_one(tmp_path):
+    repository = tmp_path / "repository"
+    add_version(repository, "catdog", 1, {"en": ["cat", "dog"]})
+    add_version(repository, "fishbird", 1, {"en": ["fish", "bird"], "zh": ["鱼", "鸟"]})
+    image = tmp_path / "a.png"
+    image.write_bytes(image_bytes("PNG"))
+    with (
+        GunicornServer(tmp_path, workers=1, model_repository=repository, max_batch=2) as server,
+        open_page(server.url) as page,
+    ):
+        picker = page.locator("#model-pick")
+        assert picker.locator("option").all_inner_texts() == ["catdog", "fishbird"]
+        assert picker.input_value() == "catdog"  # the default model, first by name
+        with page.expect_navigation():
+            picker.select_option("fishbird")
+        assert page.url.endswith("/?model=fishbird")
+        assert "fishbird · 2 classes ·" in page.locator("footer").inner_text()
+        page.click("button[data-lang=zh]")
+        assert page.locator("#labels-note").is_hidden()  # this model has Chinese labels
+        page.set_input_files("#file", str(image))
+        page.locator(".card li").nth(1).wait_for(timeout=30_000)
+        assert sorted(page.locator(".card .label").all_inner_texts()) == ["鱼", "鸟"]

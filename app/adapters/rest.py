@@ -94,8 +94,14 @@ def predict() -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """Say the process is alive, and whether the model is a real one."""
-    return {"status": "ok", "model": common.core().engine.classifier.info()}
+    """Say the process is alive, and whether its models are real ones: `model` is the
+    default model, `models` each served model's default version."""
+    registry = common.core().registry
+    return {
+        "status": "ok",
+        "model": registry.default.classifier.info(),
+        "models": [engine.classifier.info() for engine in registry.served()],
+    }
 
 
 @bp.get("/readyz")
@@ -279,7 +285,7 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
     }
     paths = {
         "/predict": {"post": predict},
-        "/healthz": openapi.get("Process liveness and whether the model is trained.", {}),
+        "/healthz": openapi.get("Process liveness and whether each model is trained.", {}),
         "/readyz": openapi.get(
             "Whether this worker is ready to serve.",
             {"503": error("Warming up.", openapi.RETRY_AFTER)},

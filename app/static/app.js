@@ -14,6 +14,7 @@ const TEXT = {
         sent: "已发送", original: "原图", sendOriginal: "发送原图" },
 };
 const maxBytes = Number(document.body.dataset.maxBytes);
+const model = encodeURIComponent(document.body.dataset.model);  // the one this page describes
 const labelLanguages = document.body.dataset.languages.split(",");  // the model's own
 const labelsNote = document.getElementById("labels-note");
 // The server resizes the short side to the model's input and keeps at most twice that when
@@ -32,7 +33,10 @@ function setLanguage(next) {
   lang = next;
   localStorage.setItem("wanwu.lang", lang);
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const button of document.querySelectorAll(".lang button")) {
+  // With several models served, choosing one loads its page (its labels, banner and limits).
+const picker = document.getElementById("model-pick");
+if (picker) picker.addEventListener("change", () => picker.form.submit());
+for (const button of document.querySelectorAll(".lang button")) {
     button.setAttribute("aria-pressed", String(button.dataset.lang === lang));
   }
   document.querySelector('[data-i18n="drop"]').textContent = t("drop");
@@ -123,7 +127,7 @@ async function classify(upload) {
   const form = new FormData();
   form.append("file", sending, file.name);
   try {
-    const response = await fetch(`/predict?lang=${labelLanguage()}`, { method: "POST", body: form });
+    const response = await fetch(`/predict?model=${model}&lang=${labelLanguage()}`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
     if (response.ok) return showPredictions(upload, body);
     const message = body.error ? body.error.message : `HTTP ${response.status}`;
@@ -161,6 +165,9 @@ document.addEventListener("paste", (e) => {
   const files = [...e.clipboardData.items].filter((i) => i.kind === "file").map((i) => i.getAsFile());
   if (files.length) addFiles(files);
 });
+// With several models served, choosing one loads its page (its labels, banner and limits).
+const picker = document.getElementById("model-pick");
+if (picker) picker.addEventListener("change", () => picker.form.submit());
 for (const button of document.querySelectorAll(".lang button")) {
   button.addEventListener("click", () => setLanguage(button.dataset.lang));
 }
