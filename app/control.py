@@ -164,12 +164,16 @@ class ControlFolder:
 
 
 def change(
-    folder: ControlFolder, timeout: float, edit: Callable[[dict[str, Plan]], dict[str, Plan]]
+    folder: ControlFolder,
+    timeout: float,
+    edit: Callable[[dict[str, Plan]], dict[str, Plan]],
+    switched: Callable[[Plans], None] = lambda plans: None,
 ) -> Report:
     """Apply `edit` to the served plans on every worker: stage, then switch (or abort).
 
     `edit` gets a copy of the served plans and returns the new ones, raising an ApiError for a
     change it refuses. A version that fails to load anywhere raises errors.LoadFailed naming why.
+    `switched` gets the new plans once every worker serves them, before the next change starts.
     """
     with folder.exclusive(timeout):
         served = folder.read()
@@ -188,6 +192,7 @@ def change(
         failures = _await(folder, (generation, "switch"), timeout)
         if failures:
             log.error("model change %d: some workers did not switch: %s", generation, failures)
+        switched(plans)
         return Report(round(staged - began, 3), round(time.monotonic() - staged, 3))
 
 

@@ -14,18 +14,29 @@ Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
   `unload(name, v)` ends v's gray release; a default version is replaced, not unloaded.
 - `register(url)` (TorchServe's `POST /models?url=`): `url` names a model folder, or a `.mar`
   archive inside the repository, imported as the model's next version and then loaded.
+- With WANWU_MODEL_SNAPSHOT, every change that switched is written there (app.snapshot) before
+  the next change starts, so that a restart serves it again.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from app import errors
+from app import errors, snapshot
 from app.artifact import ArtifactError
 from app.control import ControlFolder, Report, change
-from app.repository import NAME, Plan, Registry, artifact, version_name, versions
+from app.repository import (
+    NAME,
+    Plan,
+    Registry,
+    artifact,
+    model_folders,
+    version_name,
+    versions,
+)
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,9 +68,7 @@ class Management:
                 for v in plan.versions
             ]
         entries = []
-        for folder in sorted(
-            p for p in self.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name)
-        ):
+        for folder in model_folders(self.root):
             served = plans.get(folder.name)
             for version in versions(folder):
                 live = served is not None and version in served.versions
@@ -145,7 +154,18 @@ class Management:
 
     def _change(self, edit: Any) -> Report:
         self.root  # noqa: B018  (a 400 without a repository, before taking the lock)
-        return change(self.folder, self.settings.load_timeout_s, edit)
+        return change(self.folder, self.settings.load_timeout_s, edit, self._keep)
+
+    def _keep(self, plans: dict[str, Plan]) -> None:
+        """Write the switched plans to WANWU_MODEL_SNAPSHOT, when set (app.snapshot)."""
+        path = self.settings.model_snapshot
+        if not path:
+            return
+        unloaded = [p.name for p in model_folders(self.root) if p.name not in plans]
+        try:
+            snapshot.write(path, {n: asdict(plan) for n, plan in plans.items()}, unloaded)
+        except OSError:
+            log.exception("the change was made but not kept in WANWU_MODEL_SNAPSHOT %s", path)
 
     def _folder(self, name: str) -> Path:
         folder = self.root / name

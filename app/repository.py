@@ -23,6 +23,7 @@ Policy:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import errors, memory, metrics
+from app import errors, memory, metrics, snapshot
 from app.artifact import ArtifactError, manifest_path
 from app.engine import Engine
 from app.model import Classifier
@@ -58,6 +59,11 @@ def versions(folder: Path) -> dict[str, Path]:
     found = {version_name(p.name): p for p in folder.iterdir() if p.is_dir()}
     found.pop(None, None)
     return dict(sorted(found.items(), key=lambda item: (len(item[0]), item[0])))
+
+
+def model_folders(root: Path) -> list[Path]:
+    """The folders of the repository at `root` that name a model, by name."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
 
 def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
@@ -128,11 +134,18 @@ def plans_from_json(data: Mapping[str, Mapping[str, object]]) -> dict[str, Plan]
 class Registry:
     """The engines of one process, by (model, version), and the plans that route to them."""
 
-    def __init__(self, engines: list[Engine], settings: Settings, root: Path | None = None):
+    def __init__(
+        self,
+        engines: list[Engine],
+        settings: Settings,
+        root: Path | None = None,
+        plans: Plans | None = None,
+    ) -> None:
+        """`plans` route to `engines` (each engine its model's one version when None)."""
         self.settings = settings
         self.root = root
         self._engines = {_key(e): e for e in engines}
-        self._plans = {name: Plan(version) for name, version in self._engines}
+        self._plans = dict(plans or {name: Plan(version) for name, version in self._engines})
         self._first = min(self._plans)  # the default model while it is served
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)  # a lease ended
@@ -153,10 +166,15 @@ class Registry:
                 f"WANWU_PINNED_VERSIONS names {', '.join(sorted(set(pins) - set(found)))}, not "
                 f"a model of {root} ({', '.join(found)})"
             )
-        engines = []
-        for name, (newest, _) in found.items():
-            engines.append(load_version(root, name, pins.get(name, newest), settings))
-        return cls(engines, settings, root)
+        plans = {name: Plan(pins.get(name, newest)) for name, (newest, _) in found.items()}
+        if settings.model_snapshot:
+            plans = _restored(root, plans, Path(settings.model_snapshot))
+        engines = [
+            load_version(root, name, version, settings)
+            for name, plan in plans.items()
+            for version in plan.versions
+        ]
+        return cls(engines, settings, root, plans)
 
     # -- routing (request threads) ---------------------------------------------------------
 
@@ -334,6 +352,42 @@ class Registry:
             metrics.TRAFFIC_SHARE.labels(*_key(engine)).set(0)
         for name, version in self._engines:
             metrics.TRAFFIC_SHARE.labels(name, version).set(self._plans[name].share(version))
+
+
+def _restored(root: Path, plans: dict[str, Plan], path: Path) -> dict[str, Plan]:
+    """`plans` (each model's pinned or highest version) as the snapshot at `path` left them
+    (app.snapshot); a snapshot that could not be written later stops start-up now."""
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ArtifactError(f"WANWU_MODEL_SNAPSHOT {path} cannot be written (its folder must be)")
+    kept = snapshot.read(path)
+    if kept is None:
+        return plans
+    restored = {}
+    for name, plan in plans.items():
+        if name in kept.unloaded:
+            continue
+        fields = kept.plans.get(name)
+        if fields is None:  # a model folder added since
+            restored[name] = plan
+        elif all(v in versions(root / name) for v in Plan(**fields).versions):
+            restored[name] = Plan(**fields)
+        else:
+            log.warning(
+                "%s: %s serves version %s, not %s, which is gone from %s",
+                path,
+                name,
+                plan.default,
+                fields,
+                root,
+            )
+            restored[name] = plan
+    if not restored:
+        raise ArtifactError(
+            f"WANWU_MODEL_SNAPSHOT {path} leaves none of the models of {root} served: delete "
+            "it to start from the repository"
+        )
+    log.info("restored the served versions from %s: %s", path, restored)
+    return restored
 
 
 def load_version(root: Path, name: str, version: str, settings: Settings) -> Engine:

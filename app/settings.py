@@ -186,6 +186,12 @@ class Settings:
             "NAME=VERSION pairs (e.g. resnet=3), comma-separated",
         ),
     )
+    model_snapshot: str = _setting(
+        "WANWU_MODEL_SNAPSHOT",
+        "",
+        "File where every management change writes the served versions, so that a restart "
+        "serves them again (a repository's pinned or highest otherwise); unset: not kept.",
+    )
     management_bind: str = _setting(
         "WANWU_MANAGEMENT_BIND",
         "127.0.0.1:8081",
@@ -352,6 +358,11 @@ class Settings:
             raise SettingsError(
                 "WANWU_MANAGEMENT_BIND must differ from WANWU_BIND: the management API is "
                 f"never answered on the inference port (both are {self.bind!r})"
+            )
+        if self.model_snapshot and not self.model_repository:
+            raise SettingsError(
+                "WANWU_MODEL_SNAPSHOT keeps a model repository's changes: set "
+                "WANWU_MODEL_REPOSITORY too (WANWU_MODEL serves one fixed model)"
             )
         if self.timeout_ms <= self.max_wait_ms:
             raise SettingsError(

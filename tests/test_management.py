@@ -175,6 +175,23 @@ def test_a_gray_release_sends_its_share_and_says_so(repository, tmp_path):
         assert "Served versions: 2" in predict(server, "?model=beta&version=1").text
 
 
+def test_a_snapshot_serves_the_changed_versions_again_after_a_restart(repository, tmp_path):
+    add_version(repository, "alpha", 2, V2)
+    kept = tmp_path / "snapshot.json"
+    with serve(repository, tmp_path, model_snapshot=kept) as server:
+        assert answered(predict(server, "?model=alpha"))[0] == "2"  # the highest
+        assert manage(server, "PUT", "/models/alpha/1/set-default").status_code == 200
+        assert manage(server, "DELETE", "/models/beta").status_code == 200
+        assert not (repository / "gamma").exists()
+    add_version(repository, "gamma", 1, V1)  # while it was stopped
+    with serve(repository, tmp_path, model_snapshot=kept) as server:
+        assert {answered(predict(server, "?model=alpha"))[0] for _ in range(10)} == {"1"}
+        assert predict(server, "?model=beta").status_code == 404
+        assert answered(predict(server, "?model=gamma"))[0] == "1"
+        listed = manage(server, "GET", "/models").json()["models"]
+        assert [m["modelName"] for m in listed] == ["alpha", "gamma"]
+
+
 def _metric(server: GunicornServer, name: str) -> dict[tuple[str, str], float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     return {

@@ -16,11 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from app import batcher as batching
-from app import errors
+from app import errors, snapshot
 from app.artifact import ArtifactError
 from app.control import ControlFolder
 from app.core import Core, Upload
 from app.repository import Plan, Registry, scan
+from app.settings import SettingsError
 from benchkit.grpcload import reserved_port, wait_listening
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
@@ -287,3 +288,35 @@ def test_a_control_folder_left_by_a_killed_master_is_removed_by_the_next(tmp_pat
         fresh.remove()
     finally:
         live.remove()
+
+
+def test_a_snapshot_restores_plans_and_falls_back_where_the_repository_changed(tmp_path):
+    root, kept = tmp_path / "repository", tmp_path / "snapshot.json"
+    for name in ("alpha", "beta", "gamma", "delta"):
+        add_version(root, name, 1, ALPHA)
+    add_version(root, "alpha", 2, BETA)
+    add_version(root, "gamma", 2, BETA)
+    snapshot.write(
+        kept,
+        {
+            "alpha": {"default": "1", "canary": "2", "percent": 10},  # a gray release
+            "gamma": {"default": "7", "canary": None, "percent": 0},  # a version gone since
+        },
+        ["beta"],  # unloaded; delta was added since
+    )
+    settings = make_settings(tmp_path, model_repository=str(root), model_snapshot=str(kept))
+    registry = Registry.load(settings)
+    assert registry.plans == {
+        "alpha": Plan("1", "2", 10),
+        "gamma": Plan("2"),  # its highest, as without a snapshot
+        "delta": Plan("1"),
+    }
+    for bad in ("{}", '{"plans": {"alpha": {"default": 1}}, "unloaded": []}', "[" * 10_000):
+        kept.write_text(bad)
+        with pytest.raises(ArtifactError, match="is not a snapshot"):
+            Registry.load(settings)
+    snapshot.write(kept, {}, ["alpha", "beta", "gamma", "delta"])
+    with pytest.raises(ArtifactError, match="leaves none of the models"):
+        Registry.load(settings)
+    with pytest.raises(SettingsError, match="WANWU_MODEL_REPOSITORY"):
+        make_settings(tmp_path, model_snapshot=str(kept))
