@@ -11,7 +11,9 @@ Policy:
   process's thread count into every kernel, and a 2 x 1 worker layout would then run two
   threads per worker.
 - int8 is checked at export: its top-1 on the calibration images against the fp32 model's,
-  printed, and the package refused below a minimum share (`check_agreement`).
+  printed, and the package refused below a minimum share (`check_agreement`). On a CPU
+  without VNNI activations are quantized to 7 bits (`reduced_range`), recorded in the
+  manifest; such a CPU serving a package made with 8 bits logs a warning.
 - A CPU package is loaded in the Gunicorn master without a forward pass (loading starts no
   thread); a CUDA package is loaded by each worker after fork, as CUDA must not be touched in
   the master. A CPU package runs through app.aoti (without the GIL) once a worker's first call
@@ -107,13 +109,21 @@ def _quantize(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    config = xiq.get_default_x86_inductor_quantization_config(reduce_range=reduced_range())
+    quantizer.set_global(config)
     graph = torch.export.export(own_relus(model), (example,), dynamic_shapes=batch).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for chunk in images.split(max_batch):  # the exported graph takes no larger batch
             prepared(chunk.contiguous(memory_format=torch.channels_last))
     return convert_pt2e(prepared)
+
+
+def reduced_range() -> bool:
+    """Whether int8 activations keep to 7 bits here: a CPU without VNNI multiplies u8 by s8
+    in 16-bit sums that saturate at 8 bits (torchao's x86 quantizer says so), and its answers
+    then stray far from fp32's."""
+    return not torch.cpu._is_vnni_supported()  # noqa: SLF001  (torch has no public check)
 
 
 def compile_package(
@@ -221,6 +231,12 @@ class Package:
         self.max_batch: int = manifest["max_batch"]
         self.crop: int = manifest["input"]["crop"]
         self.input_dtype = _DTYPES[self.precision]
+        if manifest.get("int8_reduced_range") is False and reduced_range():
+            log.warning(
+                "%s was quantized on a CPU with VNNI, with 8-bit activations; this CPU has no "
+                "VNNI, so its int8 answers may stray from fp32's: export it again here",
+                self.path.name,
+            )
         self.runner = "torch"
         self._loader: Any = None
         self._serving: Any = None
@@ -320,6 +336,8 @@ def manifest_fields(
     }
     if calibration is not None:
         fields["calibration"] = calibration
+    if precision == "int8":
+        fields["int8_reduced_range"] = reduced_range()
     return fields
 
 

@@ -34,11 +34,19 @@ CALIBRATION_IMAGES = 24
 
 def _cache_key() -> str:
     """What shapes the packages: torch, the build code, the tiny model, the fixture's choices."""
-    digest = hashlib.sha256(f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES}".encode())
+    choices = f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES} {pt2.reduced_range()}"
+    digest = hashlib.sha256(choices.encode())
     for source in ("app/imaging.py", "tests/conftest.py"):
         digest.update((ROOT / source).read_bytes())
     # The build code only: serving changes to app/pt2.py do not recompile.
-    builders = (pt2._ReLU, pt2.own_relus, pt2.calibration_set, pt2._quantize, pt2.compile_package)
+    builders = (
+        pt2._ReLU,
+        pt2.own_relus,
+        pt2.calibration_set,
+        pt2._quantize,
+        pt2.compile_package,
+        pt2.manifest_fields,
+    )
     for builder in builders:
         digest.update(inspect.getsource(builder).encode())
     return digest.hexdigest()[:16]
@@ -94,6 +102,19 @@ def test_manifest_and_package_record_precision_and_calibration(packages, calibra
     assert calibration["sha256"] == pt2.calibration_set(calibration_dir, INPUT_SPEC)[1]["sha256"]
     runner = torch._inductor.aoti_load_package(str(packages["int8"]))
     assert runner.get_metadata()[pt2.PRECISION_KEY] == "int8"
+    assert manifest["int8_reduced_range"] is pt2.reduced_range()  # what this CPU needed
+
+
+def test_an_8_bit_package_on_a_cpu_without_vnni_says_to_export_it_again(
+    packages, monkeypatch, caplog
+):
+    manifest = {**read_manifest(packages["int8"]), "int8_reduced_range": False}
+    monkeypatch.setattr(pt2, "reduced_range", lambda: True)  # as on a CPU without VNNI
+    pt2.Package(packages["int8"], manifest)
+    assert "this CPU has no VNNI" in caplog.text and "export it again here" in caplog.text
+    caplog.clear()
+    pt2.Package(packages["int8"], {**manifest, "int8_reduced_range": True})
+    assert "VNNI" not in caplog.text
 
 
 def test_calibration_without_images_says_what_to_pass(tmp_path):
