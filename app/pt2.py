@@ -121,8 +121,8 @@ def _quantize(
 
 def reduced_range() -> bool:
     """Whether int8 activations keep to 7 bits here: a CPU without VNNI multiplies u8 by s8
-    in 16-bit sums that saturate at 8 bits (torchao's x86 quantizer says so), and its answers
-    then stray far from fp32's."""
+    in 16-bit sums that can saturate with 8-bit activations (torchao's x86 quantizer says so),
+    and its answers can then stray far from fp32's (docs/BENCHMARKS.md, fidelity of int8)."""
     return not torch.cpu._is_vnni_supported()  # noqa: SLF001  (torch has no public check)
 
 
