@@ -21,6 +21,8 @@ Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -229,9 +231,21 @@ class Management:
         folder = root / name
         numbered = versions(folder) if folder.is_dir() else {}
         version = str(int(list(numbered)[-1]) + 1) if numbered else "1"  # folder names
+        # Exported into a hidden folder, which a scan skips, then renamed into place whole: a
+        # failed import leaves nothing, and a restart meanwhile never sees half a version.
+        staging = root / f".import-{uuid.uuid4().hex}"
         try:
-            export(ExportRequest(from_mar=archive, name=name, out=folder / version / f"{name}.pt"))
+            staging.mkdir()
+            export(ExportRequest(from_mar=archive, name=name, out=staging / f"{name}.pt"))
+            folder.mkdir(exist_ok=True)
+            staging.rename(folder / version)
         except (ExportError, ArtifactError) as exc:
             raise errors.LoadFailed(f"{url} could not be imported: {exc}") from None
+        except OSError as exc:  # e.g. the version folder appeared meanwhile (another import)
+            raise errors.LoadFailed(
+                f"{url} could not be imported as {folder / version}: {exc}"
+            ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone once renamed
         log.info("imported %s as %s version %s", url, name, version)
         return name, version

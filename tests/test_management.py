@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 import tritonclient.http as triton_http
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
@@ -20,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from app.intake.listeners import management_bind
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
-from tests.conftest import add_version, archive, make_settings
+from tests.conftest import TinyNet, add_version, archive, make_settings
 
 KEY = "admin-key"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
@@ -289,6 +290,14 @@ def test_a_torchserve_archive_in_the_repository_registers_as_a_version(
         answer = requests.put(f"{server.url}/predictions/resnet-18", data=JPEG, timeout=60)
         assert answer.status_code == 200 and len(answer.json()) == 5
         assert (repository / "resnet-18" / "1" / "resnet-18.pt").is_file()
+        # A state dict is no model: refused, and the repository is left as it was.
+        torch.save(TinyNet().state_dict(), tmp_path / "weights.pth")
+        archive(repository, "--serialized-file", str(tmp_path / "weights.pth"), name="eager")
+        before = sorted(p.name for p in repository.rglob("*"))
+        refused = manage(server, "POST", "/models", params={"url": "eager.mar"})
+        assert refused.status_code == 400 and "not a TorchScript file" in refused.json()["message"]
+        assert sorted(p.name for p in repository.rglob("*")) == before
+        assert not list(repository.glob(".import-*"))  # the staging folder is gone
         for url in ("../outside.mar", "https://example.com/x.mar"):
             refused = manage(server, "POST", "/models", params={"url": url})
             assert refused.status_code in (400, 404) and "message" in refused.json()
