@@ -69,7 +69,7 @@ _metrics_dir()
 # After the metrics directory is chosen:
 from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
 from app.control import ControlFolder, Follower  # noqa: E402
-from app.intake.listeners import management_address, management_bind  # noqa: E402
+from app.intake.listeners import management_bind  # noqa: E402
 from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
@@ -91,9 +91,9 @@ metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 
 wsgi_app = "app:create_app()"
 preload_app = True
-# The management API is a second listener of the same workers (app.intake.listeners).
+# The management API is a second listener of the same workers: the second, by position
+# (app.intake.listeners).
 bind = [settings.bind] + ([management_bind(settings)] if management_bind(settings) else [])
-management = management_address(settings)  # before Gunicorn opens (and renumbers) an fd://
 workers = settings.worker_processes
 # gthread that reads whole requests before a thread sees them, spreading connections evenly
 worker_class = "app.balance.BalancedThreadWorker"
@@ -144,7 +144,6 @@ def pre_fork(server, worker):
     taken = {getattr(w, "wanwu_slot", -1) for w in server.WORKERS.values()}
     worker.wanwu_slot = runtime.free_slot(taken)
     worker.wanwu_settings = settings
-    worker.wanwu_management = management
     gc.freeze()
 
 

@@ -359,6 +359,14 @@ class Settings:
                 "WANWU_MANAGEMENT_BIND must differ from WANWU_BIND: the management API is "
                 f"never answered on the inference port (both are {self.bind!r})"
             )
+        if self.admin_keys and (
+            self.bind.startswith("fd://") != self.management_bind.startswith("fd://")
+        ):
+            raise SettingsError(
+                "WANWU_BIND and WANWU_MANAGEMENT_BIND must both be fd://N or neither: given a "
+                f"file descriptor, Gunicorn opens no address (got {self.bind!r} and "
+                f"{self.management_bind!r})"
+            )
         if self.model_snapshot and not self.model_repository:
             raise SettingsError(
                 "WANWU_MODEL_SNAPSHOT keeps a model repository's changes: set "

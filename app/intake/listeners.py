@@ -9,10 +9,7 @@ cannot move a call from one to the other.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterable
-
-from gunicorn.util import parse_address
+from collections.abc import Sequence
 
 from app.settings import Settings
 
@@ -24,22 +21,17 @@ def management_bind(settings: Settings) -> str | None:
     return settings.management_bind if settings.admin_keys else None
 
 
-def management_address(settings: Settings) -> object | None:
-    """The address Gunicorn names the management listener by (`cfg_addr`), or None when it
-    does not listen. Read in the master before Gunicorn opens its listeners: an `fd://N` is
-    asked for its address while N is still open."""
-    bind = management_bind(settings)
-    if bind is None:
-        return None
-    address = parse_address(bind)
-    if isinstance(address, int):
-        with socket.socket(fileno=socket.dup(address)) as sock:
-            return sock.getsockname()
-    return address
+def management_listeners(listeners: Sequence[object], settings: Settings) -> set[object]:
+    """The management API's Gunicorn listener among the worker's `listeners`, none when it
+    does not listen.
 
-
-def management_listeners(listeners: Iterable[object], address: object | None) -> set[object]:
-    """The Gunicorn listeners (gunicorn.sock.BaseSocket) bound to `management_address`."""
-    return {
-        listener for listener in listeners if address is not None and listener.cfg_addr == address
-    }
+    gunicorn.conf.py binds [WANWU_BIND, WANWU_MANAGEMENT_BIND], and Gunicorn keeps that order:
+    it opens them in it, a reload (HUP) keeps them, and a re-exec (USR2) hands the open sockets
+    to the new master in it. The position is what survives every one of these; the address
+    does not (a re-exec names each socket by getsockname(), not by its bind, and an `fd://N`
+    is closed once Gunicorn holds the socket). Any other count of listeners (a socket
+    activation passing its own) gets no management listener: management calls are refused.
+    """
+    if management_bind(settings) is None or len(listeners) != 2:
+        return set()
+    return {listeners[1]}

@@ -74,12 +74,10 @@ def fenced(callback):  # noqa: ANN001, ANN201  (a method taking the connection f
 class IntakeWorker(ThreadWorker):
     """Gunicorn's gthread worker, with every request read whole on its main loop.
 
-    gunicorn.conf.py sets `wanwu_settings` and `wanwu_management` (the management listener's
-    address, app.intake.listeners) on each worker before fork.
+    gunicorn.conf.py sets `wanwu_settings` on each worker before fork.
     """
 
     wanwu_settings: Settings
-    wanwu_management: object | None = None
 
     @classmethod
     def check_config(cls, cfg, log) -> None:  # noqa: ANN001  (gunicorn's Config and logger)
@@ -118,7 +116,7 @@ class IntakeWorker(ThreadWorker):
         self.waiting: dict[Conn, None] = {}  # on the poller, oldest first
         self.recv_buf = memoryview(bytearray(RECV_SIZE))
         self.next_sweep = 0.0
-        self.management = management_listeners(self.sockets, self.wanwu_management)
+        self.management = management_listeners(self.sockets, self.wanwu_settings)
         self.serving = threading.local()  # the listener of the request a thread serves
 
     def load_wsgi(self) -> None:
