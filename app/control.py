@@ -9,8 +9,10 @@ Policy:
      served ones, which keep answering; each one answers when it is done, or says why not.
   2. switch: once every worker has staged, each swaps all its routes at once; a version no
      plan uses finishes the requests it holds, then stops.
-  If any worker fails, or none answers within WANWU_LOAD_TIMEOUT_S, every worker drops what
-  it staged: the served plans do not change, and the caller gets the reason.
+  If any worker fails (errors.LoadFailed, 400), or one has not answered within
+  WANWU_LOAD_TIMEOUT_S (errors.Overloaded, 503 + Retry-After: the same load may succeed on
+  a less busy server), every worker drops what it staged: the served plans do not change,
+  and the caller gets the reason.
 - A worker that starts later (a replacement) serves the last switched plans before it takes
   a connection, loading what the master's preloaded models lack.
 """
@@ -180,32 +182,44 @@ def change(
         plans = edit(dict(served.plans))
         generation, began = served.generation + 1, time.monotonic()
         folder.publish(State(generation, "stage", served.plans, plans))
-        failures = _await(folder, (generation, "stage"), timeout)
-        if failures:
+        failures, late = _await(folder, (generation, "stage"), timeout)
+        if failures or late:
             folder.publish(State(generation, "abort", served.plans))
             _await(folder, (generation, "abort"), timeout)
-            raise errors.LoadFailed(
-                f"The change was not made, and the served versions stay: {failures[0]}"
+            kept = "The change was not made, and the served versions stay"
+            if failures:
+                raise errors.LoadFailed(f"{kept}: {failures[0]}")
+            raise errors.Overloaded(  # a busy or slow server: the same load may then succeed
+                f"{kept}: workers {late} did not load within {timeout:g} s "
+                "(WANWU_LOAD_TIMEOUT_S); retry when the service is less busy, or raise it.",
+                retry_after=30,
             )
         staged = time.monotonic()
         folder.publish(State(generation, "switch", plans))
-        failures = _await(folder, (generation, "switch"), timeout)
-        if failures:
-            log.error("model change %d: some workers did not switch: %s", generation, failures)
+        failures, late = _await(folder, (generation, "switch"), timeout)
+        if failures or late:
+            log.error(
+                "model change %d: some workers did not switch: %s; late: %s",
+                generation,
+                failures,
+                late,
+            )
         switched(plans)
         return Report(round(staged - began, 3), round(time.monotonic() - staged, 3))
 
 
-def _await(folder: ControlFolder, step: tuple[int, str], timeout: float) -> list[str]:
-    """Wait for every live worker to answer `step`; return the failures, each saying why."""
+def _await(
+    folder: ControlFolder, step: tuple[int, str], timeout: float
+) -> tuple[list[str], list[int]]:
+    """Wait up to `timeout` s for every live worker to answer `step`; return the failures,
+    each saying why, and the workers that had not answered by then."""
     deadline = time.monotonic() + timeout
     while True:
         answers, workers = folder.answers(step), folder.workers()
-        if all(pid in answers for pid in workers):
-            return [f"worker {pid}: {answers[pid]}" for pid in workers if answers[pid]]
-        if time.monotonic() > deadline:
-            late = [pid for pid in workers if pid not in answers]
-            return [f"workers {late} did not finish within {timeout:g} s (WANWU_LOAD_TIMEOUT_S)"]
+        failures = [f"worker {pid}: {answers[pid]}" for pid in workers if answers.get(pid)]
+        late = [pid for pid in workers if pid not in answers]
+        if not late or time.monotonic() > deadline:
+            return failures, late
         time.sleep(POLL_S)
 
 
@@ -237,10 +251,13 @@ class Follower:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop following and leave (the worker is exiting)."""
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop following and leave (the worker is exiting); wait up to `wait` s for what the
+        thread is doing (a load, a drain) to end."""
         self._stopping.set()
         self.folder.leave(os.getpid())
+        if self._thread.is_alive():
+            self._thread.join(wait)
 
     def _follow(self) -> None:
         last = b""

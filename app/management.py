@@ -20,6 +20,7 @@ Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import uuid
@@ -98,6 +99,7 @@ class Management:
 
     def share(self, name: str, version: str, percent: int) -> Report:
         """Send `percent` % of `name`'s requests naming no version to `version`."""
+        version = version_name(version) or version  # "01" is version 1
         if not 0 <= percent < 100:
             raise errors.BadRequest(
                 f"percent must be 0 (end the gray release) to 99, got {percent}; to send every "
@@ -118,6 +120,7 @@ class Management:
 
     def unload(self, name: str, version: str | None = None) -> Report:
         """Stop serving `name`, or only its gray release's `version`."""
+        version = version and (version_name(version) or version)
 
         def edit(plans: dict[str, Plan]) -> dict[str, Plan]:
             plan = self._served(plans, name)
@@ -147,7 +150,11 @@ class Management:
         """Load the model folder `url` names, or import the `.mar` it names; return the name."""
         if url.endswith(".mar"):
             name, version = self._import_mar(url, name)
-            return name, self.load(name, version)
+            try:
+                return name, self.load(name, version)
+            except errors.ApiError:  # not served: not left to serve at the next start either
+                self._remove_import(name, version)
+                raise
         if name not in (None, url):
             raise errors.BadRequest(f"model_name ({name}) must be the folder's name ({url}).")
         return url, self.load(url)
@@ -204,6 +211,14 @@ class Management:
                 f"Model not found: {name}. Served models: {', '.join(sorted(plans))}."
             )
         return plans[name]
+
+    def _remove_import(self, name: str, version: str) -> None:
+        """Remove the version `_import_mar` added, and its model folder if nothing else is in it."""
+        folder = self.root / name
+        shutil.rmtree(folder / version, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: the model came with this import
+        log.info("removed %s version %s, imported but not loaded", name, version)
 
     def _import_mar(self, url: str, name: str | None) -> tuple[str, str]:
         """Export the archive at `url` (inside the repository) as its model's next version."""

@@ -196,7 +196,8 @@ class Registry:
 
     def served(self) -> list[Engine]:
         """The engine of each served model's default version, by model name."""
-        return [self._engines[(n, p.default)] for n, p in sorted(self._plans.items())]
+        with self._lock:  # a switch changes both at once
+            return [self._engines[(n, p.default)] for n, p in sorted(self._plans.items())]
 
     def loaded(self, name: str) -> tuple[Plan, dict[str, Engine]]:
         """Model `name`'s plan and the engine of each version it routes to, taken together."""

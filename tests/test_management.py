@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from app.intake.listeners import management_bind
+from benchkit.attacks import wait_until
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
 from tests.conftest import TinyNet, add_version, archive, make_settings
@@ -275,6 +276,18 @@ def test_a_replacement_worker_serves_the_switched_version(repository, tmp_path):
         }
         assert versions == {"2"}
         assert "retired alpha version 1" in server.log()
+        # A reload (HUP) re-reads gunicorn.conf.py; new workers keep both listeners apart.
+        old = set(server.worker_pids())
+        server.signal(signal.SIGHUP)
+        wait_until(
+            lambda: not old & set(server.worker_pids()) and len(server.worker_pids()) == 2,
+            120,
+            "new workers in place of the old after HUP",
+        )
+        server.wait_ready()
+        assert manage(server, "GET", "/models").status_code == 200
+        assert requests.get(f"{server.url}/models", headers=ADMIN, timeout=10).status_code == 404
+        assert answered(predict(server, "?model=alpha"))[0] == "2"  # the change outlives it
 
 
 def test_a_torchserve_archive_in_the_repository_registers_as_a_version(

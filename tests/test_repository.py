@@ -18,14 +18,15 @@ from tritonclient.utils import InferenceServerException
 from app import batcher as batching
 from app import errors, snapshot
 from app.artifact import ArtifactError
-from app.control import ControlFolder
+from app.control import ControlFolder, Follower
 from app.core import Core, Upload
+from app.management import Management
 from app.repository import Plan, Registry, scan
 from app.settings import SettingsError
 from benchkit.grpcload import reserved_port, wait_listening
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
-from tests.conftest import add_version, make_settings
+from tests.conftest import add_version, archive, make_settings
 
 ALPHA = {"en": ["a0", "a1", "a2"]}
 BETA = {"en": ["b0", "b1", "b2", "b3"]}
@@ -320,3 +321,66 @@ def test_a_snapshot_restores_plans_and_falls_back_where_the_repository_changed(t
         Registry.load(settings)
     with pytest.raises(SettingsError, match="WANWU_MODEL_REPOSITORY"):
         make_settings(tmp_path, model_snapshot=str(kept))
+
+
+@pytest.fixture
+def one_worker(tmp_path):
+    """The management calls of a one-worker server, in this process: a started registry
+    (alpha and beta at version 1), its control folder and the worker's follower."""
+    root = tmp_path / "repository"
+    add_version(root, "alpha", 1, ALPHA)
+    add_version(root, "beta", 1, ALPHA)
+    settings = make_settings(tmp_path, model_repository=str(root), load_timeout_s=1.0)
+    registry = Registry.load(settings)
+    registry.start()
+    assert registry.wait_ready(60)
+    folder = ControlFolder.create(registry.plans)
+    follower = Follower(folder, registry, drain_s=5)
+    follower.catch_up()
+    follower.start()
+    yield Management(registry, folder, settings), registry, root
+    follower.stop(wait=60)  # no model thread may outlive the test
+    registry.stop(5)
+    folder.remove()
+
+
+def test_an_archive_that_does_not_load_is_not_left_in_the_repository(one_worker, monkeypatch):
+    management, registry, root = one_worker
+    archive(root, "--serialized-file", str(root / "alpha" / "1" / "alpha.pt"), name="gamma")
+
+    def fails(name: str, version: str) -> None:
+        raise ArtifactError(f"{name} version {version} failed to warm up: out of memory")
+
+    monkeypatch.setattr(registry, "stage", fails)
+    with pytest.raises(errors.LoadFailed, match="out of memory"):
+        management.register("gamma.mar")
+    assert sorted(registry.plans) == ["alpha", "beta"]
+    assert not (root / "gamma").exists() and sorted(scan(root)) == ["alpha", "beta"]
+
+
+def test_a_version_named_with_leading_zeros_is_that_version(one_worker):
+    management, registry, _ = one_worker
+    with pytest.raises(errors.BadRequest, match="default already"):
+        management.share("alpha", "01", 50)
+    with pytest.raises(errors.BadRequest, match="is alpha's default"):
+        management.unload("alpha", "001")
+    assert registry.plans["alpha"] == Plan("1")
+
+
+def test_a_load_slower_than_the_timeout_is_a_503_and_changes_nothing(one_worker, monkeypatch):
+    management, registry, root = one_worker
+    add_version(root, "alpha", 2, BETA)
+    release, staged = threading.Event(), registry.stage
+
+    def slow(name: str, version: str) -> None:
+        release.wait(60)  # past WANWU_LOAD_TIMEOUT_S (1 s here), until the test lets it go
+        staged(name, version)
+
+    monkeypatch.setattr(registry, "stage", slow)
+    try:
+        with pytest.raises(errors.Overloaded, match="WANWU_LOAD_TIMEOUT_S") as refused:
+            management.load("alpha", "2")
+        assert refused.value.retry_after
+    finally:
+        release.set()
+    assert registry.plans["alpha"] == Plan("1")
