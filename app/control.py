@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,7 +185,8 @@ def change(
         failures, late = _await(folder, (generation, "stage"), timeout)
         if failures or late:
             folder.publish(State(generation, "abort", served.plans))
-            _await(folder, (generation, "abort"), timeout)
+            # A late worker drops what it staged when it next reads the state; the rest now.
+            _await(folder, (generation, "abort"), timeout, skip=late)
             kept = "The change was not made, and the served versions stay"
             if failures:
                 raise errors.LoadFailed(f"{kept}: {failures[0]}")
@@ -209,13 +210,14 @@ def change(
 
 
 def _await(
-    folder: ControlFolder, step: tuple[int, str], timeout: float
+    folder: ControlFolder, step: tuple[int, str], timeout: float, skip: Collection[int] = ()
 ) -> tuple[list[str], list[int]]:
-    """Wait up to `timeout` s for every live worker to answer `step`; return the failures,
-    each saying why, and the workers that had not answered by then."""
+    """Wait up to `timeout` s for every live worker but `skip` to answer `step`; return the
+    failures, each saying why, and the workers that had not answered by then."""
     deadline = time.monotonic() + timeout
     while True:
-        answers, workers = folder.answers(step), folder.workers()
+        answers = folder.answers(step)
+        workers = [pid for pid in folder.workers() if pid not in skip]
         failures = [f"worker {pid}: {answers[pid]}" for pid in workers if answers.get(pid)]
         late = [pid for pid in workers if pid not in answers]
         if not late or time.monotonic() > deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from app.core import Core, Upload
 from app.management import Management
 from app.repository import Plan, Registry, scan
 from app.settings import SettingsError
+from benchkit.attacks import wait_until
 from benchkit.grpcload import reserved_port, wait_listening
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
@@ -384,3 +386,8 @@ def test_a_load_slower_than_the_timeout_is_a_503_and_changes_nothing(one_worker,
     finally:
         release.set()
     assert registry.plans["alpha"] == Plan("1")
+    # The late worker, once its load ends, answers the abort and drops what it loaded.
+    folder = management.folder
+    aborted = (folder.read().generation, "abort")
+    wait_until(lambda: os.getpid() in folder.answers(aborted), 60, "the late worker's abort")
+    assert registry.missing({"alpha": Plan("2")}) == [("alpha", "2")]
