@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,14 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def replace_json(path: Path, data: object) -> None:
+    """Replace the JSON file `path` at once: a reader (another process) sees the old file or
+    the new one, never half."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
 
 
 def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:

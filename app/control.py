@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app import errors
+from app.artifact import replace_json
 from app.repository import Plan, Plans, Registry, plans_from_json
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class ControlFolder:
         )
 
     def publish(self, state: State) -> None:
-        _write_json(self.path / "state.json", asdict(state))
+        replace_json(self.path / "state.json", asdict(state))
 
     # -- the workers --------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class ControlFolder:
 
     def answer(self, pid: int, step: tuple[int, str], error: str | None) -> None:
         generation, phase = step
-        _write_json(
+        replace_json(
             self.path / "answers" / f"{pid}.json",
             {"generation": generation, "phase": phase, "error": error},
         )
@@ -232,6 +233,7 @@ class Follower:
         self.folder, self.registry, self.drain_s = folder, registry, drain_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="wanwu-control", daemon=True)
+        self._seen: tuple[int, str] | None = None  # the last step this worker answered
 
     def catch_up(self) -> None:
         """Join, then serve what the last switch chose (before this worker takes connections).
@@ -240,7 +242,6 @@ class Follower:
         """
         self.folder.join(os.getpid())
         # The thread then answers the step in progress too, which waits for this worker.
-        self._seen: tuple[int, str] | None = None
         state = self.folder.read()
         try:
             self.registry.retire(self._apply(state.plans), self.drain_s)
@@ -307,10 +308,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
-
-
-def _write_json(path: Path, data: object) -> None:
-    """Replace `path` at once: a reader sees the old file or the new one, never half."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)

@@ -29,6 +29,21 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value, None for any other scheme."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def is_one_of(token: str, keys: Sequence[str]) -> bool:
+    """Whether `token` is one of `keys`, compared with every key so that the time taken does
+    not reveal which one matched."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.encode(), key.encode())
+    return matched
+
+
 @dataclass(frozen=True)
 class Upload:
     """One image as a protocol received it: encoded bytes, and its name when it has one."""
@@ -69,15 +84,10 @@ class Core:
         keys, verifier = conf.api_keys, tokens.verifier(conf)
         caller = f"address {client}"
         if keys or verifier:
-            scheme, _, token = (authorization or "").partition(" ")
-            bearer, token = scheme.lower() == "bearer", token.strip()
-            # Compare against every key so the time taken does not reveal which one matched.
-            matched = False
-            for key in keys:
-                matched |= hmac.compare_digest(token.encode(), key.encode())
-            if bearer and matched:
+            token = bearer_token(authorization)
+            if token is not None and is_one_of(token, keys):
                 caller = f"key {token}"
-            elif bearer and verifier and tokens.looks_like_jwt(token):
+            elif token is not None and verifier and tokens.looks_like_jwt(token):
                 caller = f"subject {verifier.subject(token)}"
             else:
                 log.debug("refused a request without a valid key or token from %s", client)

@@ -33,10 +33,12 @@ from app.artifact import ArtifactError
 from app.control import ControlFolder, Report, change
 from app.repository import (
     NAME,
+    NAME_RULE,
     Plan,
     Registry,
     artifact,
     model_folders,
+    not_served,
     version_name,
     versions,
 )
@@ -207,9 +209,7 @@ class Management:
 
     def _served(self, plans: dict[str, Plan], name: str) -> Plan:
         if name not in plans:
-            raise errors.ModelNotFound(
-                f"Model not found: {name}. Served models: {', '.join(sorted(plans))}."
-            )
+            raise not_served(name, plans)
         return plans[name]
 
     def _remove_import(self, name: str, version: str) -> None:
@@ -242,7 +242,7 @@ class Management:
         except MarError as exc:
             raise errors.LoadFailed(f"{url} could not be imported: {exc}") from None
         if not NAME.fullmatch(name):
-            raise errors.BadRequest(f"model_name {name!r} must be letters, digits, '.', '_', '-'.")
+            raise errors.BadRequest(f"model_name {name[:200]!r} must be {NAME_RULE}.")
         folder = root / name
         numbered = versions(folder) if folder.is_dir() else {}
         version = str(int(list(numbered)[-1]) + 1) if numbered else "1"  # folder names

@@ -42,8 +42,10 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 ARTIFACT_SUFFIXES = (".pt", ".pt2")
-# A model name is a URL path segment in every protocol.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A model name is a URL path segment in every protocol, and a folder name: bounded here, a
+# client's longer name is refused before the file system sees it (ENAMETOOLONG).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = "letters, digits, '.', '_' or '-' (at most 128, the first a letter or digit)"
 
 
 def version_name(text: str) -> str | None:
@@ -74,9 +76,7 @@ def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
     found = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not NAME.fullmatch(folder.name):
-            raise ArtifactError(
-                f"{folder}: a model folder's name must be letters, digits, '.', '_' or '-'"
-            )
+            raise ArtifactError(f"{folder}: a model folder's name must be {NAME_RULE}")
         numbered = versions(folder)
         if not numbered:
             raise ArtifactError(
@@ -125,6 +125,13 @@ class Plan:
 
 
 Plans = Mapping[str, Plan]
+
+
+def not_served(name: str, plans: Plans) -> errors.ApiError:
+    """The 404 for a model `plans` do not serve, naming the ones they do."""
+    return errors.ModelNotFound(
+        f"Model not found: {name}. Served models: {', '.join(sorted(plans))}."
+    )
 
 
 def plans_from_json(data: Mapping[str, Mapping[str, object]]) -> dict[str, Plan]:
@@ -232,9 +239,7 @@ class Registry:
         name = self.default_name if name is None else name
         plan = self._plans.get(name)
         if plan is None:
-            raise errors.ModelNotFound(
-                f"Model not found: {name}. Served models: {', '.join(sorted(self._plans))}."
-            )
+            raise not_served(name, self._plans)
         if version is None:
             version = self._pick(name, plan) if count else plan.default
         for served in plan.versions:
@@ -363,22 +368,18 @@ def _restored(root: Path, plans: dict[str, Plan], path: Path) -> dict[str, Plan]
     kept = snapshot.read(path)
     if kept is None:
         return plans
-    restored = {}
+    kept_plans, restored = plans_from_json(kept.plans), {}
     for name, plan in plans.items():
         if name in kept.unloaded:
             continue
-        fields = kept.plans.get(name)
-        if fields is None:  # a model folder added since
-            restored[name] = plan
-        elif all(v in versions(root / name) for v in Plan(**fields).versions):
-            restored[name] = Plan(**fields)
-        else:
+        restored[name] = kept_plans.get(name, plan)  # a model folder added since: as it is
+        if not set(restored[name].versions) <= set(versions(root / name)):
             log.warning(
                 "%s: %s serves version %s, not %s, which is gone from %s",
                 path,
                 name,
                 plan.default,
-                fields,
+                restored[name],
                 root,
             )
             restored[name] = plan

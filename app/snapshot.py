@@ -14,14 +14,12 @@ Policy:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app import bounds
-from app.artifact import ArtifactError
+from app.artifact import ArtifactError, replace_json
 
 # A plan as app.repository.Plan writes it (asdict): the fields and what each must hold.
 _PLAN = {
@@ -65,8 +63,4 @@ def read(path: str | Path) -> Snapshot | None:
 
 def write(path: str | Path, plans: dict[str, dict[str, Any]], unloaded: list[str]) -> None:
     """Replace the snapshot at `path` at once: a reader (a restart) sees the old or the new."""
-    path = Path(path)
-    data = {"plans": plans, "unloaded": unloaded}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
+    replace_json(Path(path), {"plans": plans, "unloaded": unloaded})

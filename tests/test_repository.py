@@ -391,3 +391,10 @@ def test_a_load_slower_than_the_timeout_is_a_503_and_changes_nothing(one_worker,
     aborted = (folder.read().generation, "abort")
     wait_until(lambda: os.getpid() in folder.answers(aborted), 60, "the late worker's abort")
     assert registry.missing({"alpha": Plan("2")}) == [("alpha", "2")]
+
+
+def test_a_name_no_folder_can_have_is_a_404_not_a_file_system_error(one_worker):
+    management, registry, _ = one_worker
+    with pytest.raises(errors.ModelNotFound, match="repository has no folder"):
+        management.load("a" * 300)  # past NAME_MAX: the file system would raise ENAMETOOLONG
+    assert sorted(registry.plans) == ["alpha", "beta"]
