@@ -16,22 +16,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import cgroup
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
 def usable_cpus() -> int:
-    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota."""
+    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota
+    (v2 or v1; a fraction of a CPU rounds down, to at least one)."""
     cpus = len(os.sched_getaffinity(0))
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cpus
+    quota = cgroup.cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, int(quota)))
 
 
 def visible_gpus() -> int:
