@@ -50,14 +50,24 @@ def _metrics_dir() -> str:
     if os.environ.get("WANWU_METRICS_DIR_OWNER") == owner and path:
         return path  # a config reload (HUP) keeps the live workers' files
     if path:
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
+        _empty(path)
     else:
         path = tempfile.mkdtemp(prefix="wanwu-metrics-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ["WANWU_METRICS_DIR_OWNER"] = owner
     return path
+
+
+def _empty(path: str) -> None:
+    """Empty the folder, keeping the folder itself: it may be a mount point (a tmpfs, an
+    emptyDir), which cannot be removed."""
+    os.makedirs(path, exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _tmpfs() -> str | None:
