@@ -50,7 +50,13 @@ def _metrics_dir() -> str:
     if os.environ.get("WANWU_METRICS_DIR_OWNER") == owner and path:
         return path  # a config reload (HUP) keeps the live workers' files
     if path:
-        _empty(path)
+        try:
+            _empty(path)
+        except OSError as exc:  # most often a read-only root without a tmpfs there
+            sys.exit(
+                f"wanwu: PROMETHEUS_MULTIPROC_DIR={path}: {exc.strerror}; it must be a "
+                "writable folder (a read-only container needs --tmpfs /tmp, README: Docker)"
+            )
     else:
         path = tempfile.mkdtemp(prefix="wanwu-metrics-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
