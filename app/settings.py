@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,14 @@ class Rule:
 
     holds: Callable[[Any], bool]
     says: str
+
+
+def _port(bind: str) -> int | None:
+    """The TCP port of a HOST:PORT address; None for fd://N, empty or portless."""
+    try:
+        return urlsplit(f"//{bind}").port
+    except ValueError:
+        return None
 
 
 def _is_network(text: str) -> bool:
@@ -358,6 +367,13 @@ class Settings:
             raise SettingsError(
                 "WANWU_MANAGEMENT_BIND must differ from WANWU_BIND: the management API is "
                 f"never answered on the inference port (both are {self.bind!r})"
+            )
+        grpc_port = _port(self.grpc_bind)
+        if self.admin_keys and grpc_port is not None and grpc_port == _port(self.management_bind):
+            raise SettingsError(
+                f"WANWU_MANAGEMENT_BIND must use another port than WANWU_GRPC_BIND (both "
+                f"{grpc_port}; 8081 is KServe's gRPC port and TorchServe's management port): "
+                "move the management API, e.g. WANWU_MANAGEMENT_BIND=127.0.0.1:8085"
             )
         if self.admin_keys and (
             self.bind.startswith("fd://") != self.management_bind.startswith("fd://")
