@@ -344,7 +344,8 @@ class Settings:
         for f in dataclasses.fields(self):
             rule, value = f.metadata["rule"], getattr(self, f.name)
             if rule is not None and not rule.holds(value):
-                raise SettingsError(f"{f.metadata['env']} must be {rule.says} (got {value!r})")
+                got = ",".join(value) if isinstance(value, tuple) else value  # as it was set
+                raise SettingsError(f"{f.metadata['env']} must be {rule.says} (got {got!r})")
         # Rules that relate two settings.
         if self.queue_max < self.max_batch:
             raise SettingsError(
@@ -476,22 +477,26 @@ TOOL_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One warning per WANWU_* variable that names no setting, with the closest that does.
+def refuse_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Raise SettingsError naming each WANWU_* variable that is no setting, with the closest
+    that is.
 
-    A misspelt setting would otherwise be silently ignored and its default used.
+    A misspelt setting is refused rather than ignored: ignored, its default would serve, and a
+    misspelt WANWU_MODEL_REPOSITORY would serve the default model, untrained where it was
+    exported offline, beside a warning few read.
     """
     environ = os.environ if environ is None else environ
     known = [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    warnings = []
+    problems = []
     for name in sorted(environ):
         if not name.startswith("WANWU_") or name in known or name in TOOL_VARIABLES:
             continue
         # Compare what follows the shared prefix, or every name would look alike.
         close = difflib.get_close_matches(name[6:], [k[6:] for k in known], n=1, cutoff=0.6)
         hint = f"did you mean WANWU_{close[0]}?" if close else "the README's Settings lists them"
-        warnings.append(f"{name} is not a wanwu setting and is ignored; {hint}")
-    return warnings
+        problems.append(f"{name} is not a wanwu setting ({hint}): rename or unset it")
+    if problems:
+        raise SettingsError("; ".join(problems))
 
 
 def _format(value: Any) -> str:
