@@ -12,6 +12,7 @@ without a label_filename), the raw values, six decimals, as Triton writes them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ def _array(
         raise errors.BadRequest(
             f"inference request batch-size must be <= {spec.config.max_batch_size} for '{name}'"
         )
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python's integers: a client's dims cannot overflow it
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise errors.BadRequest("Input parameters must be a JSON object.")
