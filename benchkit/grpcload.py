@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -16,6 +17,7 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from benchkit.loadgen import MakeRequest
+from benchkit.server import GunicornServer
 
 MAX_MESSAGE = 2**31 - 1  # tritonclient's own default: no client-side limit
 
@@ -52,6 +54,17 @@ def wait_listening(worker_pids: list[int], port: int, seconds: float = 60) -> No
         if time.monotonic() > deadline:
             raise RuntimeError(f"not every worker of {worker_pids} listens on {port}")
         time.sleep(0.05)
+
+
+@contextmanager
+def grpc_server(log_dir: Path, **settings: object) -> Iterator[GunicornServer]:
+    """Real Gunicorn serving OIP over gRPC as well, once every worker listens on its port
+    (`grpc_port`, `grpc_address`)."""
+    with reserved_port() as port:
+        with GunicornServer(log_dir, grpc_bind=f"127.0.0.1:{port}", **settings) as srv:
+            wait_listening(srv.worker_pids(), port)
+            srv.grpc_port, srv.grpc_address = port, f"127.0.0.1:{port}"
+            yield srv
 
 
 def own_connection(address: str) -> triton.InferenceServerClient:

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import wraps
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -167,6 +167,7 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
         data = oip_tensors.serialize_bytes(list(tensor.contents.bytes_contents))
+    oip_tensors.bounded_parameters(_parameters(tensor.parameters), "Input")
     header = {
         "name": tensor.name,
         "datatype": tensor.datatype,
@@ -177,13 +178,15 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
 
 
 def _outputs(request: pb.ModelInferRequest) -> list[Any]:
-    """The requested outputs as OIP over HTTP reads them, all binary (raw_output_contents)."""
+    """The requested outputs as OIP over HTTP reads and bounds them, all binary
+    (raw_output_contents)."""
+    oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
     header: dict[str, Any] = {"parameters": {"binary_data_output": True}}
     if request.outputs:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
         ]
-    return oip_tensors.outputs(header)
+    return [replace(o, binary=True) for o in oip_tensors.outputs(header)]
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -227,7 +230,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        images, outputs = _images(request, core.settings.max_files), _outputs(request)
+        outputs, images = _outputs(request), _images(request, core.settings.max_files)
         uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
         with core.lease(request.model_name, request.model_version or None) as engine:
             call.classified = core.classify(uploads, call.started, engine)
