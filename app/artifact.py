@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app import sniff
+from app import sniff, trust
 
 # 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
 # still loads.
@@ -46,12 +46,11 @@ def replace_json(path: Path, data: object) -> None:
 
 
 def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
-    """Write the manifest for an already-saved artifact, recording its SHA-256."""
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        **fields,
-        "artifact_sha256": sha256_file(model_path),
-    }
+    """Write the manifest for an already-saved artifact, recording its SHA-256 (and, for a
+    .pt2 package, that this installation built it: app.trust)."""
+    manifest = trust.seal(
+        {"manifest_version": MANIFEST_VERSION, **fields, "artifact_sha256": sha256_file(model_path)}
+    )
     manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

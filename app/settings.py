@@ -170,6 +170,18 @@ class Settings:
     model: str = _setting(
         "WANWU_MODEL", DEFAULT_MODEL, "Model artifact: TorchScript (.pt) or a .pt2 package."
     )
+    build_key: str = _setting(
+        "WANWU_BUILD_KEY",
+        "~/.config/wanwu/build.key",
+        "File of this installation's secret key (made by the first .pt2 export, mode 0600): "
+        "the export signs each .pt2 package with it, and only packages so signed are served.",
+    )
+    trust_pt2: bool = _setting(
+        "WANWU_TRUST_PT2",
+        False,
+        "Serve .pt2 packages this installation did not build (native code: only from a source "
+        "you trust).",
+    )
     model_repository: str = _setting(
         "WANWU_MODEL_REPOSITORY",
         "",
