@@ -15,7 +15,7 @@ import tempfile
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
-from app.settings import Settings, SettingsError, unknown_variables
+from app.settings import Settings, SettingsError, short_keys, unknown_variables
 
 
 def _stop_early(sig, frame):
@@ -74,7 +74,7 @@ from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
-for warning in unknown_variables():
+for warning in unknown_variables() + short_keys(settings):
     log.warning(warning)
 if os.path.exists("config.properties"):
     log.warning(

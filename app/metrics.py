@@ -101,6 +101,15 @@ BUFFERED_BYTES = Gauge(
 RATE_LIMITED = Counter(
     "wanwu_rate_limited_total", "Calls refused with 429 by the per-caller rate limit."
 )
+AUTH_REFUSED = Counter(
+    "wanwu_auth_refused_total",
+    "Failed authentications answered 429: past app.lockout's count for their address.",
+    ["listener"],
+)
+FORWARDED_INVALID = Counter(
+    "wanwu_forwarded_for_invalid_total",
+    "X-Forwarded-For entries from a trusted proxy that are not IP addresses (ignored).",
+)
 WORKER_EXITS = Counter(
     "wanwu_worker_exits_total",
     "Workers that exited (crashed, timed out or were stopped), counted by the master.",

@@ -53,6 +53,7 @@ DEFAULT_MODEL = "models/resnet18.pt"
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 JWT_ALGORITHMS += ("ES512", "EdDSA")
 MB = 1024 * 1024
+MIN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -434,6 +435,11 @@ class Settings:
             raw = environ.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
                 values[f.name] = _parse(f, raw.strip())
+            if f.metadata["secret"] and raw is not None and not values.get(f.name):
+                # A template's empty secret ("", ",") must not open the service silently.
+                raise SettingsError(
+                    f"{f.metadata['env']}={raw!r} holds no key: give at least one, or unset it"
+                )
         return cls(**values)
 
     @classmethod
@@ -470,6 +476,18 @@ TOOL_VARIABLES = frozenset(
         "WANWU_METRICS_DIR_CREATED",
     }
 )
+
+
+def short_keys(settings: Settings) -> list[str]:
+    """One warning per bearer key shorter than MIN_KEY_LENGTH (a key is a password)."""
+    return [
+        f"{f.metadata['env']} holds a key of {len(key)} characters; use {MIN_KEY_LENGTH} or "
+        "more (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+        for f in dataclasses.fields(settings)
+        if f.metadata["secret"]
+        for key in getattr(settings, f.name)
+        if len(key) < MIN_KEY_LENGTH
+    ]
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
