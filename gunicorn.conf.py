@@ -5,6 +5,7 @@ workers. The master runs no forward pass, starts no thread pool and touches no C
 each worker pins its CPUs and threads, picks its device and warms up after the fork.
 """
 
+import atexit
 import gc
 import logging
 import os
@@ -26,7 +27,9 @@ def _stop_early(sig, frame):
 
 
 def _remove_metrics_dir() -> None:
-    if os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
+    """Remove the metrics folder this master made (never from a worker, which shares it)."""
+    owner = os.environ.get("WANWU_METRICS_DIR_OWNER") == str(os.getpid())
+    if owner and os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
@@ -53,8 +56,11 @@ def _metrics_dir() -> str:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
     else:
-        path = tempfile.mkdtemp(prefix="wanwu-metrics-", dir=_tmpfs())
+        path = tempfile.mkdtemp(prefix=f"wanwu-metrics-{owner}-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
+        # Also when start-up is refused (a model or setting Gunicorn's loader stops on), which
+        # exits without on_exit: a supervisor restarting it would fill /dev/shm.
+        atexit.register(_remove_metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ["WANWU_METRICS_DIR_OWNER"] = owner
     return path

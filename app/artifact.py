@@ -39,9 +39,13 @@ def sha256_file(path: str | Path) -> str:
 
 def replace_json(path: Path, data: object) -> None:
     """Replace the JSON file `path` at once: a reader (another process) sees the old file or
-    the new one, never half."""
+    the new one, never half. The new file is made afresh, readable by its owner only, and a
+    link planted at its name is not followed (O_EXCL | O_NOFOLLOW); the rename replaces a
+    link at `path` itself, not what it points to."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_text(json.dumps(data, indent=1))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1))
     os.replace(temporary, path)
 
 
