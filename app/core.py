@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -26,6 +26,7 @@ from app.engine import Engine
 from app.lockout import Lockout
 from app.repository import Registry
 from app.settings import Settings
+from app.tensor_model import Row
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class Upload:
 
 @dataclass(frozen=True)
 class Classified:
-    """Probability rows in upload order, where the request's time went, the largest batch."""
+    """Probability rows in upload order (a tensor model's: each row's outputs), where the
+    request's time went, the largest batch."""
 
     probs: list[torch.Tensor]
     timing_ms: dict[str, float]
@@ -75,9 +77,10 @@ class Core:
         """The default model's engine."""
         return self.registry.default
 
-    def authorize(self, authorization: str | None, client: str | None) -> None:
+    def authorize(self, authorization: str | None, client: str | None) -> ratelimit.Decision | None:
         """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either
-        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT.
+        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT
+        and return where the caller stands (None without a limit).
 
         `authorization` is the header's (or gRPC metadata's) value; `client` is the peer's
         address, which names the caller when no key or token does.
@@ -101,7 +104,7 @@ class Core:
                     client,
                     "A valid 'Authorization: Bearer <key or token>' header is required.",
                 )
-        ratelimit.check(conf.rate_limit, caller)
+        return ratelimit.check(conf.rate_limit, caller)
 
     def require_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) until every model of this worker is warm."""
@@ -130,6 +133,11 @@ class Core:
         its file when it has one.
         """
         eng, conf = engine or self.engine, self.settings
+        if eng.classifier.input_spec is None:
+            raise errors.BadRequest(
+                f"Model {eng.classifier.name} takes tensors, not images: send them to "
+                f"/v2/models/{eng.classifier.name}/infer."
+            )
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -141,15 +149,34 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
+        return self._through(eng, started, lambda: self._run(eng, uploads, started))
+
+    def infer(self, rows: Sequence[Row], started: float, engine: Engine) -> Classified:
+        """Run a tensor model's rows (checked by the adapter) through its batcher, in order."""
+
+        def run() -> list[batching.Inference]:
+            with engine.admit(len(rows), started) as reservation:
+                futures = [reservation.submit(row) for row in rows]
+            return [engine.wait(f, reservation.deadline) for f in futures]
+
+        return self._through(engine, started, run)
+
+    def _through(
+        self, eng: Engine, started: float, run: Callable[[], list[batching.Inference]]
+    ) -> Classified:
+        """Run a request on a warm engine, counted; say where its time went."""
         self.require_ready()
         with eng.in_flight():
-            results = self._run(eng, uploads, started)
+            results = run()
         metrics.MODEL_REQUESTS.labels(eng.classifier.name, eng.classifier.version).inc()
         timing = {
             "queue": round(max(r.queue_ms for r in results), 3),
             "inference": round(max(r.inference_ms for r in results), 3),
             "total": round((time.monotonic() - started) * 1000, 3),
         }
+        metrics.MODEL_REQUEST_SECONDS.labels(eng.classifier.name, eng.classifier.version).inc(
+            timing["total"] / 1000
+        )
         return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
 
     def _run(

@@ -36,6 +36,17 @@ def reserved_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
+@contextmanager
+def grpc_server(log_dir: Path, **settings: object) -> Iterator[GunicornServer]:
+    """Real Gunicorn that also serves gRPC, on a held port, once every worker listens there;
+    `grpc_port` and `grpc_address` say where."""
+    with reserved_port() as port:
+        with GunicornServer(log_dir, grpc_bind=f"127.0.0.1:{port}", **settings) as server:
+            wait_listening(server.worker_pids(), port)
+            server.grpc_port, server.grpc_address = port, f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+            yield server
+
+
 def sockets_by_worker(worker_pids: list[int], port: int, status: str) -> dict[int, int]:
     """How many TCP sockets on local `port` in `status` (psutil.CONN_*) each worker holds."""
     return {
@@ -54,17 +65,6 @@ def wait_listening(worker_pids: list[int], port: int, seconds: float = 60) -> No
         if time.monotonic() > deadline:
             raise RuntimeError(f"not every worker of {worker_pids} listens on {port}")
         time.sleep(0.05)
-
-
-@contextmanager
-def grpc_server(log_dir: Path, **settings: object) -> Iterator[GunicornServer]:
-    """Real Gunicorn serving OIP over gRPC as well, once every worker listens on its port
-    (`grpc_port`, `grpc_address`)."""
-    with reserved_port() as port:
-        with GunicornServer(log_dir, grpc_bind=f"127.0.0.1:{port}", **settings) as srv:
-            wait_listening(srv.worker_pids(), port)
-            srv.grpc_port, srv.grpc_address = port, f"127.0.0.1:{port}"
-            yield srv
 
 
 def own_connection(address: str) -> triton.InferenceServerClient:

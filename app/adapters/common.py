@@ -17,9 +17,10 @@ import torch
 from flask import Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, metrics
+from app import errors, metrics, ratelimit
 from app.core import Classified, Core, Upload
 from app.engine import Engine
+from app.tensor_model import Row
 
 access_log = logging.getLogger("wanwu.access")
 
@@ -63,8 +64,19 @@ def core() -> Core:
 
 
 def authorize() -> None:
-    """Check the request's bearer key (when WANWU_API_KEYS is set)."""
-    core().authorize(request.headers.get("Authorization"), request.remote_addr)
+    """Check the request's bearer key (when WANWU_API_KEYS is set); keep where the caller
+    stands against WANWU_RATE_LIMIT for the answer's headers."""
+    g.rate_limit = core().authorize(request.headers.get("Authorization"), request.remote_addr)
+
+
+def rate_limit_headers() -> dict[str, str]:
+    """The RateLimit fields of this answer while WANWU_RATE_LIMIT is set: the caller's standing
+    when the call was counted (a 429 carries its own), else the policy alone."""
+    rate_limit = core().settings.rate_limit
+    if not rate_limit:
+        return {}
+    decision = g.get("rate_limit")
+    return decision.headers() if decision else {"RateLimit-Policy": ratelimit.policy(rate_limit)}
 
 
 def lease(name: str | None, version: str | None) -> Engine:
@@ -76,6 +88,13 @@ def classify(uploads: list[Upload], engine: Engine) -> Classified:
     """Classify with `engine`'s model through the core, from the request's arrival; keep the
     result for the log."""
     g.classified = result = core().classify(uploads, g.started, engine)
+    return result
+
+
+def infer(rows: list[Row], engine: Engine) -> Classified:
+    """Run a tensor model's rows through the core, from the request's arrival; keep the
+    result for the log."""
+    g.classified = result = core().infer(rows, g.started, engine)
     return result
 
 

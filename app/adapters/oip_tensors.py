@@ -14,6 +14,7 @@ what the model computed), and at most MAX_PARAMETERS entries in any `parameters`
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,33 +113,49 @@ def bounded_parameters(value: Any, whose: str) -> dict[str, Any]:
 
 
 def outputs(header: dict[str, Any]) -> list[Output]:
-    """Return the requested outputs; all of them (one) when none are named.
-
-    A name asked for twice is refused at its second mention, before anything is computed.
-    """
-    parameters = bounded_parameters(header.get("parameters"), "Request")
-    binary_default = parameters.get("binary_data_output", False) is True
-    requested = header.get("outputs")
+    """Return the requested outputs; all of them (one) when none are named."""
+    binary = binary_output(header)
+    requested = named_outputs(header)
     if requested is None:
-        return [Output(None, binary_default)]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise errors.BadRequest("'outputs' must be a list of objects.")
-    outputs: list[Output] = []
+        return [Output(None, binary)]
     for output in requested:
         if output.get("name") != OUTPUT:
             raise errors.BadRequest(
                 f"Unknown output {output.get('name')!r}: the output is {OUTPUT!r}."
             )
-        if outputs:  # the one output, named again
+    return [choice(output, binary) for output in requested]
+
+
+def binary_output(header: dict[str, Any]) -> bool:
+    """Whether outputs are binary unless they say otherwise (`binary_data_output`)."""
+    parameters = bounded_parameters(header.get("parameters"), "Request")
+    return parameters.get("binary_data_output", False) is True
+
+
+def named_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The outputs the request names, None when it names none; a name given twice is a 400
+    before anything is computed (an answer is never a multiple of what the model made)."""
+    requested = header.get("outputs")
+    if requested is None:
+        return None
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise errors.BadRequest("'outputs' must be a list of objects.")
+    names = Counter(o.get("name") for o in requested if isinstance(o.get("name"), str))
+    for name, count in names.items():
+        if count > 1:
             raise errors.BadRequest(
-                f"Output {OUTPUT!r} is requested {len(requested)} times: name each output once."
+                f"Output {name!r} is requested {count} times: name each output once."
             )
-        params = bounded_parameters(output.get("parameters"), "Output")
-        k = params.get("classification")
-        if k is not None and (type(k) is not int or k < 1):
-            raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
-        outputs.append(Output(k, params.get("binary_data", binary_default) is True))
-    return outputs
+    return requested
+
+
+def choice(output: dict[str, Any], binary_default: bool) -> Output:
+    """How one requested output is answered: its classification's k, binary or JSON."""
+    params = bounded_parameters(output.get("parameters"), "Output")
+    k = params.get("classification")
+    if k is not None and (type(k) is not int or k < 1):
+        raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
+    return Output(k, params.get("binary_data", binary_default) is True)
 
 
 def serialize_bytes(items: list[bytes]) -> bytes:
