@@ -54,8 +54,13 @@ def _metrics_dir() -> str:
     if os.environ.get("WANWU_METRICS_DIR_OWNER") == owner and path:
         return path  # a config reload (HUP) keeps the live workers' files
     if path:
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
+        try:
+            _empty(path)
+        except OSError as exc:  # most often a read-only root without a tmpfs there
+            sys.exit(
+                f"wanwu: PROMETHEUS_MULTIPROC_DIR={path}: {exc.strerror}; it must be a "
+                "writable folder (a read-only container needs --tmpfs /tmp, README: Docker)"
+            )
     else:
         path = tempfile.mkdtemp(prefix=f"wanwu-metrics-{owner}-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
@@ -65,6 +70,17 @@ def _metrics_dir() -> str:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ["WANWU_METRICS_DIR_OWNER"] = owner
     return path
+
+
+def _empty(path: str) -> None:
+    """Empty the folder, keeping the folder itself: it may be a mount point (a tmpfs, an
+    emptyDir), which cannot be removed."""
+    os.makedirs(path, exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _tmpfs() -> str | None:

@@ -17,22 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from app import cgroup
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
 def usable_cpus() -> int:
-    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota."""
+    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota
+    (v2 or v1; a fraction of a CPU rounds down, to at least one)."""
     cpus = len(os.sched_getaffinity(0))
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cpus
+    quota = cgroup.cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, int(quota)))
 
 
 def visible_gpus() -> int:
@@ -488,6 +485,7 @@ class Settings:
 TOOL_VARIABLES = frozenset(
     {
         "WANWU_LOADTEST_IMAGES",
+        "WANWU_ADMIN_KEY",  # the key `python -m app.train --load` sends (WANWU_ADMIN_KEYS')
         "WANWU_TEST_MODEL",
         "WANWU_METRICS_DIR_OWNER",
         "WANWU_METRICS_DIR_CREATED",
