@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class Stopped(Exception):
 class Inference:
     """One image's model output and where its time went."""
 
-    output: torch.Tensor
+    output: Any  # an image's probabilities, or a tensor model row's outputs
     queue_ms: float
     inference_ms: float
     batch_size: int
@@ -71,12 +72,13 @@ class Batcher:
 
     def __init__(
         self,
-        run_batch: Callable[[torch.Tensor], torch.Tensor],
+        run_batch: Callable[[Any], Any],
         *,
         max_batch: int,
         max_wait_s: float,
         queue_max: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        collate: Callable[[list[Any]], Any] = torch.stack,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
@@ -90,6 +92,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.queue_max = queue_max
         self._on_batch = on_batch
+        self._collate = collate  # queued items -> one batch (a tensor model's rows: tuples)
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -203,7 +206,7 @@ class Batcher:
             self._report(BatchStats(0, (), 0.0, len(batch)))
             return
         try:
-            outputs = self._run_batch(torch.stack([item.tensor for item in live]))
+            outputs = self._run_batch(self._collate([item.tensor for item in live]))
             if len(outputs) != len(live):
                 raise RuntimeError(
                     f"model returned {len(outputs)} outputs for a batch of {len(live)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -23,8 +23,10 @@ import torch
 from app import batcher as batching
 from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
+from app.lockout import Lockout
 from app.repository import Registry
 from app.settings import Settings
+from app.tensor_model import Row
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class Upload:
 
 @dataclass(frozen=True)
 class Classified:
-    """Probability rows in upload order, where the request's time went, the largest batch."""
+    """Probability rows in upload order (a tensor model's: each row's outputs), where the
+    request's time went, the largest batch."""
 
     probs: list[torch.Tensor]
     timing_ms: dict[str, float]
@@ -67,6 +70,7 @@ class Core:
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        self.lockout = Lockout()  # before the fork: every worker counts in one table
 
     @property
     def engine(self) -> Engine:
@@ -83,17 +87,22 @@ class Core:
         """
         conf = self.settings
         keys, verifier = conf.api_keys, tokens.verifier(conf)
-        caller = f"address {client}"
+        caller = ratelimit.address_caller(client)
         if keys or verifier:
             token = bearer_token(authorization)
             if token is not None and is_one_of(token, keys):
                 caller = f"key {token}"
             elif token is not None and verifier and tokens.looks_like_jwt(token):
-                caller = f"subject {verifier.subject(token)}"
+                try:
+                    caller = f"subject {verifier.subject(token)}"
+                except errors.Unauthorized as exc:
+                    self.lockout.refuse("inference", client, exc.message)
             else:
                 log.debug("refused a request without a valid key or token from %s", client)
-                raise errors.Unauthorized(
-                    "A valid 'Authorization: Bearer <key or token>' header is required."
+                self.lockout.refuse(
+                    "inference",
+                    client,
+                    "A valid 'Authorization: Bearer <key or token>' header is required.",
                 )
         return ratelimit.check(conf.rate_limit, caller)
 
@@ -124,6 +133,11 @@ class Core:
         its file when it has one.
         """
         eng, conf = engine or self.engine, self.settings
+        if eng.classifier.input_spec is None:
+            raise errors.BadRequest(
+                f"Model {eng.classifier.name} takes tensors, not images: send them to "
+                f"/v2/models/{eng.classifier.name}/infer."
+            )
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -135,15 +149,34 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
+        return self._through(eng, started, lambda: self._run(eng, uploads, started))
+
+    def infer(self, rows: Sequence[Row], started: float, engine: Engine) -> Classified:
+        """Run a tensor model's rows (checked by the adapter) through its batcher, in order."""
+
+        def run() -> list[batching.Inference]:
+            with engine.admit(len(rows), started) as reservation:
+                futures = [reservation.submit(row) for row in rows]
+            return [engine.wait(f, reservation.deadline) for f in futures]
+
+        return self._through(engine, started, run)
+
+    def _through(
+        self, eng: Engine, started: float, run: Callable[[], list[batching.Inference]]
+    ) -> Classified:
+        """Run a request on a warm engine, counted; say where its time went."""
         self.require_ready()
         with eng.in_flight():
-            results = self._run(eng, uploads, started)
+            results = run()
         metrics.MODEL_REQUESTS.labels(eng.classifier.name, eng.classifier.version).inc()
         timing = {
             "queue": round(max(r.queue_ms for r in results), 3),
             "inference": round(max(r.inference_ms for r in results), 3),
             "total": round((time.monotonic() - started) * 1000, 3),
         }
+        metrics.MODEL_REQUEST_SECONDS.labels(eng.classifier.name, eng.classifier.version).inc(
+            timing["total"] / 1000
+        )
         return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
 
     def _run(
@@ -156,7 +189,7 @@ class Core:
             futures = []
             for upload in uploads:
                 try:
-                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"

@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from app import memory
+from app import cgroup, memory
 from app.batcher import BatchStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -77,6 +77,26 @@ TRAFFIC_SHARE = Gauge(
     ["model", "version"],
     multiprocess_mode="livemax",
 )
+
+
+def _per_model(name: str, documentation: str) -> Counter:
+    return Counter(name, documentation, ["model", "version"])
+
+
+# Triton's statistics extension (app/statistics.py) reads these, per model version.
+MODEL_INFERENCES = _per_model("wanwu_model_inferences_total", "Rows (images, tensor rows) run.")
+MODEL_EXECUTIONS = _per_model("wanwu_model_executions_total", "Forward passes run.")
+MODEL_QUEUE_SECONDS = _per_model("wanwu_model_queue_seconds_total", "Time rows waited for a pass.")
+MODEL_COMPUTE_SECONDS = _per_model("wanwu_model_compute_seconds_total", "Time in forward passes.")
+MODEL_REQUEST_SECONDS = _per_model(
+    "wanwu_model_request_seconds_total", "Time of the requests answered, arrival to answer."
+)
+MODEL_LAST_INFERENCE = Gauge(
+    "wanwu_model_last_inference_timestamp_seconds",
+    "When the model last ran a pass (Unix time).",
+    ["model", "version"],
+    multiprocess_mode="max",
+)
 REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
 WORKERS_READY = Gauge(
     "wanwu_workers_ready",
@@ -100,6 +120,15 @@ BUFFERED_BYTES = Gauge(
 )
 RATE_LIMITED = Counter(
     "wanwu_rate_limited_total", "Calls refused with 429 by the per-caller rate limit."
+)
+AUTH_REFUSED = Counter(
+    "wanwu_auth_refused_total",
+    "Failed authentications answered 429: past app.lockout's count for their address.",
+    ["listener"],
+)
+FORWARDED_INVALID = Counter(
+    "wanwu_forwarded_for_invalid_total",
+    "X-Forwarded-For entries from a trusted proxy that are not IP addresses (ignored).",
 )
 WORKER_EXITS = Counter(
     "wanwu_worker_exits_total",
@@ -133,32 +162,17 @@ def observe_batch(stats: BatchStats) -> None:
 class ServerMemory:
     """The server's memory and the most it may use, read when scraped.
 
-    Usage is the cgroup's `memory.current` (what a container's OOM killer compares to its
-    limit) where there is one, else the PSS of the Gunicorn master and its workers (shared
-    copy-on-write pages counted once). The limit is the cgroup's `memory.max`, else the
-    machine's memory.
+    Where a cgroup limits memory (a container's, v2 or v1: app/cgroup.py), its use (what the
+    OOM killer compares to the limit) and that limit; else the PSS of the Gunicorn master and
+    its workers (shared copy-on-write pages counted once) and the machine's memory.
     """
 
     def collect(self) -> list[GaugeMetricFamily]:
-        usage = _cgroup_value("memory.current") or _tree_pss()
-        limit = _cgroup_value("memory.max") or os.sysconf("SC_PAGE_SIZE") * os.sysconf(
-            "SC_PHYS_PAGES"
-        )
+        usage, limit = cgroup.memory() or (_tree_pss(), cgroup.physical_memory())
         return [
             GaugeMetricFamily("wanwu_memory_usage_bytes", "Memory the server uses.", usage),
             GaugeMetricFamily("wanwu_memory_limit_bytes", "Memory the server may use.", limit),
         ]
-
-
-CGROUP = "/sys/fs/cgroup"  # cgroup v2, as containers mount it
-
-
-def _cgroup_value(name: str) -> int | None:
-    try:
-        with open(f"{CGROUP}/{name}") as f:
-            return int(f.read())  # "max" (no limit) is no number
-    except (OSError, ValueError):
-        return None
 
 
 def _tree_pss() -> int:
@@ -196,6 +210,17 @@ def _registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """Render all metrics, summed over every worker when running under Gunicorn."""
     return generate_latest(_registry()) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
+
+
+def per_model() -> dict[tuple[str, str, str], float]:
+    """Every per-model sample, (sample name, model, version) -> value, summed over every
+    worker under Gunicorn (read at once, for Triton's statistics)."""
+    found = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            if set(sample.labels) == {"model", "version"}:
+                found[sample.name, sample.labels["model"], sample.labels["version"]] = sample.value
+    return found
 
 
 def workers_ready() -> int:

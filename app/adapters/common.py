@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from app import errors, metrics, ratelimit
 from app.core import Classified, Core, Upload
 from app.engine import Engine
+from app.tensor_model import Row
 
 access_log = logging.getLogger("wanwu.access")
 
@@ -87,6 +88,13 @@ def classify(uploads: list[Upload], engine: Engine) -> Classified:
     """Classify with `engine`'s model through the core, from the request's arrival; keep the
     result for the log."""
     g.classified = result = core().classify(uploads, g.started, engine)
+    return result
+
+
+def infer(rows: list[Row], engine: Engine) -> Classified:
+    """Run a tensor model's rows through the core, from the request's arrival; keep the
+    result for the log."""
+    g.classified = result = core().infer(rows, g.started, engine)
     return result
 
 

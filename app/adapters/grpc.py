@@ -4,12 +4,14 @@ Policy:
 - Served on WANWU_GRPC_BIND by every Gunicorn worker, after its model is warm: each worker
   binds the same port with SO_REUSEPORT and the kernel spreads connections (a gRPC channel is
   long-lived, so per connection). Workers answer the RPCs of the v2 core (ServerLive,
-  ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer); Triton's others answer
-  UNIMPLEMENTED.
+  ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer), Triton's ModelConfig
+  and ModelStatistics (app/statistics.py); Triton's others answer UNIMPLEMENTED.
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
   and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
-  classification extension (`class_count`), and answers in `raw_output_contents`.
+  classification extension (`class_count`), and answers in `raw_output_contents`. A Triton
+  model's tensors come from `raw_input_contents` or the typed `contents` and are read exactly
+  as over HTTP (app/adapters/tensor_io.py).
 - Every image goes through the request core (`app.core`, called directly: no web framework
   here): the same keys and tokens (metadata `authorization: Bearer <key>`), per-caller rate
   limit (a caller without a key is its address), limits, admission, batcher and deadline as
@@ -41,12 +43,14 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from app import errors, metrics
-from app.adapters import common, oip, oip_tensors
-from app.adapters.grpc_proto import grpc_service_pb2 as pb
-from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app import errors, metrics, statistics
+from app.adapters import common, oip, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Classified, Core, Upload
+from app.engine import Engine
+from app.grpc_proto import grpc_service_pb2 as pb
+from app.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app.tensor_model import TensorModel
 
 SERVICE = "/inference.GRPCInferenceService/"
 
@@ -144,12 +148,12 @@ def _address(peer: str) -> str:
     return peer
 
 
-def _parameters(params: Any) -> dict[str, Any]:
-    """An InferParameter map as the plain values OIP's JSON would hold."""
+def _parameters(params: Any, drop: str = "") -> dict[str, Any]:
+    """An InferParameter map as the plain values OIP's JSON would hold, less `drop`."""
     return {  # an InferParameter with no value set is absent, as a JSON null would be
         key: getattr(value, choice)
         for key, value in params.items()
-        if (choice := value.WhichOneof("parameter_choice"))
+        if (choice := value.WhichOneof("parameter_choice")) and key != drop
     }
 
 
@@ -167,6 +171,7 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
         data = oip_tensors.serialize_bytes(list(tensor.contents.bytes_contents))
+    oip_tensors.bounded_parameters(_parameters(tensor.parameters), "Input")
     header = {
         "name": tensor.name,
         "datatype": tensor.datatype,
@@ -176,14 +181,17 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
     return oip_tensors.images({"inputs": [header]}, data, most)
 
 
-def _outputs(request: pb.ModelInferRequest) -> list[Any]:
-    """The requested outputs as OIP over HTTP reads them, all binary (raw_output_contents)."""
+def _outputs(request: pb.ModelInferRequest) -> dict[str, Any]:
+    """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents,
+    whatever an output's `binary_data` says); the request's parameters bounded as over HTTP."""
+    oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
     header: dict[str, Any] = {"parameters": {"binary_data_output": True}}
     if request.outputs:
         header["outputs"] = [
-            {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
+            {"name": o.name, "parameters": _parameters(o.parameters, drop="binary_data")}
+            for o in request.outputs
         ]
-    return oip_tensors.outputs(header)
+    return header
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -215,7 +223,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
         engine = self.core.model(request.name, request.version or None)
-        meta = oip_tensors.metadata(engine.classifier)
+        meta = tensor_io.metadata(engine.classifier)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             **{k: meta[k] for k in ("name", "versions", "platform")},
@@ -227,20 +235,54 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        images, outputs = _images(request, core.settings.max_files), _outputs(request)
-        uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
         with core.lease(request.model_name, request.model_version or None) as engine:
+            model = engine.classifier
+            if isinstance(model, TensorModel):
+                return self._infer_tensors(request, call, model, engine)
+            images = _images(request, core.settings.max_files)
+            outputs = oip_tensors.outputs(_outputs(request))
+            uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
             call.classified = core.classify(uploads, call.started, engine)
         probs = torch.stack(call.classified.probs)
-        classifier = engine.classifier
-        answer = pb.ModelInferResponse(
-            model_name=classifier.name, model_version=classifier.version, id=request.id
-        )
-        for output in outputs:
-            description, blob = oip_tensors.tensor(probs, output, classifier.labels("en"))
-            answer.outputs.add(**description)
-            answer.raw_output_contents.append(blob)
-        return answer
+        labels = model.labels("en")
+        return _answer(request, model, [oip_tensors.tensor(probs, o, labels) for o in outputs])
+
+    def _infer_tensors(
+        self, request: Any, call: _Call, model: TensorModel, engine: Engine
+    ) -> pb.ModelInferResponse:
+        rows = tensor_io.rows(model, *tensor_io.grpc_inputs(request))
+        outputs = tensor_io.requested(model, _outputs(request))
+        call.classified = self.core.infer(rows, call.started, engine)
+        return _answer(request, model, tensor_io.written(model, call.classified.probs, outputs))
+
+    @_rpc
+    def ModelConfig(self, request: Any, call: _Call) -> pb.ModelConfigResponse:
+        engine = self.core.model(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=statistics.config(engine))
+
+    @_rpc
+    def ModelStatistics(self, request: Any, call: _Call) -> pb.ModelStatisticsResponse:
+        registry = self.core.registry
+        if not request.name:
+            names = list(registry.plans)
+        elif request.version:
+            return statistics.statistics([self.core.model(request.name, request.version)])
+        else:
+            names = [request.name]
+        return statistics.statistics([e for n in names for e in registry.loaded(n)[1].values()])
+
+
+def _answer(
+    request: Any, model: Any, described: list[tuple[dict[str, Any], bytes | None]]
+) -> pb.ModelInferResponse:
+    """The infer response, every output in raw_output_contents."""
+    answer = pb.ModelInferResponse(
+        model_name=model.name, model_version=model.version, id=request.id
+    )
+    for description, blob in described:
+        answer.outputs.add(**description)
+        answer.raw_output_contents.append(blob)
+    return answer
 
 
 def serve(core: Core) -> grpc.Server:
