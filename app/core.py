@@ -194,7 +194,7 @@ class Core:
             futures = []
             for upload in uploads:
                 try:
-                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"
