@@ -141,6 +141,7 @@ def model_info() -> Any:
         "runner": classifier.runner,
         "device": str(classifier.device),
         "precision": classifier.precision,
+        "precision_reason": engine.precision_reason,
         "ready": engine.ready,
         "batching": {
             "max_batch": settings.max_batch,
