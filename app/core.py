@@ -23,6 +23,7 @@ import torch
 from app import batcher as batching
 from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
+from app.lockout import Lockout
 from app.repository import Registry
 from app.settings import Settings
 from app.tensor_model import Row
@@ -43,6 +44,15 @@ def is_one_of(token: str, keys: Sequence[str]) -> bool:
     for key in keys:
         matched |= hmac.compare_digest(token.encode(), key.encode())
     return matched
+
+
+def require_images(engine: Engine) -> None:
+    """Raise a 400 naming the tensor route when `engine`'s model takes tensors, not images."""
+    name = engine.classifier.name
+    if engine.classifier.input_spec is None:
+        raise errors.BadRequest(
+            f"Model {name} takes tensors, not images: send them to /v2/models/{name}/infer."
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class Core:
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        self.lockout = Lockout()  # before the fork: every worker counts in one table
 
     @property
     def engine(self) -> Engine:
@@ -85,17 +96,22 @@ class Core:
         """
         conf = self.settings
         keys, verifier = conf.api_keys, tokens.verifier(conf)
-        caller = f"address {client}"
+        caller = ratelimit.address_caller(client)
         if keys or verifier:
             token = bearer_token(authorization)
             if token is not None and is_one_of(token, keys):
                 caller = f"key {token}"
             elif token is not None and verifier and tokens.looks_like_jwt(token):
-                caller = f"subject {verifier.subject(token)}"
+                try:
+                    caller = f"subject {verifier.subject(token)}"
+                except errors.Unauthorized as exc:
+                    self.lockout.refuse("inference", client, exc.message)
             else:
                 log.debug("refused a request without a valid key or token from %s", client)
-                raise errors.Unauthorized(
-                    "A valid 'Authorization: Bearer <key or token>' header is required."
+                self.lockout.refuse(
+                    "inference",
+                    client,
+                    "A valid 'Authorization: Bearer <key or token>' header is required.",
                 )
         return ratelimit.check(conf.rate_limit, caller)
 
@@ -126,11 +142,7 @@ class Core:
         its file when it has one.
         """
         eng, conf = engine or self.engine, self.settings
-        if eng.classifier.input_spec is None:
-            raise errors.BadRequest(
-                f"Model {eng.classifier.name} takes tensors, not images: send them to "
-                f"/v2/models/{eng.classifier.name}/infer."
-            )
+        require_images(eng)
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -182,7 +194,7 @@ class Core:
             futures = []
             for upload in uploads:
                 try:
-                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"
