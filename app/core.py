@@ -4,7 +4,9 @@ Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adap
 in how they read a request and shape an answer. Between those, a request goes through `Core`,
 so every protocol gets the same API keys and signed tokens, per-caller rate limit (429),
 file-count, byte and pixel limits, queue admission (503 + Retry-After when full), deadline (504)
-and batcher: images from different protocols share forward passes. Errors are raised as
+and batcher: images from different protocols share forward passes. Explanations (`explain`)
+take the same path as a verb of their own, with their own share of the queue
+(WANWU_EXPLAIN_QUEUE_MAX), so that they cannot crowd predictions out. Errors are raised as
 `errors.ApiError`; each adapter renders them in its own shape. The core returns what it did
 (`Classified`); it writes no request state anywhere.
 """
@@ -59,6 +61,16 @@ class Classified:
     probs: list[torch.Tensor]
     timing_ms: dict[str, float]
     batch_size: int
+
+
+@dataclass(frozen=True)
+class Explained(Classified):
+    """Also, per image: every class's activation map, the input as the model saw it (a
+    normalised tensor) and where its crop lies in the upload (`imaging.crop_box`)."""
+
+    cams: list[torch.Tensor]
+    pictures: list[torch.Tensor]
+    boxes: list[list[float]]
 
 
 class Core:
@@ -122,7 +134,35 @@ class Core:
         `started` is the request's arrival on `time.monotonic()`. Errors about one image name
         its file when it has one.
         """
-        eng, conf = engine or self.engine, self.settings
+        eng = engine or self.engine
+        results, _, timing = self._serve(uploads, started, eng, batching.CLASSIFY)
+        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
+
+    def explain(
+        self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
+    ) -> Explained:
+        """Like `classify`, through the model's explain method: 501 for a model that has none
+        (the message says why)."""
+        eng = engine or self.engine
+        reason = eng.classifier.unexplainable
+        if reason is not None:
+            raise errors.NotExplainable(f"Model {eng.classifier.name} cannot explain: {reason}.")
+        results, pictures, timing = self._serve(uploads, started, eng, batching.EXPLAIN)
+        spec = eng.classifier.input_spec
+        return Explained(
+            [r.output[0] for r in results],
+            timing,
+            max(r.batch_size for r in results),
+            [r.output[1] for r in results],
+            pictures,
+            [imaging.crop_box(upload.data, spec) for upload in uploads],
+        )
+
+    def _serve(
+        self, uploads: Sequence[Upload], started: float, eng: Engine, verb: str
+    ) -> tuple[list[batching.Inference], list[torch.Tensor], dict[str, float]]:
+        """Check the uploads, run them as `verb`; the results, inputs and the timing."""
+        conf = self.settings
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -136,22 +176,23 @@ class Core:
                 )
         self.require_ready()
         with eng.in_flight():
-            results = self._run(eng, uploads, started)
+            results, pictures = self._run(eng, uploads, started, verb)
         metrics.MODEL_REQUESTS.labels(eng.classifier.name, eng.classifier.version).inc()
         timing = {
             "queue": round(max(r.queue_ms for r in results), 3),
             "inference": round(max(r.inference_ms for r in results), 3),
             "total": round((time.monotonic() - started) * 1000, 3),
         }
-        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
+        return results, pictures, timing
 
     def _run(
-        self, eng: Engine, uploads: Sequence[Upload], started: float
-    ) -> list[batching.Inference]:
+        self, eng: Engine, uploads: Sequence[Upload], started: float, verb: str
+    ) -> tuple[list[batching.Inference], list[torch.Tensor]]:
         """Decode each upload into `eng`'s queue, then wait for every result."""
         conf = self.settings
         spec = eng.classifier.input_spec
-        with eng.admit(len(uploads), started) as reservation:
+        pictures = []
+        with eng.admit(len(uploads), started, verb) as reservation:
             futures = []
             for upload in uploads:
                 try:
@@ -163,4 +204,5 @@ class Core:
                 # Queue each image as soon as it is ready: the model can start on it while the
                 # next one decodes.
                 futures.append(reservation.submit(tensor))
-        return [eng.wait(f, reservation.deadline) for f in futures]
+                pictures.append(tensor)
+        return [eng.wait(f, reservation.deadline) for f in futures], pictures

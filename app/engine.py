@@ -42,6 +42,11 @@ class Engine:
             max_wait_s=settings.max_wait_ms / 1000,
             queue_max=settings.queue_max,
             on_batch=self._observe,
+            verbs={
+                batching.EXPLAIN: batching.Verb(
+                    classifier.explain, min(settings.explain_queue_max, settings.queue_max)
+                )
+            },
         )
         # The worker's queue-depth gauge sums its models: each engine adds what changed.
         self._depth_lock = threading.Lock()
@@ -90,14 +95,15 @@ class Engine:
         """True once the model is placed and every batch size is warmed up."""
         return self.batcher.ready.is_set()
 
-    def admit(self, n: int, started: float) -> batching.Reservation:
-        """Reserve queue places for `n` images or raise the matching ApiError."""
+    def admit(self, n: int, started: float, verb: str = batching.CLASSIFY) -> batching.Reservation:
+        """Reserve queue places for `n` images of `verb` or raise the matching ApiError."""
         try:
-            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
+            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000, verb)
         except batching.Overloaded:
             metrics.REJECTED.labels("overloaded").inc(n)
+            busy = "The service" if verb == batching.CLASSIFY else f"The {verb} queue"
             raise errors.Overloaded(
-                "The service is at capacity; retry shortly.", retry_after=1
+                f"{busy} is at capacity; retry shortly.", retry_after=1
             ) from None
         except batching.Stopped:
             raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None

@@ -9,16 +9,18 @@ Policy:
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
   and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
-  classification extension (`class_count`), and answers in `raw_output_contents`.
+  classification extension (`class_count`), and answers in `raw_output_contents`; the
+  parameter `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py).
 - Every image goes through the request core (`app.core`, called directly: no web framework
   here): the same keys and tokens (metadata `authorization: Bearer <key>`), per-caller rate
   limit (a caller without a key is its address), limits, admission, batcher and deadline as
   /predict. A message over WANWU_MAX_UPLOAD_MB is refused by gRPC itself
   (RESOURCE_EXHAUSTED).
 - Errors map to status codes: 400/415/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
-  NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 504
-  DEADLINE_EXCEEDED, else INTERNAL. Those worth retrying carry google.rpc.RetryInfo and gRPC's
-  own retry pushback (`grpc-retry-pushback-ms`).
+  NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 501 (a
+  model that cannot explain) UNIMPLEMENTED, 504 DEADLINE_EXCEEDED, else INTERNAL. Those
+  worth retrying carry google.rpc.RetryInfo and gRPC's own retry pushback
+  (`grpc-retry-pushback-ms`).
 - Metrics and the access log count each RPC under its method path
   (`/inference.GRPCInferenceService/ModelInfer`) with the status code's name.
 """
@@ -42,7 +44,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics
-from app.adapters import common, oip, oip_tensors
+from app.adapters import common, oip, oip_explain, oip_tensors
 from app.adapters.grpc_proto import grpc_service_pb2 as pb
 from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
 from app.adapters.oip_tensors import INPUT
@@ -59,6 +61,7 @@ _CODES = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
@@ -176,14 +179,17 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
     return oip_tensors.images({"inputs": [header]}, data, most)
 
 
-def _outputs(request: pb.ModelInferRequest) -> list[Any]:
-    """The requested outputs as OIP over HTTP reads them, all binary (raw_output_contents)."""
-    header: dict[str, Any] = {"parameters": {"binary_data_output": True}}
+def _outputs(request: pb.ModelInferRequest) -> tuple[list[Any], oip_explain.Heatmaps | None]:
+    """The requested outputs as OIP over HTTP reads them, all binary (raw_output_contents),
+    and HEATMAP's when the request explains."""
+    parameters = {**_parameters(request.parameters), "binary_data_output": True}
+    header: dict[str, Any] = {"parameters": parameters}
     if request.outputs:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
         ]
-    return oip_tensors.outputs(header)
+    header, heatmaps = oip_explain.split(header)
+    return oip_tensors.outputs(header), heatmaps
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -227,17 +233,20 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        images, outputs = _images(request, core.settings.max_files), _outputs(request)
+        images, (outputs, heatmaps) = _images(request, core.settings.max_files), _outputs(request)
         uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
+        verb = core.classify if heatmaps is None else core.explain
         with core.lease(request.model_name, request.model_version or None) as engine:
-            call.classified = core.classify(uploads, call.started, engine)
-        probs = torch.stack(call.classified.probs)
+            call.classified = result = verb(uploads, call.started, engine)
+        probs = torch.stack(result.probs)
         classifier = engine.classifier
         answer = pb.ModelInferResponse(
             model_name=classifier.name, model_version=classifier.version, id=request.id
         )
-        for output in outputs:
-            description, blob = oip_tensors.tensor(probs, output, classifier.labels("en"))
+        tensors = [oip_tensors.tensor(probs, o, classifier.labels("en")) for o in outputs]
+        if heatmaps is not None:
+            tensors.append(heatmaps.tensor(result, classifier))
+        for description, blob in tensors:
             answer.outputs.add(**description)
             answer.raw_output_contents.append(blob)
         return answer
