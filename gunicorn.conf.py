@@ -15,7 +15,7 @@ import tempfile
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
-from app.settings import Settings, SettingsError, unknown_variables
+from app.settings import Settings, SettingsError, refuse_unknown_variables
 
 
 def _stop_early(sig, frame):
@@ -37,6 +37,7 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
 
 try:
     settings = Settings.from_env()
+    refuse_unknown_variables()
 except SettingsError as exc:
     # One line naming the variable, its value and what it may be. SystemExit, unlike an
     # exception, passes Gunicorn's config loader without a "Failed to read config" traceback.
@@ -74,8 +75,6 @@ from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
-for warning in unknown_variables():
-    log.warning(warning)
 if os.path.exists("config.properties"):
     log.warning(
         "config.properties is TorchServe's and wanwu does not read it; docs/MIGRATING.md "

@@ -85,9 +85,10 @@ class Core:
         """The default model's engine."""
         return self.registry.default
 
-    def authorize(self, authorization: str | None, client: str | None) -> None:
+    def authorize(self, authorization: str | None, client: str | None) -> ratelimit.Decision | None:
         """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either
-        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT.
+        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT
+        and return where the caller stands (None without a limit).
 
         `authorization` is the header's (or gRPC metadata's) value; `client` is the peer's
         address, which names the caller when no key or token does.
@@ -106,7 +107,7 @@ class Core:
                 raise errors.Unauthorized(
                     "A valid 'Authorization: Bearer <key or token>' header is required."
                 )
-        ratelimit.check(conf.rate_limit, caller)
+        return ratelimit.check(conf.rate_limit, caller)
 
     def require_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) until every model of this worker is warm."""

@@ -4,9 +4,14 @@ Policy: each caller (an API key, a token's subject, else the client address) may
 calls in any `period`, as a burst or spread out; the allowance refills at N per period. This
 is GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a caller's
 state is its theoretical arrival time `tat`, each call moves it `period / N` later, and a call
-that would move it more than `period` past now is refused with 429, `Retry-After` (when the
-call would be allowed) and `RateLimit-Limit/Remaining/Reset` (`Reset`: seconds until the
-allowance is whole again).
+that would move it more than `period` past now is refused with 429 and `Retry-After` (when the
+call would be allowed).
+
+Every answer to a counted call says where its caller stands, in the fields of the IETF draft
+"RateLimit header fields for HTTP" (httpapi-ratelimit-headers, -08 on): `RateLimit-Policy:
+"default";q=N;w=PERIOD` and `RateLimit: "default";r=REMAINING;t=SECONDS`. While calls remain,
+`t` is the time until the allowance is whole again; with none left it is the time until the
+next call is allowed, so on a 429 it equals `Retry-After`.
 
 Exact across workers: the table lives in an anonymous shared mapping that the Gunicorn master
 creates before it forks (as app/balance.py's board), and every update holds a POSIX record
@@ -66,22 +71,27 @@ class Rate:
     def interval_s(self) -> float:
         return self.period_s / self.calls
 
+    def policy(self) -> str:
+        """The RateLimit-Policy field: quota `q` calls in a window of `w` seconds."""
+        return f'"default";q={self.calls};w={math.ceil(self.period_s)}'
+
 
 @dataclass(frozen=True)
 class Decision:
-    """One call's verdict and what the RateLimit-* headers say about the caller."""
+    """One call's verdict and what the RateLimit fields say about its caller."""
 
     allowed: bool
-    limit: int
+    rate: Rate
     remaining: int
     reset_s: int  # until the allowance is whole again
-    retry_after_s: int  # until the next call is allowed (0 when allowed)
+    retry_after_s: int  # until the next call is allowed (0 while calls remain)
 
     def headers(self) -> dict[str, str]:
+        """RateLimit-Policy and RateLimit; `t` is Retry-After's value when no call remains."""
+        wait = self.reset_s if self.remaining else self.retry_after_s
         return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_s),
+            "RateLimit-Policy": self.rate.policy(),
+            "RateLimit": f'"default";r={self.remaining};t={wait}',
         }
 
 
@@ -134,8 +144,9 @@ class Limiter:
         else:
             _SLOT.pack_into(self._table, slot * _SLOT.size, fingerprint, after)
             remaining = int((rate.period_s - (after - now)) / rate.interval_s + 1e-9)
-            wait, reset, allowed = 0.0, after - now, True
-        return Decision(allowed, rate.calls, remaining, math.ceil(reset), math.ceil(wait))
+            # The next call waits until the allowance has room for one more interval.
+            wait, reset, allowed = after + rate.interval_s - now - rate.period_s, after - now, True
+        return Decision(allowed, rate, remaining, math.ceil(reset), max(0, math.ceil(wait)))
 
 
 limiter: Limiter | None = None
@@ -149,13 +160,19 @@ def install(rate_limit: str) -> None:
     installed = rate_limit
 
 
-def check(rate_limit: str, caller: str) -> None:
-    """Count a call by `caller`; raise RateLimited (429) when it has used its allowance.
+def policy(rate_limit: str) -> str:
+    """The RateLimit-Policy field of WANWU_RATE_LIMIT's value."""
+    return Rate.parse(rate_limit).policy()
+
+
+def check(rate_limit: str, caller: str) -> Decision | None:
+    """Count a call by `caller` and return where it stands (None without a limit); raise
+    RateLimited (429) when it has used its allowance.
 
     Outside Gunicorn (one process: tests, `flask run`) the table is made on first use.
     """
     if not rate_limit:
-        return
+        return None
     if limiter is None or installed != rate_limit:
         install(rate_limit)
     decision = limiter.hit(caller)
@@ -166,3 +183,4 @@ def check(rate_limit: str, caller: str) -> None:
             retry_after=decision.retry_after_s,
             headers=decision.headers(),
         )
+    return decision

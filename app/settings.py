@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,14 @@ class Rule:
 
     holds: Callable[[Any], bool]
     says: str
+
+
+def _port(bind: str) -> int | None:
+    """The TCP port of a HOST:PORT address; None for fd://N, empty or portless."""
+    try:
+        return urlsplit(f"//{bind}").port
+    except ValueError:
+        return None
 
 
 def _is_network(text: str) -> bool:
@@ -342,7 +351,8 @@ class Settings:
         for f in dataclasses.fields(self):
             rule, value = f.metadata["rule"], getattr(self, f.name)
             if rule is not None and not rule.holds(value):
-                raise SettingsError(f"{f.metadata['env']} must be {rule.says} (got {value!r})")
+                got = ",".join(value) if isinstance(value, tuple) else value  # as it was set
+                raise SettingsError(f"{f.metadata['env']} must be {rule.says} (got {got!r})")
         # Rules that relate two settings.
         if self.queue_max < self.max_batch:
             raise SettingsError(
@@ -365,6 +375,13 @@ class Settings:
             raise SettingsError(
                 "WANWU_MANAGEMENT_BIND must differ from WANWU_BIND: the management API is "
                 f"never answered on the inference port (both are {self.bind!r})"
+            )
+        grpc_port = _port(self.grpc_bind)
+        if self.admin_keys and grpc_port is not None and grpc_port == _port(self.management_bind):
+            raise SettingsError(
+                f"WANWU_MANAGEMENT_BIND must use another port than WANWU_GRPC_BIND (both "
+                f"{grpc_port}; 8081 is KServe's gRPC port and TorchServe's management port): "
+                "move the management API, e.g. WANWU_MANAGEMENT_BIND=127.0.0.1:8085"
             )
         if self.admin_keys and (
             self.bind.startswith("fd://") != self.management_bind.startswith("fd://")
@@ -467,22 +484,26 @@ TOOL_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One warning per WANWU_* variable that names no setting, with the closest that does.
+def refuse_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Raise SettingsError naming each WANWU_* variable that is no setting, with the closest
+    that is.
 
-    A misspelt setting would otherwise be silently ignored and its default used.
+    A misspelt setting is refused rather than ignored: ignored, its default would serve, and a
+    misspelt WANWU_MODEL_REPOSITORY would serve the default model, untrained where it was
+    exported offline, beside a warning few read.
     """
     environ = os.environ if environ is None else environ
     known = [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    warnings = []
+    problems = []
     for name in sorted(environ):
         if not name.startswith("WANWU_") or name in known or name in TOOL_VARIABLES:
             continue
         # Compare what follows the shared prefix, or every name would look alike.
         close = difflib.get_close_matches(name[6:], [k[6:] for k in known], n=1, cutoff=0.6)
         hint = f"did you mean WANWU_{close[0]}?" if close else "the README's Settings lists them"
-        warnings.append(f"{name} is not a wanwu setting and is ignored; {hint}")
-    return warnings
+        problems.append(f"{name} is not a wanwu setting ({hint}): rename or unset it")
+    if problems:
+        raise SettingsError("; ".join(problems))
 
 
 def _format(value: Any) -> str:

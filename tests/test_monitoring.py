@@ -12,18 +12,23 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import requests
+import tritonclient.grpc as triton
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from benchkit import system
+from benchkit.grpcload import image_tensor, reserved_port, wait_listening
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer, free_port
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "deploy" / "monitoring"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 WINDOW = "1m"  # what Grafana's $__rate_interval becomes here: the whole test fits in it
 
 
@@ -52,7 +57,7 @@ def test_dashboard_json_is_what_the_generator_writes():
     titles = " ".join(title for title, _ in panel_queries())
     for topic in ("route and status", "latency", "Error ratio", "Queue depth", "Batch size"):
         assert topic in titles
-    for topic in ("Images classified", "memory against its limit", "408, 429, 503, 504"):
+    for topic in ("Images classified", "memory against its limit", "408, 429, 503, 504", "gRPC"):
         assert topic in titles
     assert "Served model" in titles
 
@@ -150,14 +155,24 @@ class Prometheus:
 @pytest.mark.integration
 @pytest.mark.needs("prometheus")
 def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_path):
+    held = ExitStack()  # the gRPC port, until the server is gone
+    port = held.enter_context(reserved_port())
     server = GunicornServer(
-        tmp_path, workers=2, model=tiny_model_path, max_batch=2, queue_max=2, max_files=4
+        tmp_path,
+        workers=2,
+        model=tiny_model_path,
+        max_batch=2,
+        queue_max=2,
+        max_files=4,
+        grpc_bind=f"127.0.0.1:{port}",
     ).start()
     prometheus = Prometheus(tmp_path, server.url.removeprefix("http://"))
     try:
+        wait_listening(server.worker_pids(), port)
         prometheus.wait("ready", prometheus.ready)
         prometheus.wait("the target up", lambda: prometheus.query('up{job="wanwu"} == 1') != [])
         refusals(server.url)
+        grpc_calls(f"127.0.0.1:{port}")
         image = image_bytes(size=(64, 64))
 
         def predict(_: int) -> int:
@@ -182,6 +197,15 @@ def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_pat
         for title, expr in panel_queries():
             prometheus.wait(f"data for {title!r}: {expr}", lambda e=expr: answers(e))
 
+        # gRPC's calls are inference latency and answers, under their method and code names.
+        grpc = f'route="{MODEL_INFER}"'
+        for expr in (
+            f"wanwu_request_duration_seconds_count{{{grpc}}} > 0",
+            f'wanwu_requests_total{{{grpc},status="OK"}} > 0',
+            f'wanwu_requests_total{{{grpc},status="NOT_FOUND"}} > 0',
+        ):
+            prometheus.wait(expr, lambda e=expr: answers(e))
+
         rules_text = (MONITORING / "rules.yml").read_text()
         for name in sorted(set(re.findall(r"\b(wanwu_\w+|up)\b", rules_text))):
             assert prometheus.query(f'count({{__name__="{name}"}})'), f"no series {name}"
@@ -203,6 +227,18 @@ def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_pat
     finally:
         prometheus.stop()
         server.stop()
+        held.close()
+
+
+def grpc_calls(address: str) -> None:
+    """An answered ModelInfer and a refused one (an unknown model), with the real tritonclient."""
+    client = triton.InferenceServerClient(address)
+    try:
+        client.infer("tiny", [image_tensor([image_bytes(size=(32, 32))])])
+        with pytest.raises(InferenceServerException, match="not_found|NOT_FOUND|not served"):
+            client.infer("absent", [image_tensor([image_bytes(size=(32, 32))])])
+    finally:
+        client.close()
 
 
 def refusals(url: str) -> None:

@@ -1,5 +1,5 @@
 """Per-caller rate limits (app/ratelimit.py): GCRA, shared across forked processes and
-Gunicorn workers, 429 with Retry-After and RateLimit-* on every protocol."""
+Gunicorn workers, 429 with Retry-After, the RateLimit fields on every answer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.sharedctypes import Synchronized
 
+import http_sfv
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,11 +41,14 @@ def test_a_caller_gets_its_allowance_at_once_then_one_call_per_interval():
     assert [d.remaining for d in first] == [2, 1, 0, 0]
     refused = first[-1]
     assert refused.retry_after_s == 20 and refused.reset_s == 60
-    assert refused.headers() == {
-        "RateLimit-Limit": "3",
-        "RateLimit-Remaining": "0",
-        "RateLimit-Reset": "60",
-    }
+    # With calls left, t is until the allowance is whole; with none, until the next call (the
+    # last allowed call and the 429 both say 20 s, the 429's Retry-After).
+    assert [standing(d.headers()) for d in first] == [
+        (3, 60, 2, 20),
+        (3, 60, 1, 40),
+        (3, 60, 0, 20),
+        (3, 60, 0, 20),
+    ]
     assert limiter.hit("bob").allowed  # another caller has its own allowance
     clock.now += 19.9
     assert not limiter.hit("alice").allowed
@@ -66,6 +70,16 @@ def test_a_full_table_reuses_slots_whose_allowance_is_whole(monkeypatch):
     clock.now += 60  # every allowance whole: their slots are free again
     assert all(limiter.hit(f"d{n}").allowed for n in range(4))
     assert all(not limiter.hit(f"d{n}").allowed for n in range(4))
+
+
+def standing(headers) -> tuple[int, int, int, int]:  # noqa: ANN001
+    """(q, w, r, t) of the RateLimit-Policy and RateLimit fields, read as structured fields."""
+    policy, limit = http_sfv.List(), http_sfv.List()
+    policy.parse(headers["RateLimit-Policy"].encode())
+    limit.parse(headers["RateLimit"].encode())
+    assert [item.value for item in policy] == [item.value for item in limit] == ["default"]
+    (p,), (r,) = policy, limit
+    return p.params["q"], p.params["w"], r.params["r"], r.params["t"]
 
 
 def _hammer(limiter: Limiter, calls: int, allowed: Synchronized) -> None:
@@ -106,10 +120,10 @@ def test_every_protocol_draws_on_one_allowance_and_answers_429(start_app):
         assert response.status_code == 429, protocol
         assert "3/hour" in response.get_data(as_text=True), protocol
         assert response.headers["Retry-After"] == "1200"
-        assert response.headers["RateLimit-Limit"] == "3"
-        assert response.headers["RateLimit-Remaining"] == "0"
-        assert 0 < int(response.headers["RateLimit-Reset"]) <= 3600
-    assert client.get("/healthz").status_code == 200  # health and metadata are not counted
+        assert standing(response.headers) == (3, 3600, 0, 1200)
+    health = client.get("/healthz")  # health and metadata are not counted: the policy alone
+    assert health.status_code == 200 and "RateLimit" not in health.headers
+    assert health.headers["RateLimit-Policy"] == '"default";q=3;w=3600'
     assert _rate_limited(client) == refused_before + 3
 
 
@@ -175,7 +189,10 @@ def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
             session.close()
     assert [r.status_code for r in through_a] == [200] * limit
     assert [r.status_code for r in through_b] == [429] * limit
-    assert {r.headers["RateLimit-Remaining"] for r in through_b} == {"0"}
-    assert all(int(r.headers["Retry-After"]) >= 1 for r in through_b)
+    # Each 200 counts down the one allowance, whichever worker answered; each 429's t is its
+    # Retry-After.
+    assert [standing(r.headers)[2] for r in through_a] == list(range(limit - 1, -1, -1))
+    assert {standing(r.headers)[:3] for r in through_b} == {(limit, 86400, 0)}
+    assert all(standing(r.headers)[3] == int(r.headers["Retry-After"]) for r in through_b)
     assert sorted(raced) == [200] * limit + [429] * limit
     assert f"wanwu_rate_limited_total {float(2 * limit)}" in text

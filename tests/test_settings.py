@@ -57,6 +57,7 @@ def test_values_are_parsed_by_type():
         ({"WANWU_TIMEOUT_MS": "5", "WANWU_MAX_WAIT_MS": "10"}, "WANWU_TIMEOUT_MS must exceed"),
         ({"WANWU_PIN_CPUS": "maybe"}, "WANWU_PIN_CPUS='maybe' is not a valid bool"),
         ({"WANWU_PRECISION": "int8"}, "WANWU_PRECISION must be"),
+        ({"WANWU_PINNED_VERSIONS": "five:1"}, "comma-separated (got 'five:1')"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(env, message):
@@ -76,16 +77,19 @@ def test_readme_table_is_the_generated_one():
     assert Settings.markdown_table() in (ROOT / "README.md").read_text()
 
 
-def test_unknown_variables_are_named_with_the_closest_setting():
-    warnings = app_settings.unknown_variables(
-        {"WANWU_WORKER": "1", "WANWU_MAXBATCH": "4", "WANWU_COLOUR": "red", "WANWU_MODEL": "m"}
-        | {"WANWU_TEST_MODEL": "m", "PATH": "/bin"}
-    )
-    assert warnings == [
-        "WANWU_COLOUR is not a wanwu setting and is ignored; the README's Settings lists them",
-        "WANWU_MAXBATCH is not a wanwu setting and is ignored; did you mean WANWU_MAX_BATCH?",
-        "WANWU_WORKER is not a wanwu setting and is ignored; did you mean WANWU_WORKERS?",
+def test_unknown_variables_are_refused_naming_the_closest_setting():
+    with pytest.raises(SettingsError) as info:
+        app_settings.refuse_unknown_variables(
+            {"WANWU_WORKER": "1", "WANWU_MAXBATCH": "4", "WANWU_COLOUR": "red", "WANWU_MODEL": "m"}
+            | {"WANWU_TEST_MODEL": "m", "PATH": "/bin"}
+        )
+    assert [p.split(" is not a wanwu setting ") for p in str(info.value).split("; ")] == [
+        ["WANWU_COLOUR", "(the README's Settings lists them): rename or unset it"],
+        ["WANWU_MAXBATCH", "(did you mean WANWU_MAX_BATCH?): rename or unset it"],
+        ["WANWU_WORKER", "(did you mean WANWU_WORKERS?): rename or unset it"],
     ]
+    # Settings and the tools' own variables pass.
+    app_settings.refuse_unknown_variables({"WANWU_MODEL": "m", "WANWU_TEST_MODEL": "m"})
 
 
 def test_the_cpus_are_counted_where_the_settings_are_read(monkeypatch):

@@ -46,6 +46,8 @@ def _start_request() -> None:
 
 def _finish_request(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.request_id
+    for name, value in common.rate_limit_headers().items():
+        response.headers.setdefault(name, value)  # a 429's own stand
     route = request.url_rule.rule if request.url_rule else "unmatched"
     common.record(
         route,

@@ -17,7 +17,7 @@ import torch
 from flask import Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, explain, metrics
+from app import errors, explain, metrics, ratelimit
 from app.core import Classified, Core, Explained, Upload
 from app.engine import Engine
 from app.model import Classifier
@@ -64,8 +64,19 @@ def core() -> Core:
 
 
 def authorize() -> None:
-    """Check the request's bearer key (when WANWU_API_KEYS is set)."""
-    core().authorize(request.headers.get("Authorization"), request.remote_addr)
+    """Check the request's bearer key (when WANWU_API_KEYS is set); keep where the caller
+    stands against WANWU_RATE_LIMIT for the answer's headers."""
+    g.rate_limit = core().authorize(request.headers.get("Authorization"), request.remote_addr)
+
+
+def rate_limit_headers() -> dict[str, str]:
+    """The RateLimit fields of this answer while WANWU_RATE_LIMIT is set: the caller's standing
+    when the call was counted (a 429 carries its own), else the policy alone."""
+    rate_limit = core().settings.rate_limit
+    if not rate_limit:
+        return {}
+    decision = g.get("rate_limit")
+    return decision.headers() if decision else {"RateLimit-Policy": ratelimit.policy(rate_limit)}
 
 
 def lease(name: str | None, version: str | None) -> Engine:

@@ -18,8 +18,17 @@ from grafana_foundation_sdk.models.common import GraphTresholdsStyleMode  # the 
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-# Routes that classify images, one per protocol (Flask's rule strings, as metrics label them).
-INFERENCE = 'route=~"/predict|/predictions/.*|/v2/models/.*/infer"'
+# Routes that classify images, one per protocol (Flask's rule strings and gRPC's method path,
+# as metrics label them); rules.yml's WanwuP99LatencyHigh selects the same.
+INFERENCE = (
+    'route=~"/predict|/predictions/.*|/v2/models/.*/infer'
+    '|/inference.GRPCInferenceService/ModelInfer"'
+)
+# Server-side failures: HTTP's 5xx and gRPC's codes of the same kind (a client's mistakes,
+# 4xx and INVALID_ARGUMENT, RESOURCE_EXHAUSTED and the like, are not); as WanwuErrorRatioHigh.
+ERRORS = 'status=~"5..|UNAVAILABLE|DEADLINE_EXCEEDED|INTERNAL|UNKNOWN|DATA_LOSS"'
+# Refusals that ask the client to come back: HTTP's and gRPC's.
+REFUSALS = 'status=~"408|429|503|504|RESOURCE_EXHAUSTED|UNAVAILABLE|DEADLINE_EXCEEDED"'
 WINDOW = "$__rate_interval"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
@@ -65,7 +74,7 @@ def graph(title: str, unit: str, *queries: prometheus.Dataquery, limit: float | 
 def build() -> dashboard.Dashboard:
     """The dashboard: traffic and errors, latency, batching, capacity, the model."""
     requests_by_status = rate("wanwu_requests_total", "route, status")
-    errors_5xx = rate('wanwu_requests_total{status=~"5.."}')
+    errors = rate(f"wanwu_requests_total{{{ERRORS}}}")
     all_requests = rate("wanwu_requests_total")
     latency = [
         query(quantile(q, "wanwu_request_duration_seconds", INFERENCE), f"p{round(q * 100)}")
@@ -88,21 +97,18 @@ def build() -> dashboard.Dashboard:
         )
         .with_panel(
             graph(
-                "Error ratio (5xx of all answers)",
+                "Error ratio (5xx and gRPC server errors of all answers)",
                 "percentunit",
-                # No 5xx series yet is a ratio of 0, not no data.
-                query(f"({errors_5xx} or {all_requests} * 0) / {all_requests}", "5xx ratio"),
+                # No error series yet is a ratio of 0, not no data.
+                query(f"({errors} or {all_requests} * 0) / {all_requests}", "error ratio"),
                 limit=0.005,
             )
         )
         .with_panel(
             graph(
-                "Refusals: 408, 429, 503, 504 and early closes",
+                "Refusals: 408, 429, 503, 504 (gRPC's too) and early closes",
                 "reqps",
-                query(
-                    rate('wanwu_requests_total{status=~"408|429|503|504"}', "status"),
-                    "{{status}}",
-                ),
+                query(rate(f"wanwu_requests_total{{{REFUSALS}}}", "status"), "{{status}}"),
                 query(rate("wanwu_connections_closed_total", "reason"), "closed: {{reason}}"),
             )
         )
