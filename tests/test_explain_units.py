@@ -13,16 +13,15 @@ import torch
 
 from app import errors, explain
 from app.artifact import read_manifest
-from app.export import explainable, formats
+from app.export import formats
 from benchkit.images import image_bytes
 from tests.conftest import TinyNet, write_tiny_manifest
 
 
 def export_tiny(path: Path, module: torch.nn.Module) -> Path:
     """Export `module` as app.export traces a model: explain method and plan recorded."""
-    how = explainable.plan(module.eval(), 224)
-    formats.save_traced(module, 224, how)(path)
-    write_tiny_manifest(path, "torchscript-trace", explain=how.manifest())
+    fields = formats.save_traced(module.eval(), 224)(path)
+    write_tiny_manifest(path, "torchscript-trace", **fields)
     return path
 
 

@@ -109,14 +109,14 @@ def class_count(module: torch.nn.Module, crop: int | list[int]) -> int:
     return int(out.shape[1])
 
 
-def save_traced(
-    module: torch.nn.Module, crop: int | list[int], how: explainable.Plan
-) -> Callable[[Path], None]:
+def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Path], dict[str, Any]]:
     """A `save(path)` for write_artifact that traces `module` to TorchScript, with an
-    `explain` method too when the plan found the model's feature map and head."""
+    `explain` method too when the model's feature map and head are found; it returns the
+    manifest's `explain` field (app/export/explainable.py)."""
     height, width = imaging.size_hw(crop)
 
-    def save(path: Path) -> None:
+    def save(path: Path) -> dict[str, Any]:
+        how = explainable.plan(module, crop)
         # torch.jit.trace's own check re-traces the model (4x the time): compare outputs once.
         x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode(), runtime.torchscript_api():
@@ -133,6 +133,7 @@ def save_traced(
                 "flow?); export it yourself with torch.jit.script and pass --torchscript"
             )
         traced.save(str(path))
+        return {"explain": how.manifest()}
 
     return save
 

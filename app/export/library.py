@@ -15,7 +15,7 @@ from typing import Any
 
 from app import pt2
 from app.artifact import manifest_path, write_artifact
-from app.export import explainable, formats, sources
+from app.export import formats, sources
 from app.export.request import ExportError, ExportRequest
 
 
@@ -89,6 +89,4 @@ def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any])
         return save, pt2.FORMAT, fields
     if loaded.file is not None:
         return formats.save_copy(loaded.file), "torchscript", {}
-    how = explainable.plan(loaded.module, spec["crop"])
-    save = formats.save_traced(loaded.module, spec["crop"], how)
-    return save, "torchscript-trace", {"explain": how.manifest()}
+    return formats.save_traced(loaded.module, spec["crop"]), "torchscript-trace", {}
