@@ -15,7 +15,7 @@ DIGITS  := models/digits.pt
 # With WANWU_MODEL or WANWU_MODEL_REPOSITORY set, build no model: a missing one is named at start-up.
 SERVED  := $(if $(WANWU_MODEL)$(WANWU_MODEL_REPOSITORY),,$(MODEL))
 
-.PHONY: serve serve-int8 demo demo-digits test lint loadtest clean
+.PHONY: serve serve-int8 demo demo-digits train test lint loadtest clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -57,6 +57,12 @@ demo-digits: $(STAMP) $(DIGITS)  ## serve the digits model: upload a digit drawn
 $(DIGITS): | $(STAMP)
 	$(BIN)/python -m benchkit.digits --out models --images models/digits-samples --samples 20
 
+# A classifier trained on your photos (DATA: a folder per class), written to models/NAME.pt with
+# its report in models/NAME-report/ (app/train); ARGS= adds options (--finetune 3, --force...).
+train: $(STAMP)  ## train on DATA=FOLDER as NAME=..., then WANWU_MODEL=models/NAME.pt make serve
+	@test -n "$(DATA)" && test -n "$(NAME)" || { echo "make train: set DATA=FOLDER (a folder per class) and NAME=MODEL"; exit 2; }
+	$(BIN)/python -m app.train $(DATA) --name $(NAME) --out models/$(NAME).pt $(ARGS)
+
 # Debian packages the real-component tests drive (nginx, Chromium, a CJK font): installed
 # with apt when run as root, otherwise named once, and the tests that need them skip.
 test: $(STAMP) $(MODEL)  ## run the whole test suite
@@ -93,4 +99,4 @@ $(MODEL): | $(RUNTIME)
 	$(BIN)/python -m app.export --out $(MODEL)
 
 clean:
-	rm -rf $(VENV) models/*.pt models/*.json models/digits-samples
+	rm -rf $(VENV) models/*.pt models/*.json models/digits-samples models/*-report

@@ -49,7 +49,7 @@ class Stopped(Exception):
 class Inference:
     """One image's model output and where its time went."""
 
-    output: Any  # one row of the verb's output: a probability row for CLASSIFY
+    output: Any  # an image's probabilities (and class maps for EXPLAIN), or a tensor row's outputs
     queue_ms: float
     inference_ms: float
     batch_size: int
@@ -88,12 +88,13 @@ class Batcher:
 
     def __init__(
         self,
-        run_batch: Callable[[torch.Tensor], torch.Tensor],
+        run_batch: Callable[[Any], Any],
         *,
         max_batch: int,
         max_wait_s: float,
         queue_max: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        collate: Callable[[list[Any]], Any] = torch.stack,
         clock: Callable[[], float] = time.monotonic,
         verbs: Mapping[str, Verb] | None = None,
     ) -> None:
@@ -113,6 +114,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.queue_max = queue_max
         self._on_batch = on_batch
+        self._collate = collate  # queued items -> one batch (a tensor model's rows: tuples)
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -240,7 +242,8 @@ class Batcher:
             self._report(BatchStats(0, (), 0.0, len(batch)))
             return
         try:
-            outputs = self._verbs[live[0].verb].run(torch.stack([item.tensor for item in live]))
+            run = self._verbs[live[0].verb].run
+            outputs = run(self._collate([item.tensor for item in live]))
             if len(outputs) != len(live):
                 raise RuntimeError(
                     f"model returned {len(outputs)} outputs for a batch of {len(live)}"

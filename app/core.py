@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
 from app.repository import Registry
 from app.settings import Settings
+from app.tensor_model import Row
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class Upload:
 
 @dataclass(frozen=True)
 class Classified:
-    """Probability rows in upload order, where the request's time went, the largest batch."""
+    """Probability rows in upload order (a tensor model's: each row's outputs), where the
+    request's time went, the largest batch."""
 
     probs: list[torch.Tensor]
     timing_ms: dict[str, float]
@@ -136,8 +138,8 @@ class Core:
         its file when it has one.
         """
         eng = engine or self.engine
-        results, _, timing = self._serve(uploads, started, eng, batching.CLASSIFY)
-        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
+        self._check_images(eng, uploads)
+        return self._through(eng, started, lambda: self._run(eng, uploads, started))
 
     def explain(
         self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
@@ -145,25 +147,33 @@ class Core:
         """Like `classify`, through the model's explain method: 501 for a model that has none
         (the message says why)."""
         eng = engine or self.engine
+        self._check_images(eng, uploads)
         reason = eng.classifier.unexplainable
         if reason is not None:
             raise errors.NotExplainable(f"Model {eng.classifier.name} cannot explain: {reason}.")
-        results, pictures, timing = self._serve(uploads, started, eng, batching.EXPLAIN)
+        pictures: list[torch.Tensor] = []
+        done = self._through(
+            eng, started, lambda: self._run(eng, uploads, started, batching.EXPLAIN, pictures)
+        )
         spec = eng.classifier.input_spec
         return Explained(
-            [r.output[0] for r in results],
-            timing,
-            max(r.batch_size for r in results),
-            [r.output[1] for r in results],
+            [probs for probs, _ in done.probs],
+            done.timing_ms,
+            done.batch_size,
+            [cams for _, cams in done.probs],
             pictures,
             [imaging.crop_box(upload.data, spec) for upload in uploads],
         )
 
-    def _serve(
-        self, uploads: Sequence[Upload], started: float, eng: Engine, verb: str
-    ) -> tuple[list[batching.Inference], list[torch.Tensor], dict[str, float]]:
-        """Check the uploads, run them as `verb`; the results, inputs and the timing."""
+    def _check_images(self, eng: Engine, uploads: Sequence[Upload]) -> None:
+        """Refuse a request that holds no image, too many, or an empty one, or that asks a
+        model which takes tensors."""
         conf = self.settings
+        if eng.classifier.input_spec is None:
+            raise errors.BadRequest(
+                f"Model {eng.classifier.name} takes tensors, not images: send them to "
+                f"/v2/models/{eng.classifier.name}/infer."
+            )
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -175,24 +185,47 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
+
+    def infer(self, rows: Sequence[Row], started: float, engine: Engine) -> Classified:
+        """Run a tensor model's rows (checked by the adapter) through its batcher, in order."""
+
+        def run() -> list[batching.Inference]:
+            with engine.admit(len(rows), started) as reservation:
+                futures = [reservation.submit(row) for row in rows]
+            return [engine.wait(f, reservation.deadline) for f in futures]
+
+        return self._through(engine, started, run)
+
+    def _through(
+        self, eng: Engine, started: float, run: Callable[[], list[batching.Inference]]
+    ) -> Classified:
+        """Run a request on a warm engine, counted; say where its time went."""
         self.require_ready()
         with eng.in_flight():
-            results, pictures = self._run(eng, uploads, started, verb)
+            results = run()
         metrics.MODEL_REQUESTS.labels(eng.classifier.name, eng.classifier.version).inc()
         timing = {
             "queue": round(max(r.queue_ms for r in results), 3),
             "inference": round(max(r.inference_ms for r in results), 3),
             "total": round((time.monotonic() - started) * 1000, 3),
         }
-        return results, pictures, timing
+        metrics.MODEL_REQUEST_SECONDS.labels(eng.classifier.name, eng.classifier.version).inc(
+            timing["total"] / 1000
+        )
+        return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
 
     def _run(
-        self, eng: Engine, uploads: Sequence[Upload], started: float, verb: str
-    ) -> tuple[list[batching.Inference], list[torch.Tensor]]:
-        """Decode each upload into `eng`'s queue, then wait for every result."""
+        self,
+        eng: Engine,
+        uploads: Sequence[Upload],
+        started: float,
+        verb: str = batching.CLASSIFY,
+        pictures: list[torch.Tensor] | None = None,
+    ) -> list[batching.Inference]:
+        """Decode each upload into `eng`'s queue as `verb`, then wait for every result; each
+        decoded input is added to `pictures` when given."""
         conf = self.settings
         spec = eng.classifier.input_spec
-        pictures = []
         with eng.admit(len(uploads), started, verb) as reservation:
             futures = []
             for upload in uploads:
@@ -205,5 +238,6 @@ class Core:
                 # Queue each image as soon as it is ready: the model can start on it while the
                 # next one decodes.
                 futures.append(reservation.submit(tensor))
-                pictures.append(tensor)
-        return [eng.wait(f, reservation.deadline) for f in futures], pictures
+                if pictures is not None:
+                    pictures.append(tensor)
+        return [eng.wait(f, reservation.deadline) for f in futures]

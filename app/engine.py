@@ -14,6 +14,7 @@ from app import batcher as batching
 from app import errors, metrics, runtime
 from app.model import Classifier
 from app.settings import Settings
+from app.tensor_model import TensorModel
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _RUNNING_GRACE_S = 30.0
 class Engine:
     """Own the classifier and the batcher; `start()` runs in the worker after fork."""
 
-    def __init__(self, classifier: Classifier, settings: Settings) -> None:
+    def __init__(self, classifier: Classifier | TensorModel, settings: Settings) -> None:
         self.classifier = classifier
         self.settings = settings
         self.planned_device = runtime.planned_device(settings.device)
@@ -36,21 +37,29 @@ class Engine:
         if self.planned_device.type == "cpu":
             # Before fork: the frozen weights are then shared by every worker.
             classifier.prepare(self.planned_device, self.precision, settings.cpu_fusion)
+        max_batch, max_wait_ms = classifier.batching(settings.max_batch, settings.max_wait_ms)
         self.batcher = batching.Batcher(
             classifier,
-            max_batch=settings.max_batch,
-            max_wait_s=settings.max_wait_ms / 1000,
-            queue_max=settings.queue_max,
+            max_batch=max_batch,
+            max_wait_s=max_wait_ms / 1000,
+            queue_max=max(settings.queue_max, max_batch),
             on_batch=self._observe,
-            verbs={
-                batching.EXPLAIN: batching.Verb(
-                    classifier.explain, min(settings.explain_queue_max, settings.queue_max)
-                )
-            },
+            collate=classifier.collate,
+            verbs=self._verbs(classifier, settings),
         )
         # The worker's queue-depth gauge sums its models: each engine adds what changed.
         self._depth_lock = threading.Lock()
         self._depth_reported = 0
+
+    @staticmethod
+    def _verbs(
+        classifier: Classifier | TensorModel, settings: Settings
+    ) -> dict[str, batching.Verb]:
+        """An image classifier also explains, within WANWU_EXPLAIN_QUEUE_MAX places."""
+        if not isinstance(classifier, Classifier):
+            return {}  # a tensor model runs its rows, nothing else
+        limit = min(settings.explain_queue_max, settings.queue_max)
+        return {batching.EXPLAIN: batching.Verb(classifier.explain, limit)}
 
     def start(self, slot: int = 0) -> None:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
@@ -79,7 +88,7 @@ class Engine:
     def _warm_up(self) -> None:
         """On the batcher thread: name it (its OpenMP helpers, started now, inherit the name)."""
         runtime.name_os_thread(MODEL_THREAD_NAME)
-        self.classifier.warm_up(self.settings.max_batch)
+        self.classifier.warm_up(self.batcher.max_batch)
         metrics.WORKERS_READY.set(1)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -136,6 +145,13 @@ class Engine:
 
     def _observe(self, stats: batching.BatchStats) -> None:
         metrics.observe_batch(stats)
+        if stats.size:
+            labels = self.classifier.name, self.classifier.version
+            metrics.MODEL_INFERENCES.labels(*labels).inc(stats.size)
+            metrics.MODEL_EXECUTIONS.labels(*labels).inc()
+            metrics.MODEL_QUEUE_SECONDS.labels(*labels).inc(sum(stats.queue_waits_s))
+            metrics.MODEL_COMPUTE_SECONDS.labels(*labels).inc(stats.inference_s)
+            metrics.MODEL_LAST_INFERENCE.labels(*labels).set(time.time())
         self._report_depth()
 
     def _report_depth(self) -> None:

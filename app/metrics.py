@@ -77,6 +77,26 @@ TRAFFIC_SHARE = Gauge(
     ["model", "version"],
     multiprocess_mode="livemax",
 )
+
+
+def _per_model(name: str, documentation: str) -> Counter:
+    return Counter(name, documentation, ["model", "version"])
+
+
+# Triton's statistics extension (app/statistics.py) reads these, per model version.
+MODEL_INFERENCES = _per_model("wanwu_model_inferences_total", "Rows (images, tensor rows) run.")
+MODEL_EXECUTIONS = _per_model("wanwu_model_executions_total", "Forward passes run.")
+MODEL_QUEUE_SECONDS = _per_model("wanwu_model_queue_seconds_total", "Time rows waited for a pass.")
+MODEL_COMPUTE_SECONDS = _per_model("wanwu_model_compute_seconds_total", "Time in forward passes.")
+MODEL_REQUEST_SECONDS = _per_model(
+    "wanwu_model_request_seconds_total", "Time of the requests answered, arrival to answer."
+)
+MODEL_LAST_INFERENCE = Gauge(
+    "wanwu_model_last_inference_timestamp_seconds",
+    "When the model last ran a pass (Unix time).",
+    ["model", "version"],
+    multiprocess_mode="max",
+)
 REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
 WORKERS_READY = Gauge(
     "wanwu_workers_ready",
@@ -196,6 +216,17 @@ def _registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """Render all metrics, summed over every worker when running under Gunicorn."""
     return generate_latest(_registry()) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
+
+
+def per_model() -> dict[tuple[str, str, str], float]:
+    """Every per-model sample, (sample name, model, version) -> value, summed over every
+    worker under Gunicorn (read at once, for Triton's statistics)."""
+    found = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            if set(sample.labels) == {"model", "version"}:
+                found[sample.name, sample.labels["model"], sample.labels["version"]] = sample.value
+    return found
 
 
 def workers_ready() -> int:

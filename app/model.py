@@ -70,6 +70,15 @@ class Classifier:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
         return self.backend.resolve_precision(setting, device, max_batch)
 
+    def batching(self, max_batch: int, max_wait_ms: float) -> tuple[int, float]:
+        """Images per pass and the longest wait: WANWU_MAX_BATCH and WANWU_MAX_WAIT_MS."""
+        return max_batch, max_wait_ms
+
+    @staticmethod
+    def collate(images: list[torch.Tensor]) -> torch.Tensor:
+        """The images of one pass as one batch."""
+        return torch.stack(images)
+
     def serve_as(self, name: str, version: str) -> None:
         """Answer to a model repository's folder names instead of the manifest's name and hash."""
         self._served_as = (name, version)

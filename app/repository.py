@@ -3,17 +3,19 @@
 Policy:
 - `WANWU_MODEL_REPOSITORY=DIR`: each folder of DIR is a model, named for the folder; each of its
   numbered subfolders is a version holding one artifact (`.pt` or `.pt2`, manifest beside it),
-  as `python -m app.export` writes it. The highest version serves unless WANWU_PINNED_VERSIONS
-  names one. Files and hidden folders in DIR are ignored; a model folder without a version, or
-  a version without exactly one artifact, stops start-up with its path.
+  as `python -m app.export` writes it, or a Triton model folder (`config.pbtxt`, app/triton.py)
+  beside them. The highest version serves (a Triton model's `version_policy` may pick another)
+  unless WANWU_PINNED_VERSIONS names one. Files and hidden folders in DIR are ignored; a model
+  folder without a version, or a version without exactly one artifact, stops start-up with
+  its path.
 - Without it, `WANWU_MODEL` is a one-model repository: the model answers to its manifest's name
   and version (the artifact hash, and an imported TorchServe archive's own version).
 - What a model serves is its `Plan`: a default version and, during a gray release, a newer
   version that gets `percent` of the requests naming no version (spread evenly: every
   100/percent-th one, counted per worker). A request naming a version gets that version
   while it is loaded. The first model by name at start is the default model, what `/predict`
-  without `?model=` classifies, while it is served. An unknown name or version is a 404
-  naming the served ones.
+  without `?model=` classifies (the first image model, beside Triton models), while it is
+  served. An unknown name or version is a 404 naming the served ones.
 - The start-time models are loaded in the Gunicorn master (shared copy-on-write); each worker
   gets one engine, with its own batcher, per loaded version. Versions loaded later
   (app.control) are loaded by each worker itself. `switch()` changes every plan at once;
@@ -33,11 +35,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import errors, memory, metrics, snapshot
+from app import errors, memory, metrics, runtime, snapshot, triton
 from app.artifact import ArtifactError, manifest_path
 from app.engine import Engine
 from app.model import Classifier
 from app.settings import Settings
+from app.tensor_model import TensorModel
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
                 f"(the artifact and its manifest) in {folder}/1/"
             )
         newest = list(numbered)[-1]
+        if triton.is_triton(folder):
+            newest = triton.serving_version(folder, triton.read_config(folder), numbered)
         found[folder.name] = (newest, artifact(numbered[newest]))
     if not found:
         raise ArtifactError(f"WANWU_MODEL_REPOSITORY={root} holds no model folder")
@@ -91,7 +96,11 @@ def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
 
 
 def artifact(version_dir: Path) -> Path:
-    """The one artifact (with its manifest beside it) in a version folder."""
+    """The one artifact (with its manifest beside it) in a version folder; in a Triton model
+    folder, the model file its config names."""
+    if triton.is_triton(version_dir.parent):
+        config = triton.read_config(version_dir.parent)
+        return triton.model_file(version_dir.parent, version_dir.name, config)
     candidates = [
         p
         for p in sorted(version_dir.iterdir())
@@ -153,7 +162,8 @@ class Registry:
         self.root = root
         self._engines = {_key(e): e for e in engines}
         self._plans = dict(plans or {name: Plan(version) for name, version in self._engines})
-        self._first = min(self._plans)  # the default model while it is served
+        images = [n for n, p in self._plans.items() if _images(self._engines[(n, p.default)])]
+        self._first = min(images or self._plans)  # the default model while it is served
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)  # a lease ended
         self._leases: Counter[Engine] = Counter()  # only engines some request holds
@@ -401,9 +411,18 @@ def load_version(root: Path, name: str, version: str, settings: Settings) -> Eng
             f"{folder} does not exist: {name} has versions {', '.join(numbered) or 'none'}"
         )
     path = artifact(numbered[version])
+    if triton.is_triton(root / name):
+        device = runtime.planned_device(settings.device).type
+        spec = triton.plan(root / name, version, triton.read_config(root / name), device)
+        return Engine(TensorModel.load(spec), settings)
     classifier = Classifier.load(path)
     classifier.serve_as(name, version)
     return _engine(classifier, settings, path)
+
+
+def _images(engine: Engine) -> bool:
+    """Whether the engine classifies images (a Triton model takes tensors instead)."""
+    return engine.classifier.input_spec is not None
 
 
 def _key(engine: Engine) -> tuple[str, str]:

@@ -477,6 +477,7 @@ class Settings:
 TOOL_VARIABLES = frozenset(
     {
         "WANWU_LOADTEST_IMAGES",
+        "WANWU_ADMIN_KEY",  # the key `python -m app.train --load` sends (WANWU_ADMIN_KEYS')
         "WANWU_TEST_MODEL",
         "WANWU_METRICS_DIR_OWNER",
         "WANWU_METRICS_DIR_CREATED",

@@ -4,6 +4,7 @@
   service says so (`/readyz`);
 - `nginx`: the shipped nginx template in front of test servers;
 - `images`: seeded pictures and the shared ImageNet photos;
+- `triton_repo`: Triton model repositories from a seeded model (ONNX, pytorch_libtorch);
 - `digits`: a really trained classifier, offline (scikit-learn's digits), exported with app.export;
 - `hostile`: malformed and hostile requests with their documented answers;
 - `loadgen`: closed- and open-loop load generators;

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -16,6 +17,7 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from benchkit.loadgen import MakeRequest
+from benchkit.server import GunicornServer
 
 MAX_MESSAGE = 2**31 - 1  # tritonclient's own default: no client-side limit
 
@@ -32,6 +34,17 @@ def reserved_port() -> Iterator[int]:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         held.bind(("127.0.0.1", 0))
         yield held.getsockname()[1]
+
+
+@contextmanager
+def grpc_server(log_dir: Path, **settings: object) -> Iterator[GunicornServer]:
+    """Real Gunicorn that also serves gRPC, on a held port, once every worker listens there;
+    `grpc_port` and `grpc_address` say where."""
+    with reserved_port() as port:
+        with GunicornServer(log_dir, grpc_bind=f"127.0.0.1:{port}", **settings) as server:
+            wait_listening(server.worker_pids(), port)
+            server.grpc_port, server.grpc_address = port, f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+            yield server
 
 
 def sockets_by_worker(worker_pids: list[int], port: int, status: str) -> dict[int, int]:

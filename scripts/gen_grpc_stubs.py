@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate app/adapters/grpc_proto's Python stubs from its .proto files with grpcio-tools.
+"""Regenerate app/grpc_proto's Python stubs from its .proto files with grpcio-tools.
 
 The protos are Triton's published `grpc_service.proto` and `model_config.proto`
 (triton-inference-server/common 83adf7c), package `inference`: the ones `tritonclient.grpc`'s
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
-PROTO_DIR = Path(__file__).resolve().parent.parent / "app" / "adapters" / "grpc_proto"
-PACKAGE = "app.adapters.grpc_proto"
+PROTO_DIR = Path(__file__).resolve().parent.parent / "app" / "grpc_proto"
+PACKAGE = "app.grpc_proto"
 # The generated files (the empty model_config_pb2_grpc.py is not kept).
 STUBS = ("grpc_service_pb2.py", "grpc_service_pb2_grpc.py", "model_config_pb2.py")
 

@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from benchkit.grpcload import (
+    grpc_server,
     image_tensor,
     own_connection,
     reserved_port,
@@ -48,7 +49,7 @@ def test_committed_stubs_are_what_grpcio_tools_generates(tmp_path):
 
 def test_stubs_describe_what_tritonclient_speaks():
     """Byte-identical descriptors: both stub sets load in one process, and the wire agrees."""
-    from app.adapters.grpc_proto import grpc_service_pb2, model_config_pb2
+    from app.grpc_proto import grpc_service_pb2, model_config_pb2
 
     assert grpc_service_pb2.DESCRIPTOR.serialized_pb == service_pb2.DESCRIPTOR.serialized_pb
     assert model_config_pb2.DESCRIPTOR.serialized_pb == model_config.DESCRIPTOR.serialized_pb
@@ -59,18 +60,14 @@ def test_stubs_describe_what_tritonclient_speaks():
 
 @pytest.fixture(scope="module")
 def server(tiny_model_path, tmp_path_factory):
-    with reserved_port() as port:
-        with GunicornServer(
-            tmp_path_factory.mktemp("grpc"),
-            workers=2,
-            model=tiny_model_path,
-            grpc_bind=f"127.0.0.1:{port}",
-            api_keys=KEY,
-            max_upload_mb=1,
-        ) as srv:
-            wait_listening(srv.worker_pids(), port)
-            srv.grpc_port, srv.grpc_address = port, f"127.0.0.1:{port}"
-            yield srv
+    with grpc_server(
+        tmp_path_factory.mktemp("grpc"),
+        workers=2,
+        model=tiny_model_path,
+        api_keys=KEY,
+        max_upload_mb=1,
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

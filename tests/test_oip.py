@@ -52,7 +52,12 @@ def predict_top(client, data: bytes, k: int) -> list[dict]:
 def test_health_server_and_model_metadata(client):
     assert client.get("/v2/health/live").get_json() == {"live": True}
     assert client.get("/v2/health/ready").get_json() == {"ready": True}
-    assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data", "classification"]
+    assert client.get("/v2").get_json()["extensions"] == [
+        "binary_tensor_data",
+        "classification",
+        "model_configuration",
+        "statistics",
+    ]
     meta = client.get("/v2/models/tiny").get_json()
     assert meta["platform"] == "pytorch_torchscript"
     assert meta["inputs"] == [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}]

@@ -21,6 +21,7 @@ from app import errors, explain, metrics, ratelimit
 from app.core import Classified, Core, Explained, Upload
 from app.engine import Engine
 from app.model import Classifier
+from app.tensor_model import Row
 
 access_log = logging.getLogger("wanwu.access")
 
@@ -119,6 +120,13 @@ def explanations(
             result.probs, result.cams, result.pictures, result.boxes, strict=True
         )
     ]
+
+
+def infer(rows: list[Row], engine: Engine) -> Classified:
+    """Run a tensor model's rows through the core, from the request's arrival; keep the
+    result for the log."""
+    g.classified = result = core().infer(rows, g.started, engine)
+    return result
 
 
 def files(fields: Iterable[str]) -> list[Upload]:

@@ -4,13 +4,15 @@ Policy:
 - Served on WANWU_GRPC_BIND by every Gunicorn worker, after its model is warm: each worker
   binds the same port with SO_REUSEPORT and the kernel spreads connections (a gRPC channel is
   long-lived, so per connection). Workers answer the RPCs of the v2 core (ServerLive,
-  ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer); Triton's others answer
-  UNIMPLEMENTED.
+  ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer), Triton's ModelConfig
+  and ModelStatistics (app/statistics.py); Triton's others answer UNIMPLEMENTED.
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
   and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
   classification extension (`class_count`), and answers in `raw_output_contents`; the
-  parameter `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py).
+  parameter `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py). A Triton
+  model's tensors come from `raw_input_contents` or the typed `contents` and are read exactly
+  as over HTTP (app/adapters/tensor_io.py).
 - Every image goes through the request core (`app.core`, called directly: no web framework
   here): the same keys and tokens (metadata `authorization: Bearer <key>`), per-caller rate
   limit (a caller without a key is its address), limits, admission, batcher and deadline as
@@ -43,12 +45,14 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from app import errors, metrics
-from app.adapters import common, oip, oip_explain, oip_tensors
-from app.adapters.grpc_proto import grpc_service_pb2 as pb
-from app.adapters.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app import errors, metrics, statistics
+from app.adapters import common, oip, oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Classified, Core, Upload
+from app.engine import Engine
+from app.grpc_proto import grpc_service_pb2 as pb
+from app.grpc_proto import grpc_service_pb2_grpc as pb_grpc
+from app.tensor_model import TensorModel
 
 SERVICE = "/inference.GRPCInferenceService/"
 
@@ -179,17 +183,16 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
     return oip_tensors.images({"inputs": [header]}, data, most)
 
 
-def _outputs(request: pb.ModelInferRequest) -> tuple[list[Any], oip_explain.Heatmaps | None]:
-    """The requested outputs as OIP over HTTP reads them, all binary (raw_output_contents),
-    and HEATMAP's when the request explains."""
+def _outputs(request: pb.ModelInferRequest) -> dict[str, Any]:
+    """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents),
+    with the request's parameters (`explain`)."""
     parameters = {**_parameters(request.parameters), "binary_data_output": True}
     header: dict[str, Any] = {"parameters": parameters}
     if request.outputs:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
         ]
-    header, heatmaps = oip_explain.split(header)
-    return oip_tensors.outputs(header), heatmaps
+    return header
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -221,7 +224,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
         engine = self.core.model(request.name, request.version or None)
-        meta = oip_tensors.metadata(engine.classifier)
+        meta = tensor_io.metadata(engine.classifier)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             **{k: meta[k] for k in ("name", "versions", "platform")},
@@ -233,23 +236,59 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: _Call) -> pb.ModelInferResponse:
         core = self.core
         core.authorize(call.metadata.get("authorization"), _address(call.peer))
-        images, (outputs, heatmaps) = _images(request, core.settings.max_files), _outputs(request)
-        uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-        verb = core.classify if heatmaps is None else core.explain
         with core.lease(request.model_name, request.model_version or None) as engine:
+            model = engine.classifier
+            if isinstance(model, TensorModel):
+                return self._infer_tensors(request, call, model, engine)
+            images = _images(request, core.settings.max_files)
+            header, heatmaps = oip_explain.split(_outputs(request))
+            outputs = oip_tensors.outputs(header)
+            uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
+            verb = core.classify if heatmaps is None else core.explain
             call.classified = result = verb(uploads, call.started, engine)
         probs = torch.stack(result.probs)
-        classifier = engine.classifier
-        answer = pb.ModelInferResponse(
-            model_name=classifier.name, model_version=classifier.version, id=request.id
-        )
-        tensors = [oip_tensors.tensor(probs, o, classifier.labels("en")) for o in outputs]
+        labels = model.labels("en")
+        tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
         if heatmaps is not None:
-            tensors.append(heatmaps.tensor(result, classifier))
-        for description, blob in tensors:
-            answer.outputs.add(**description)
-            answer.raw_output_contents.append(blob)
-        return answer
+            tensors.append(heatmaps.tensor(result, model))
+        return _answer(request, model, tensors)
+
+    def _infer_tensors(
+        self, request: Any, call: _Call, model: TensorModel, engine: Engine
+    ) -> pb.ModelInferResponse:
+        rows = tensor_io.rows(model, *tensor_io.grpc_inputs(request))
+        outputs = tensor_io.requested(model, _outputs(request))
+        call.classified = self.core.infer(rows, call.started, engine)
+        return _answer(request, model, tensor_io.written(model, call.classified.probs, outputs))
+
+    @_rpc
+    def ModelConfig(self, request: Any, call: _Call) -> pb.ModelConfigResponse:
+        engine = self.core.model(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=statistics.config(engine))
+
+    @_rpc
+    def ModelStatistics(self, request: Any, call: _Call) -> pb.ModelStatisticsResponse:
+        registry = self.core.registry
+        if not request.name:
+            names = list(registry.plans)
+        elif request.version:
+            return statistics.statistics([self.core.model(request.name, request.version)])
+        else:
+            names = [request.name]
+        return statistics.statistics([e for n in names for e in registry.loaded(n)[1].values()])
+
+
+def _answer(
+    request: Any, model: Any, described: list[tuple[dict[str, Any], bytes | None]]
+) -> pb.ModelInferResponse:
+    """The infer response, every output in raw_output_contents."""
+    answer = pb.ModelInferResponse(
+        model_name=model.name, model_version=model.version, id=request.id
+    )
+    for description, blob in described:
+        answer.outputs.add(**description)
+        answer.raw_output_contents.append(blob)
+    return answer
 
 
 def serve(core: Core) -> grpc.Server:

@@ -19,49 +19,57 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import bounds, errors, openapi
-from app.adapters import common, oip_explain, oip_tensors
+from app import bounds, errors, openapi, statistics, triton
+from app.adapters import common, oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Upload
+from app.engine import Engine
 from app.model import Classifier
+from app.tensor_model import TensorModel
 
 bp = Blueprint("oip", __name__)
 
 PATH_PREFIXES = ("/v2",)  # errors here answer in OIP's shape
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 SERVER_VERSION = "1"
 
 
-def _read() -> tuple[dict[str, Any], list[bytes]]:
-    """Return the request's JSON header and its encoded images."""
+def read_body() -> tuple[dict[str, Any] | None, memoryview]:
+    """The request's JSON header and the binary data after it (the binary-data extension);
+    None and the whole body when `Inference-Header-Content-Length: 0` makes it one image."""
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding not in ("", "identity"):
         raise errors.UnsupportedMediaType(
             f"Content-Encoding {encoding} is not accepted; send the body uncompressed."
         )
-    body = request.get_data(cache=False)
-    most = common.core().settings.max_files
+    body = memoryview(request.get_data(cache=False))
     raw_length = request.headers.get(HEADER_LENGTH)
     if raw_length is None:
-        header = _json(body)
-        return header, oip_tensors.images(header, b"", most)
+        return _json(body), body[len(body) :]
     try:
         length = bounds.parse_count(raw_length, len(body))
     except ValueError as e:
         raise errors.BadRequest(
             f"{HEADER_LENGTH} is a byte count within the body: it {e}."
         ) from None
-    if length == 0:  # a raw binary request: the whole body is the one image
-        return {}, [body]
-    header = _json(body[:length])
-    return header, oip_tensors.images(header, memoryview(body)[length:], most)
+    if length == 0:
+        return None, body
+    return _json(body[:length]), body[length:]
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def _read() -> tuple[dict[str, Any], list[bytes]]:
+    """Return the request's JSON header and its encoded images."""
+    header, binary = read_body()
+    if header is None:  # a raw binary request: the whole body is the one image
+        return {}, [bytes(binary)]
+    return header, oip_tensors.images(header, binary, common.core().settings.max_files)
+
+
+def _json(data: bytes | memoryview) -> dict[str, Any]:
     try:
-        header = bounds.loads_json(data)
+        header = bounds.loads_json(bytes(data))
     except ValueError as e:
         raise errors.BadRequest(f"The request is not valid JSON: {str(e)[:200]}.") from None
     if not isinstance(header, dict):
@@ -100,8 +108,7 @@ def ready() -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>")
 def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
-    classifier = common.core().model(model_name, version).classifier
-    return oip_tensors.metadata(classifier)
+    return tensor_io.metadata(common.core().model(model_name, version).classifier)
 
 
 @bp.get("/v2/models/<model_name>/ready")
@@ -117,9 +124,12 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 @bp.post("/v2/models/<model_name>/infer")
 @bp.post("/v2/models/<model_name>/versions/<version>/infer")
 def infer(model_name: str, version: str | None = None) -> Response:
-    """Classify a BYTES tensor of encoded images; answer PROBS as requested."""
+    """Classify a BYTES tensor of encoded images and answer PROBS as requested; a Triton
+    model's tensors run as its config says (app/adapters/tensor_io.py)."""
     common.authorize()
     engine = common.lease(model_name, version)
+    if isinstance(engine.classifier, TensorModel):
+        return _infer_tensors(engine.classifier, engine)
     header, images = _read()
     header, heatmaps = oip_explain.split(header)
     outputs = oip_tensors.outputs(header)
@@ -129,15 +139,36 @@ def infer(model_name: str, version: str | None = None) -> Response:
     else:
         result = common.explained(uploads, engine)
     probs = torch.stack(result.probs)
-    classifier = engine.classifier
-    answer: dict[str, Any] = {"model_name": classifier.name, "model_version": classifier.version}
+    labels = engine.classifier.labels("en")
+    tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
+    if heatmaps is not None:
+        tensors.append(heatmaps.tensor(result, engine.classifier))
+    return _answer(header, engine, tensors)
+
+
+def _infer_tensors(model: TensorModel, engine: Engine) -> Response:
+    header, binary = read_body()
+    if header is None:
+        raise errors.BadRequest(f"Model {model.name} takes tensors: send a JSON header.")
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list):
+        raise errors.BadRequest("'inputs' must be a list of input tensors.")
+    rows = tensor_io.rows(model, inputs, binary)
+    outputs = tensor_io.requested(model, header)
+    result = common.infer(rows, engine)
+    return _answer(header, engine, tensor_io.written(model, result.probs, outputs))
+
+
+def _answer(
+    header: dict[str, Any], engine: Engine, described: list[tuple[dict[str, Any], bytes | None]]
+) -> Response:
+    """The infer response: JSON, with the binary outputs' bytes after it when there are any."""
+    model = engine.classifier
+    answer: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if "id" in header:
         answer["id"] = header["id"]
-    tensors = [oip_tensors.tensor(probs, o, classifier.labels("en")) for o in outputs]
-    if heatmaps is not None:
-        tensors.append(heatmaps.tensor(result, classifier))
     answer["outputs"], blobs = [], []
-    for description, blob in tensors:
+    for description, blob in described:
         if blob is not None:
             description["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -148,6 +179,28 @@ def infer(model_name: str, version: str | None = None) -> Response:
     response = Response(body + b"".join(blobs), content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(body))
     return response
+
+
+@bp.get("/v2/models/<model_name>/config")
+@bp.get("/v2/models/<model_name>/versions/<version>/config")
+def model_config(model_name: str, version: str | None = None) -> Any:
+    """Triton's model configuration extension (app/statistics.py)."""
+    return triton.as_json(statistics.config(common.core().model(model_name, version)))
+
+
+@bp.get("/v2/models/stats")
+@bp.get("/v2/models/<model_name>/stats")
+@bp.get("/v2/models/<model_name>/versions/<version>/stats")
+def model_stats(model_name: str | None = None, version: str | None = None) -> Any:
+    """Triton's statistics extension: every served model's, or one model's versions'."""
+    registry = common.core().registry
+    if model_name is None:
+        engines = [e for name in registry.plans for e in registry.loaded(name)[1].values()]
+    elif version is None:
+        engines = list(registry.loaded(model_name)[1].values())
+    else:
+        engines = [common.core().model(model_name, version)]
+    return triton.as_json(statistics.statistics(engines))
 
 
 _ERROR = {"$ref": "#/components/schemas/OipError"}
@@ -222,6 +275,17 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
         paths[f"{prefix}/infer"] = {
             "post": {**_INFER, "parameters": [_HEADER_LENGTH_PARAMETER, *params]}
         }
+        paths[f"{prefix}/config"] = openapi.get(
+            "Triton: the model configuration (config.pbtxt as JSON).",
+            openapi.errors_in(_ERROR, 404),
+            params,
+        )
+        paths[f"{prefix}/stats"] = openapi.get(
+            "Triton: inference and execution counts, queue and compute times.",
+            openapi.errors_in(_ERROR, 404),
+            params,
+        )
+    paths["/v2/models/stats"] = openapi.get("Triton: every served model's statistics.", {})
     schemas = {
         "OipError": {
             "type": "object",

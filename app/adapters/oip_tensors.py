@@ -97,29 +97,45 @@ def _flatten(data: Any) -> list[Any]:
 
 def outputs(header: dict[str, Any]) -> list[Output]:
     """Return the requested outputs; all of them (one) when none are named."""
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Request parameters must be a JSON object.")
-    binary_default = parameters.get("binary_data_output", False) is True
-    requested = header.get("outputs")
+    binary = binary_output(header)
+    requested = named_outputs(header)
     if requested is None:
-        return [Output(None, binary_default)]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise errors.BadRequest("'outputs' must be a list of objects.")
-    outputs = []
+        return [Output(None, binary)]
     for output in requested:
         if output.get("name") != OUTPUT:
             raise errors.BadRequest(
                 f"Unknown output {output.get('name')!r}: the output is {OUTPUT!r}."
             )
-        params = output.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise errors.BadRequest("Output parameters must be a JSON object.")
-        k = params.get("classification")
-        if k is not None and (type(k) is not int or k < 1):
-            raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
-        outputs.append(Output(k, params.get("binary_data", binary_default) is True))
-    return outputs
+    return [choice(output, binary) for output in requested]
+
+
+def binary_output(header: dict[str, Any]) -> bool:
+    """Whether outputs are binary unless they say otherwise (`binary_data_output`)."""
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise errors.BadRequest("Request parameters must be a JSON object.")
+    return parameters.get("binary_data_output", False) is True
+
+
+def named_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The outputs the request names, None when it names none."""
+    requested = header.get("outputs")
+    if requested is not None and (
+        not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested)
+    ):
+        raise errors.BadRequest("'outputs' must be a list of objects.")
+    return requested
+
+
+def choice(output: dict[str, Any], binary_default: bool) -> Output:
+    """How one requested output is answered: its classification's k, binary or JSON."""
+    params = output.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise errors.BadRequest("Output parameters must be a JSON object.")
+    k = params.get("classification")
+    if k is not None and (type(k) is not int or k < 1):
+        raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
+    return Output(k, params.get("binary_data", binary_default) is True)
 
 
 def serialize_bytes(items: list[bytes]) -> bytes:

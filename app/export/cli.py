@@ -67,12 +67,13 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line of `python -m app.export`."""
+def parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of `python -m app.export` (`python -m app.train` takes it as a parent)."""
     p = argparse.ArgumentParser(
         prog="python -m app.export",
         description=__doc__.split("\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=add_help,
     )
     source = p.add_argument_group("model")
     source.add_argument(
@@ -138,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def terminate(signum: int, frame: Any) -> None:
     """SIGTERM ends the export like Ctrl-C: unwinding, so that its staging is removed."""
     raise SystemExit(128 + signum)
 
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as exc:  # options that conflict: a usage error, before any work
         p.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         manifest = export(request)
     except (ExportError, pt2.AgreementError) as exc:

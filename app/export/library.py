@@ -19,8 +19,16 @@ from app.export import formats, sources
 from app.export.request import ExportError, ExportRequest
 
 
-def export(request: ExportRequest) -> dict[str, Any]:
-    """Make the artifact `request` asks for at `request.out`; return its manifest."""
+def export(
+    request: ExportRequest,
+    loaded: sources.Loaded | None = None,
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make the artifact `request` asks for at `request.out`; return its manifest.
+
+    `loaded` is a model built already (`app.train`'s), exported instead of the request's
+    source; `record` adds its fields to the manifest (what it was trained on, and how).
+    """
     out = Path(request.out)
     existing = [p for p in (out, manifest_path(out)) if p.exists()]
     if existing and not request.force:
@@ -29,7 +37,7 @@ def export(request: ExportRequest) -> dict[str, Any]:
             "to replace it, or choose another --out"
         )
     with tempfile.TemporaryDirectory() as workdir:  # a .mar's model, until it is copied
-        loaded = sources.load(request, Path(workdir))
+        loaded = loaded or sources.load(request, Path(workdir))
         source = _source_option(request)
         spec = formats.input_spec(request.given_input(), loaded.input, source)
         classes = formats.class_count(loaded.module, spec["crop"])
@@ -50,7 +58,8 @@ def export(request: ExportRequest) -> dict[str, Any]:
             scores=loaded.scores,
         )
         try:
-            return write_artifact(out, save, replace=request.force, **{**fields, **package})
+            fields = {**fields, **package, **(record or {})}
+            return write_artifact(out, save, replace=request.force, **fields)
         except FileExistsError as exc:  # appeared while this export ran
             raise ExportError(f"{exc}: pass --force to replace it") from None
 
