@@ -15,7 +15,7 @@ DIGITS  := models/digits.pt
 # With WANWU_MODEL or WANWU_MODEL_REPOSITORY set, build no model: a missing one is named at start-up.
 SERVED  := $(if $(WANWU_MODEL)$(WANWU_MODEL_REPOSITORY),,$(MODEL))
 
-.PHONY: serve serve-int8 demo demo-digits train test lint loadtest clean
+.PHONY: serve serve-int8 demo demo-digits train test lint loadtest image-check clean
 
 HOST       ?= http://127.0.0.1:8000
 USERS      ?= 16
@@ -68,6 +68,12 @@ train: $(STAMP)  ## train on DATA=FOLDER as NAME=..., then WANWU_MODEL=models/NA
 test: $(STAMP) $(MODEL)  ## run the whole test suite
 	$(BIN)/python -m benchkit.system
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Docker image built and run in an engine of its own (scripts/image_check.py): run as root,
+# it installs Debian's docker.io and debootstrap; its images and build cache stay in
+# .image-check/ (TORCH_VERSION, MODEL, ...: `python -m scripts.image_check --help`).
+image-check: $(STAMP)  ## build the image, run it plain, hardened and limited, stop it under load
+	$(BIN)/python -m scripts.image_check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

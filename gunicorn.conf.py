@@ -5,6 +5,7 @@ workers. The master runs no forward pass, starts no thread pool and touches no C
 each worker pins its CPUs and threads, picks its device and warms up after the fork.
 """
 
+import atexit
 import gc
 import logging
 import os
@@ -15,7 +16,7 @@ import tempfile
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
-from app.settings import Settings, SettingsError, refuse_unknown_variables
+from app.settings import Settings, SettingsError, refuse_unknown_variables, short_keys
 
 
 def _stop_early(sig, frame):
@@ -26,7 +27,9 @@ def _stop_early(sig, frame):
 
 
 def _remove_metrics_dir() -> None:
-    if os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
+    """Remove the metrics folder this master made (never from a worker, which shares it)."""
+    owner = os.environ.get("WANWU_METRICS_DIR_OWNER") == str(os.getpid())
+    if owner and os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
@@ -51,14 +54,33 @@ def _metrics_dir() -> str:
     if os.environ.get("WANWU_METRICS_DIR_OWNER") == owner and path:
         return path  # a config reload (HUP) keeps the live workers' files
     if path:
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
+        try:
+            _empty(path)
+        except OSError as exc:  # most often a read-only root without a tmpfs there
+            sys.exit(
+                f"wanwu: PROMETHEUS_MULTIPROC_DIR={path}: {exc.strerror}; it must be a "
+                "writable folder (a read-only container needs --tmpfs /tmp, README: Docker)"
+            )
     else:
-        path = tempfile.mkdtemp(prefix="wanwu-metrics-", dir=_tmpfs())
+        path = tempfile.mkdtemp(prefix=f"wanwu-metrics-{owner}-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
+        # Also when start-up is refused (a model or setting Gunicorn's loader stops on), which
+        # exits without on_exit: a supervisor restarting it would fill /dev/shm.
+        atexit.register(_remove_metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ["WANWU_METRICS_DIR_OWNER"] = owner
     return path
+
+
+def _empty(path: str) -> None:
+    """Empty the folder, keeping the folder itself: it may be a mount point (a tmpfs, an
+    emptyDir), which cannot be removed."""
+    os.makedirs(path, exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _tmpfs() -> str | None:
@@ -75,6 +97,8 @@ from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
+for warning in short_keys(settings):
+    log.warning(warning)
 if os.path.exists("config.properties"):
     log.warning(
         "config.properties is TorchServe's and wanwu does not read it; docs/MIGRATING.md "

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app import sniff
+from app import sniff, trust
 
 # 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
 # still loads.
@@ -39,19 +39,22 @@ def sha256_file(path: str | Path) -> str:
 
 def replace_json(path: Path, data: object) -> None:
     """Replace the JSON file `path` at once: a reader (another process) sees the old file or
-    the new one, never half."""
+    the new one, never half. The new file is made afresh, readable by its owner only, and a
+    link planted at its name is not followed (O_EXCL | O_NOFOLLOW); the rename replaces a
+    link at `path` itself, not what it points to."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_text(json.dumps(data, indent=1))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1))
     os.replace(temporary, path)
 
 
 def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
-    """Write the manifest for an already-saved artifact, recording its SHA-256."""
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        **fields,
-        "artifact_sha256": sha256_file(model_path),
-    }
+    """Write the manifest for an already-saved artifact, recording its SHA-256 (and, for a
+    .pt2 package, that this installation built it: app.trust)."""
+    manifest = trust.seal(
+        {"manifest_version": MANIFEST_VERSION, **fields, "artifact_sha256": sha256_file(model_path)}
+    )
     manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -25,6 +25,7 @@ import torch
 from app import batcher as batching
 from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
+from app.lockout import Lockout
 from app.repository import Registry
 from app.settings import Settings
 from app.tensor_model import Row
@@ -81,6 +82,7 @@ class Core:
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        self.lockout = Lockout()  # before the fork: every worker counts in one table
 
     @property
     def engine(self) -> Engine:
@@ -97,17 +99,22 @@ class Core:
         """
         conf = self.settings
         keys, verifier = conf.api_keys, tokens.verifier(conf)
-        caller = f"address {client}"
+        caller = ratelimit.address_caller(client)
         if keys or verifier:
             token = bearer_token(authorization)
             if token is not None and is_one_of(token, keys):
                 caller = f"key {token}"
             elif token is not None and verifier and tokens.looks_like_jwt(token):
-                caller = f"subject {verifier.subject(token)}"
+                try:
+                    caller = f"subject {verifier.subject(token)}"
+                except errors.Unauthorized as exc:
+                    self.lockout.refuse("inference", client, exc.message)
             else:
                 log.debug("refused a request without a valid key or token from %s", client)
-                raise errors.Unauthorized(
-                    "A valid 'Authorization: Bearer <key or token>' header is required."
+                self.lockout.refuse(
+                    "inference",
+                    client,
+                    "A valid 'Authorization: Bearer <key or token>' header is required.",
                 )
         return ratelimit.check(conf.rate_limit, caller)
 

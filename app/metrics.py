@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from app import memory
+from app import cgroup, memory
 from app.batcher import BatchStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -121,6 +121,15 @@ BUFFERED_BYTES = Gauge(
 RATE_LIMITED = Counter(
     "wanwu_rate_limited_total", "Calls refused with 429 by the per-caller rate limit."
 )
+AUTH_REFUSED = Counter(
+    "wanwu_auth_refused_total",
+    "Failed authentications answered 429: past app.lockout's count for their address.",
+    ["listener"],
+)
+FORWARDED_INVALID = Counter(
+    "wanwu_forwarded_for_invalid_total",
+    "X-Forwarded-For entries from a trusted proxy that are not IP addresses (ignored).",
+)
 WORKER_EXITS = Counter(
     "wanwu_worker_exits_total",
     "Workers that exited (crashed, timed out or were stopped), counted by the master.",
@@ -153,32 +162,17 @@ def observe_batch(stats: BatchStats) -> None:
 class ServerMemory:
     """The server's memory and the most it may use, read when scraped.
 
-    Usage is the cgroup's `memory.current` (what a container's OOM killer compares to its
-    limit) where there is one, else the PSS of the Gunicorn master and its workers (shared
-    copy-on-write pages counted once). The limit is the cgroup's `memory.max`, else the
-    machine's memory.
+    Where a cgroup limits memory (a container's, v2 or v1: app/cgroup.py), its use (what the
+    OOM killer compares to the limit) and that limit; else the PSS of the Gunicorn master and
+    its workers (shared copy-on-write pages counted once) and the machine's memory.
     """
 
     def collect(self) -> list[GaugeMetricFamily]:
-        usage = _cgroup_value("memory.current") or _tree_pss()
-        limit = _cgroup_value("memory.max") or os.sysconf("SC_PAGE_SIZE") * os.sysconf(
-            "SC_PHYS_PAGES"
-        )
+        usage, limit = cgroup.memory() or (_tree_pss(), cgroup.physical_memory())
         return [
             GaugeMetricFamily("wanwu_memory_usage_bytes", "Memory the server uses.", usage),
             GaugeMetricFamily("wanwu_memory_limit_bytes", "Memory the server may use.", limit),
         ]
-
-
-CGROUP = "/sys/fs/cgroup"  # cgroup v2, as containers mount it
-
-
-def _cgroup_value(name: str) -> int | None:
-    try:
-        with open(f"{CGROUP}/{name}") as f:
-            return int(f.read())  # "max" (no limit) is no number
-    except (OSError, ValueError):
-        return None
 
 
 def _tree_pss() -> int:

@@ -17,22 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from app import cgroup
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
 def usable_cpus() -> int:
-    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota."""
+    """Count the CPUs this process may run on, honouring affinity and a cgroup CPU quota
+    (v2 or v1; a fraction of a CPU rounds down, to at least one)."""
     cpus = len(os.sched_getaffinity(0))
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cpus
+    quota = cgroup.cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, int(quota)))
 
 
 def visible_gpus() -> int:
@@ -54,6 +51,7 @@ DEFAULT_MODEL = "models/resnet18.pt"
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 JWT_ALGORITHMS += ("ES512", "EdDSA")
 MB = 1024 * 1024
+MIN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -185,6 +183,18 @@ class Settings:
     )
     model: str = _setting(
         "WANWU_MODEL", DEFAULT_MODEL, "Model artifact: TorchScript (.pt) or a .pt2 package."
+    )
+    build_key: str = _setting(
+        "WANWU_BUILD_KEY",
+        "~/.config/wanwu/build.key",
+        "File of this installation's secret key (made by the first .pt2 export, mode 0600): "
+        "the export signs each .pt2 package with it, and only packages so signed are served.",
+    )
+    trust_pt2: bool = _setting(
+        "WANWU_TRUST_PT2",
+        False,
+        "Serve .pt2 packages this installation did not build (native code: only from a source "
+        "you trust).",
     )
     model_repository: str = _setting(
         "WANWU_MODEL_REPOSITORY",
@@ -446,6 +456,11 @@ class Settings:
             raw = environ.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
                 values[f.name] = _parse(f, raw.strip())
+            if f.metadata["secret"] and raw is not None and not values.get(f.name):
+                # A template's empty secret ("", ",") must not open the service silently.
+                raise SettingsError(
+                    f"{f.metadata['env']}={raw!r} holds no key: give at least one, or unset it"
+                )
         return cls(**values)
 
     @classmethod
@@ -483,6 +498,18 @@ TOOL_VARIABLES = frozenset(
         "WANWU_METRICS_DIR_CREATED",
     }
 )
+
+
+def short_keys(settings: Settings) -> list[str]:
+    """One warning per bearer key shorter than MIN_KEY_LENGTH (a key is a password)."""
+    return [
+        f"{f.metadata['env']} holds a key of {len(key)} characters; use {MIN_KEY_LENGTH} or "
+        "more (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+        for f in dataclasses.fields(settings)
+        if f.metadata["secret"]
+        for key in getattr(settings, f.name)
+        if len(key) < MIN_KEY_LENGTH
+    ]
 
 
 def refuse_unknown_variables(environ: Mapping[str, str] | None = None) -> None:

@@ -50,7 +50,7 @@ def oip(url: str, images: list[tuple[str, bytes]], model: str) -> MakeRequest:
     return post_images(f"{url}/v2/models/{model}/infer", images, **headers)
 
 
-def _timed(make: MakeRequest, session: requests.Session, n: int) -> Record:
+def timed(make: MakeRequest, session: requests.Session, n: int) -> Record:
     started = time.monotonic()
     try:
         response = make(session, n)
@@ -115,7 +115,7 @@ def _clients(
     def client(offset: int) -> None:
         session, n = requests.Session(), offset
         while time.monotonic() < stop_at and not until.is_set():
-            record = _timed(make, session, n)
+            record = timed(make, session, n)
             with lock:
                 records.append(record)
             n += clients
@@ -137,7 +137,7 @@ def open_loop(
     def send(n: int) -> Record:
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        return _timed(make, local.session, n)
+        return timed(make, local.session, n)
 
     futures = []
     begin = time.monotonic()

@@ -1,4 +1,5 @@
-"""The Docker image's build and start steps, run natively (no Docker engine here)."""
+"""The Docker image's build and start steps, run natively (scripts/image_check.py runs the
+image itself in a real engine)."""
 
 from __future__ import annotations
 
@@ -74,10 +75,18 @@ def test_the_installed_package_serves_like_the_image(tmp_path, real_model_path):
     workdir = tmp_path / "srv"
     workdir.mkdir()
     shutil.copy(ROOT / "gunicorn.conf.py", workdir)
+    # The metrics folder exists, as a mount point does (a tmpfs, an emptyDir), with files of a
+    # previous run: emptied, never removed (a mount point cannot be).
+    metrics = tmp_path / "metrics"
+    (metrics / "old").mkdir(parents=True)
+    (metrics / "counter_1.db").write_bytes(b"stale")
+    folder = metrics.stat().st_ino
     server = GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=2)
-    server.env.update(PYTHONPATH=str(site), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    server.env.update(PYTHONPATH=str(site), PROMETHEUS_MULTIPROC_DIR=str(metrics))
     server.cwd = workdir
     with server:
+        assert metrics.stat().st_ino == folder
+        assert not (metrics / "old").exists() and not (metrics / "counter_1.db").exists()
         page = requests.get(server.url, timeout=10)
         assert page.status_code == 200 and "/static/app.js" in page.text
         assert requests.get(f"{server.url}/static/app.js", timeout=10).status_code == 200

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -109,3 +111,29 @@ def test_admin_keys_come_from_an_optional_secret_and_stay_on_loopback(docs):
     assert admin["valueFrom"]["secretKeyRef"]["optional"] is True  # no Secret: no management
     bind = {e["name"]: e.get("value") for e in container["env"]}.get("WANWU_MANAGEMENT_BIND")
     assert (bind or Settings().management_bind).startswith("127.0.0.1:")
+
+
+def test_every_manifest_is_valid_kubernetes(docs):
+    """Each object against Kubernetes' own schemas, strictly: a misspelt field fails too."""
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    pod = copy.deepcopy(docs["Deployment"])
+    pod["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_root_is_read_only_and_what_it_writes_is_an_empty_dir(docs):
+    """As the image check runs the image: /tmp and the metrics folder on emptyDirs."""
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    hardened = container["securityContext"]
+    assert hardened["readOnlyRootFilesystem"] is True
+    assert hardened["allowPrivilegeEscalation"] is False
+    assert hardened["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    for path in ("/tmp", env["PROMETHEUS_MULTIPROC_DIR"]):
+        assert mounts[path] in empty_dirs, path

@@ -78,7 +78,7 @@ def test_promtool_checks_the_rules_and_config_and_runs_the_rule_unit_tests():
 
 
 def test_server_memory_is_the_cgroups_else_the_process_trees(tmp_path, monkeypatch):
-    from app import metrics
+    from app import cgroup, metrics
 
     def sample(name: str) -> float:
         return next(
@@ -87,16 +87,16 @@ def test_server_memory_is_the_cgroups_else_the_process_trees(tmp_path, monkeypat
             if family.name == name
         )
 
-    monkeypatch.setattr(metrics, "CGROUP", str(tmp_path))
+    monkeypatch.setattr(cgroup, "ROOT", str(tmp_path))
     # No cgroup files: this process's PSS (no Gunicorn here) against the machine's memory.
-    assert 0 < sample("wanwu_memory_usage_bytes") < sample("wanwu_memory_limit_bytes")
+    pss = sample("wanwu_memory_usage_bytes")
+    assert 0 < pss < sample("wanwu_memory_limit_bytes") == cgroup.physical_memory()
     (tmp_path / "memory.current").write_text("734003200\n")
-    (tmp_path / "memory.max").write_text("max\n")  # a cgroup without a limit
-    assert sample("wanwu_memory_usage_bytes") == 734003200
-    assert sample("wanwu_memory_limit_bytes") == os.sysconf("SC_PAGE_SIZE") * os.sysconf(
-        "SC_PHYS_PAGES"
-    )
+    (tmp_path / "memory.max").write_text("max\n")  # a cgroup without a limit: the tree's PSS
+    assert sample("wanwu_memory_usage_bytes") != 734003200
+    assert sample("wanwu_memory_limit_bytes") == cgroup.physical_memory()
     (tmp_path / "memory.max").write_text("1073741824\n")
+    assert sample("wanwu_memory_usage_bytes") == 734003200
     assert sample("wanwu_memory_limit_bytes") == 1073741824
 
 

@@ -38,6 +38,11 @@ def run_gunicorn(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedP
     [
         ({"WANWU_WORKERS": "two"}, "WANWU_WORKERS='two' is not a valid int"),
         ({"WANWU_MAX_BATCH": "0"}, "WANWU_MAX_BATCH must be between 1 and 256 (got 0)"),
+        # As on a read-only root: the metrics folder cannot be made.
+        (
+            {"PROMETHEUS_MULTIPROC_DIR": str(ROOT / "pyproject.toml" / "metrics")},
+            "pyproject.toml/metrics: Not a directory; it must be a writable folder",
+        ),
         # A misspelt repository must not serve the default model instead.
         (
             {"WANWU_MODEL_REPO": "repo"},

@@ -151,12 +151,12 @@ def _address(peer: str) -> str:
     return peer
 
 
-def _parameters(params: Any) -> dict[str, Any]:
-    """An InferParameter map as the plain values OIP's JSON would hold."""
+def _parameters(params: Any, drop: str = "") -> dict[str, Any]:
+    """An InferParameter map as the plain values OIP's JSON would hold, less `drop`."""
     return {  # an InferParameter with no value set is absent, as a JSON null would be
         key: getattr(value, choice)
         for key, value in params.items()
-        if (choice := value.WhichOneof("parameter_choice"))
+        if (choice := value.WhichOneof("parameter_choice")) and key != drop
     }
 
 
@@ -174,6 +174,7 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
         data = request.raw_input_contents[0]
     else:  # one layout for both, so that one check covers both
         data = oip_tensors.serialize_bytes(list(tensor.contents.bytes_contents))
+    oip_tensors.bounded_parameters(_parameters(tensor.parameters), "Input")
     header = {
         "name": tensor.name,
         "datatype": tensor.datatype,
@@ -184,13 +185,15 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
 
 
 def _outputs(request: pb.ModelInferRequest) -> dict[str, Any]:
-    """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents),
-    with the request's parameters (`explain`)."""
-    parameters = {**_parameters(request.parameters), "binary_data_output": True}
-    header: dict[str, Any] = {"parameters": parameters}
+    """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents,
+    whatever an output's `binary_data` says); the request's parameters (`explain`) bounded as
+    over HTTP."""
+    parameters = oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
+    header: dict[str, Any] = {"parameters": {**parameters, "binary_data_output": True}}
     if request.outputs:
         header["outputs"] = [
-            {"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs
+            {"name": o.name, "parameters": _parameters(o.parameters, drop="binary_data")}
+            for o in request.outputs
         ]
     return header
 

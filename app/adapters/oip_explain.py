@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app import errors, explain
+from app.adapters import oip_tensors
 from app.core import Explained
 from app.model import Classifier
 
@@ -58,25 +59,18 @@ class Heatmaps:
 def split(header: dict[str, Any]) -> tuple[dict[str, Any], Heatmaps | None]:
     """The header without HEATMAP among its outputs, and what it asks of HEATMAP (None when
     the request does not explain)."""
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Request parameters must be a JSON object.")
+    parameters = oip_tensors.bounded_parameters(header.get("parameters"), "Request")
     wanted = parameters.get("explain", False)
     if type(wanted) is not bool:
         raise errors.BadRequest(f"The parameter explain must be true or false; got {wanted!r}.")
-    requested = header.get("outputs")
-    named = (
-        [o for o in requested or [] if isinstance(o, dict) and o.get("name") == HEATMAP]
-        if isinstance(requested, list)
-        else []
-    )
+    requested = oip_tensors.named_outputs(header) or []
+    named = [o for o in requested if o.get("name") == HEATMAP]
     if not wanted:
         if named:
             raise errors.BadRequest(f"The {HEATMAP} output needs the parameter explain: true.")
         return header, None
-    binary = parameters.get("binary_data_output", False) is True
+    binary = oip_tensors.binary_output(header)
     if named:
-        params = named[0].get("parameters") or {}
-        binary = isinstance(params, dict) and params.get("binary_data", binary) is True
-        header = {**header, "outputs": [o for o in requested if o not in named]}
+        binary = oip_tensors.choice(named[0], binary).binary
+        header = {**header, "outputs": [o for o in requested if o is not named[0]]}
     return header, Heatmaps(parameters.get("target"), binary)

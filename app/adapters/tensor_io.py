@@ -131,9 +131,7 @@ def _array(
             f"inference request batch-size must be <= {spec.config.max_batch_size} for '{name}'"
         )
     count = int(np.prod(shape))
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Input parameters must be a JSON object.")
+    parameters = oip_tensors.bounded_parameters(tensor.get("parameters"), "Input")
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         if type(size) is not int or size < 0 or offset + size > len(binary):

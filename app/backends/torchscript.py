@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from app import runtime
+from app import runtime, trust
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -26,9 +26,9 @@ class TorchScriptBackend:
 
     @classmethod
     def load(cls, path: str | Path) -> TorchScriptBackend:
-        """Load the module onto the CPU without running it (safe before fork)."""
-        with runtime.torchscript_api():
-            return cls(torch.jit.load(str(path), map_location="cpu").eval())
+        """Load the module onto the CPU without running it (safe before fork), once
+        app.trust's screen passed."""
+        return cls(trust.load_torchscript(path))
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """auto, fp32, bf16 or fp16 as app.runtime resolves them for `device`."""

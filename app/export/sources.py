@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torchvision import models
 
-from app import runtime, sniff
+from app import sniff, trust
 from app.artifact import sha256_file
 from app.export.request import DEFAULT_ARCH, ExportError, ExportRequest
 
@@ -256,8 +256,9 @@ def load_torchscript(path: Path) -> Loaded:
             f"--torchscript takes a TorchScript file, and {path} is not one: {sniff.hint(path)}"
         )
     try:
-        with runtime.torchscript_api():
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = trust.load_torchscript(path)  # screened before anything runs it
+    except trust.Untrusted as exc:
+        raise ExportError(f"{exc}; nothing was exported") from None
     except Exception as exc:
         raise ExportError(f"cannot load {path} as TorchScript ({summary(exc)})") from None
     provenance = {"source": f"torchscript:{path.name}", "sha256": sha256_file(path)}
