@@ -68,8 +68,8 @@ class Classified:
 
 @dataclass(frozen=True)
 class Explained(Classified):
-    """Also, per image: every class's activation map, the input as the model saw it (a
-    normalised tensor) and where its crop lies in the upload (`imaging.crop_box`)."""
+    """Also, per image: every class's activation map, the crop as the model saw it (uint8
+    pixels, `imaging.load_pixels`) and where it lies in the upload (`imaging.crop_box`)."""
 
     cams: list[torch.Tensor]
     pictures: list[torch.Tensor]
@@ -237,7 +237,7 @@ class Core:
             futures = []
             for upload in uploads:
                 try:
-                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"

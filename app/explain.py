@@ -8,9 +8,10 @@ Policy:
   the head's row), scaled to [0, 1] by its maximum; a map with no positive cell stays all 0.
   It keeps the feature map's resolution (7 x 7 for a 224 crop): row i, column j covers the
   crop's cell i, j of that grid, so no interpolation is passed off as the model's.
-- The overlay is the crop as the model saw it (its input, un-normalised) with the heatmap
-  upsampled bilinearly, coloured blue (0) to red (1) and laid over it at ALPHA, as a PNG data
-  URL; `box` says where that crop lies in the uploaded picture.
+- The overlay is the crop as the model saw it (its pixels) with the heatmap upsampled
+  bilinearly, coloured blue (0) to red (1) and laid over it at ALPHA, as a PNG data URL of
+  256 colours (a quarter of the bytes of a true-colour one, encoded several times faster);
+  `box` says where that crop lies in the uploaded picture.
 """
 
 from __future__ import annotations
@@ -61,26 +62,28 @@ def heatmap(cams: torch.Tensor, index: int) -> np.ndarray:
     return cam / peak if peak > 0 else cam
 
 
-def overlay(picture: torch.Tensor, heat: np.ndarray, spec: Mapping[str, Any]) -> str:
-    """A PNG data URL: the normalised input `picture` as the model saw it, `heat` over it."""
-    mean = np.asarray(spec["mean"], np.float32)[:, None, None]
-    std = np.asarray(spec["std"], np.float32)[:, None, None]
-    pixels = np.clip((picture.numpy() * std + mean) * 255, 0, 255).transpose(1, 2, 0)
-    height, width = pixels.shape[:2]
-    grid = Image.fromarray(heat.astype(np.float32), mode="F")
-    heat_up = np.asarray(grid.resize((width, height), Image.Resampling.BILINEAR))
-    blended = (1 - ALPHA) * pixels + ALPHA * _colours(np.clip(heat_up, 0, 1))
+def _ramp() -> list[int]:
+    """Blue (0) through cyan, yellow to red (255): the usual heatmap colours, as a palette."""
+    x = np.linspace(0, 4, 256, dtype=np.float32)[:, None]
+    rgb = np.clip(1.5 - np.abs(x - np.array([3.0, 2.0, 1.0], np.float32)), 0, 1)
+    return (rgb * 255).round().astype(np.uint8).ravel().tolist()
+
+
+RAMP = _ramp()
+
+
+def overlay(picture: torch.Tensor, heat: np.ndarray) -> str:
+    """A PNG data URL: `picture`, the uint8 (3, H, W) crop the model saw, `heat` over it."""
+    crop = Image.fromarray(np.ascontiguousarray(picture.numpy().transpose(1, 2, 0)), "RGB")
+    levels = Image.fromarray(np.round(heat * 255).astype(np.uint8), "L")
+    colours = levels.resize(crop.size, Image.Resampling.BILINEAR)
+    colours.putpalette(RAMP)
+    blended = Image.blend(crop, colours.convert("RGB"), ALPHA)
     buffer = io.BytesIO()
-    # The fastest zlib level: a 224 x 224 overlay is encoded per answer, not stored.
-    Image.fromarray(blended.astype(np.uint8), "RGB").save(buffer, "PNG", compress_level=1)
+    # 256 colours and the fastest zlib level: an overlay is encoded per answer, not stored.
+    paletted = blended.quantize(256, method=Image.Quantize.FASTOCTREE)
+    paletted.save(buffer, "PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _colours(heat: np.ndarray) -> np.ndarray:
-    """Blue (0) through cyan, yellow to red (1): the usual heatmap ramp, as 0..255 RGB."""
-    x = heat[..., None] * 4
-    ramp = np.clip(1.5 - np.abs(x - np.array([3.0, 2.0, 1.0], np.float32)), 0, 1)
-    return ramp * 255
 
 
 def explanation(
@@ -90,7 +93,6 @@ def explanation(
     picture: torch.Tensor,
     box: list[float],
     names: Sequence[str],
-    spec: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One explained class of one image, as every HTTP answer shows it."""
     heat = heatmap(cams, index)
@@ -99,6 +101,6 @@ def explanation(
         "label": names[index],
         "score": round(float(probs[index]), 6),
         "heatmap": np.round(heat.astype(np.float64), DECIMALS).tolist(),
-        "overlay": overlay(picture, heat, spec),
+        "overlay": overlay(picture, heat),
         "box": box,
     }

@@ -76,8 +76,9 @@ class Classifier:
 
     @staticmethod
     def collate(images: list[torch.Tensor]) -> torch.Tensor:
-        """The images of one pass as one batch."""
-        return torch.stack(images)
+        """The images of one pass as one channels-last batch: `imaging.pixels` views stack
+        without reordering, and the forward pass takes that layout as it is."""
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
 
     def serve_as(self, name: str, version: str) -> None:
         """Answer to a model repository's folder names instead of the manifest's name and hash."""
@@ -164,20 +165,25 @@ class Classifier:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return probabilities (float32, on the CPU; softmax, or the manifest's `scores`)."""
+        """Return probabilities (float32, on the CPU; softmax, or the manifest's `scores`) of
+        a batch of uint8 pixels (normalised here) or of normalised float images."""
         return self._scores(self.backend(self._placed(batch)))
 
     @torch.inference_mode()
     def explain(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Return each image's probabilities and its every-class activation maps (float32, on
-        the CPU): app/explain.py turns one class's map into a heatmap."""
+        the CPU), as `__call__` takes the batch: app/explain.py turns one class's map into a
+        heatmap."""
         logits, cams = self.backend.explain(self._placed(batch))
         return list(zip(self._scores(logits), cams.float().cpu(), strict=True))
 
     def _placed(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             batch = batch.pin_memory()  # page-locked, so the copy below can be asynchronous
-        x = batch.to(self.device, self.backend.input_dtype(self.precision), non_blocking=True)
+        x = batch.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:  # pixels (a quarter of the bytes to copy to a GPU)
+            x = imaging.normalise(x, self.input_spec["mean"], self.input_spec["std"])
+        x = x.to(self.backend.input_dtype(self.precision))
         # Channels-last lets oneDNN / cuDNN pick their fastest convolution kernels.
         return x.contiguous(memory_format=torch.channels_last)
 
@@ -197,5 +203,5 @@ class Classifier:
         for n in range(1, max_batch + 1):
             for run in runs:
                 for _ in range(2):
-                    run(torch.zeros(n, 3, height, width))
+                    run(torch.zeros(n, 3, height, width, dtype=torch.uint8))
         log.info("warmed up batch sizes 1..%d on %s (%s)", max_batch, self.device, self.precision)

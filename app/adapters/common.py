@@ -110,10 +110,10 @@ def explanations(
     result: Explained, classifier: Classifier, k: int, index: int | None, lang: str = "en"
 ) -> list[list[dict[str, Any]]]:
     """Each image's explanations: of class `index` when given, else of its top `k`."""
-    names, spec = classifier.labels(lang), classifier.input_spec
+    names = classifier.labels(lang)
     return [
         [
-            explain.explanation(c, probs, cams, picture, box, names, spec)
+            explain.explanation(c, probs, cams, picture, box, names)
             for c in explain.classes(probs, k, index)
         ]
         for probs, cams, picture, box in zip(
