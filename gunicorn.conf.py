@@ -218,6 +218,7 @@ def worker_exit(server, worker):
     if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
         worker.wanwu_grpc.stop(graceful_timeout).wait()
     _registry(server).stop(timeout=graceful_timeout)
+    runtime.exit_if_stopping_cleanly()
 
 
 def on_exit(server):
@@ -225,6 +226,7 @@ def on_exit(server):
     _remove_metrics_dir()
     if _control(server):
         _control(server).remove()
+    runtime.exit_if_stopping_cleanly()
 
 
 def child_exit(server, worker):

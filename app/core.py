@@ -48,6 +48,15 @@ def is_one_of(token: str, keys: Sequence[str]) -> bool:
     return matched
 
 
+def require_images(engine: Engine) -> None:
+    """Raise a 400 naming the tensor route when `engine`'s model takes tensors, not images."""
+    name = engine.classifier.name
+    if engine.classifier.input_spec is None:
+        raise errors.BadRequest(
+            f"Model {name} takes tensors, not images: send them to /v2/models/{name}/infer."
+        )
+
+
 @dataclass(frozen=True)
 class Upload:
     """One image as a protocol received it: encoded bytes, and its name when it has one."""
@@ -176,11 +185,7 @@ class Core:
         """Refuse a request that holds no image, too many, or an empty one, or that asks a
         model which takes tensors."""
         conf = self.settings
-        if eng.classifier.input_spec is None:
-            raise errors.BadRequest(
-                f"Model {eng.classifier.name} takes tensors, not images: send them to "
-                f"/v2/models/{eng.classifier.name}/infer."
-            )
+        require_images(eng)
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:

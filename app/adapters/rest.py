@@ -163,10 +163,10 @@ def model_info() -> Any:
         "device": str(classifier.device),
         "precision": classifier.precision,
         "ready": engine.ready,
-        "batching": {
-            "max_batch": settings.max_batch,
-            "max_wait_ms": settings.max_wait_ms,
-            "queue_max": settings.queue_max,
+        "batching": {  # the engine's: a Triton model's come from its config.pbtxt
+            "max_batch": engine.batcher.max_batch,
+            "max_wait_ms": engine.batcher.max_wait_s * 1000,
+            "queue_max": engine.batcher.queue_max,
             "timeout_ms": settings.timeout_ms,
         },
         "worker": {

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from app.backends.onnx import OnnxBackend
 from app.backends.pt2 import Pt2Backend
 from app.backends.torchscript import TorchScriptBackend
 from app.pt2 import is_package
@@ -56,4 +57,6 @@ def load(path: str | Path, manifest: dict[str, Any]) -> Backend:
     """Open the artifact at `path` with the backend its manifest names; run nothing."""
     if is_package(manifest):
         return Pt2Backend.load(path, manifest)
+    if manifest.get("format") == "onnx":
+        return OnnxBackend.load(path)
     return TorchScriptBackend.load(path)

@@ -15,6 +15,7 @@ import torchvision
 
 from app import imaging, runtime
 from app import labels as labelling
+from app.backends.onnx import OnnxBackend
 from app.export import explainable
 from app.export.request import ExportError
 from app.export.sources import summary
@@ -23,6 +24,7 @@ from app.labels import LabelError, read_labels
 log = logging.getLogger("wanwu.export")
 
 SCORES = ("softmax", "sigmoid")
+ONNX_OPSET = 17  # read by every onnxruntime since 1.15
 
 
 def input_spec(
@@ -134,6 +136,35 @@ def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Pat
             )
         traced.save(str(path))
         return {"explain": how.manifest()}
+
+    return save
+
+
+def save_onnx(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Path], None]:
+    """A `save(path)` that exports `module` to ONNX (input `input`, output `output`, a dynamic
+    batch axis), checked against the module on ONNX Runtime."""
+    height, width = imaging.size_hw(crop)
+
+    def save(path: Path) -> None:
+        x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+        # The TorchScript-based exporter needs no onnxscript; it traces like save_traced.
+        torch.onnx.export(
+            module,
+            (x[:1],),
+            str(path),
+            opset_version=ONNX_OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+        )
+        with torch.inference_mode():
+            expected, actual = module(x), OnnxBackend.load(path)(x)
+        if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):
+            raise ExportError(
+                "ONNX Runtime's outputs differ from the model's (data-dependent control flow, "
+                "or an operator exported differently); export it yourself and pass --onnx"
+            )
 
     return save
 
