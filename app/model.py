@@ -152,8 +152,8 @@ class Classifier:
             return None
         if self.format != "torchscript":
             return (
-                f"a {self.format} artifact cannot be explained (its compiled program returns "
-                "logits only); serve the model's TorchScript export to explain it"
+                f"its {self.format} artifact returns logits only, not the feature map a heatmap "
+                "needs; serve the model's TorchScript export (python -m app.export) to explain it"
             )
         # What the export found (app/export/explainable.py), e.g. a head that is not pooled.
         recorded = (self.manifest.get("explain") or {}).get("reason")
