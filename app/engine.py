@@ -34,6 +34,9 @@ class Engine:
         self.precision = classifier.resolve_precision(
             settings.precision, self.planned_device, settings.max_batch
         )
+        self.precision_reason = runtime.precision_reason(
+            settings.precision, self.precision, self.planned_device
+        )
         if self.planned_device.type == "cpu":
             # Before fork: the frozen weights are then shared by every worker.
             classifier.prepare(self.planned_device, self.precision, settings.cpu_fusion)
@@ -70,6 +73,16 @@ class Engine:
             )
             self.classifier.prepare(device, precision)
         classifier = self.classifier
+        self.precision_reason = runtime.precision_reason(
+            self.settings.precision, classifier.precision, device
+        )
+        log.info(
+            "model %s: %s on %s (%s)",
+            classifier.name,
+            classifier.precision,
+            device,
+            self.precision_reason,
+        )
         self._info = (
             classifier.name,
             classifier.version,

@@ -170,9 +170,9 @@ class Settings:
     )
     precision: str = _setting(
         "WANWU_PRECISION",
-        "fp32",
-        "Inference precision: fp32, bf16, fp16 (CUDA) or auto; a .pt2 package runs in the "
-        "precision it was built in.",
+        "auto",
+        "Inference precision: fp32, bf16, fp16 (CUDA) or auto (bf16 on a CPU with AVX512-BF16 "
+        "or AMX, fp16 on CUDA, else fp32); a .pt2 package runs in the precision it was built in.",
         one_of("fp32", "bf16", "fp16", "auto"),
     )
     cpu_fusion: bool = _setting(

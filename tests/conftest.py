@@ -20,6 +20,9 @@ from app.settings import DEFAULT_MODEL, Settings
 from benchkit import digits, system
 
 ROOT = Path(__file__).resolve().parent.parent
+# Answers are compared with fp32 references on every CPU, and `auto`, the default, serves bf16
+# on some CPUs only; test_runtime.py checks what `auto` picks. Servers inherit the variable.
+os.environ.setdefault("WANWU_PRECISION", "fp32")
 REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", DEFAULT_MODEL)
 INPUT_SPEC = {
     "resize": 256,
@@ -168,6 +171,7 @@ def make_settings(model: Path, **overrides: object) -> Settings:
         "max_batch": 4,
         "max_wait_ms": 5.0,
         "queue_max": 16,
+        "precision": "fp32",
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

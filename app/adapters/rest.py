@@ -162,6 +162,7 @@ def model_info() -> Any:
         "runner": classifier.runner,
         "device": str(classifier.device),
         "precision": classifier.precision,
+        "precision_reason": engine.precision_reason,
         "ready": engine.ready,
         "batching": {  # the engine's: a Triton model's come from its config.pbtxt
             "max_batch": engine.batcher.max_batch,
