@@ -85,6 +85,7 @@ class Engine:
         # Each model's gauges exist from the start, at 0, for an autoscaler to read.
         self._report_depth()
         metrics.MODEL_IN_FLIGHT.labels(classifier.name, classifier.version).inc(0)
+        metrics.start_model(classifier.name, classifier.version)
         self.batcher.start(warm_up=self._warm_up)
 
     def _warm_up(self) -> None:
@@ -111,7 +112,8 @@ class Engine:
         try:
             reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
         except batching.Overloaded:
-            metrics.REJECTED.labels("overloaded").inc(n)
+            labels = self.classifier.name, self.classifier.version
+            metrics.REJECTED.labels(*labels, "overloaded").inc(n)
             raise errors.Overloaded(
                 "The service is at capacity; retry shortly.", retry_after=1
             ) from None
@@ -145,9 +147,9 @@ class Engine:
             raise errors.InternalError("Inference failed; the error was logged.") from None
 
     def _observe(self, stats: batching.BatchStats) -> None:
-        metrics.observe_batch(stats)
+        labels = self.classifier.name, self.classifier.version
+        metrics.observe_batch(stats, *labels)
         if stats.size:
-            labels = self.classifier.name, self.classifier.version
             metrics.MODEL_INFERENCES.labels(*labels).inc(stats.size)
             metrics.MODEL_EXECUTIONS.labels(*labels).inc()
             metrics.MODEL_QUEUE_SECONDS.labels(*labels).inc(sum(stats.queue_waits_s))

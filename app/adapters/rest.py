@@ -163,7 +163,7 @@ def metrics_endpoint() -> Response:
     """Expose Prometheus metrics, summed over all workers."""
     if not common.core().settings.metrics_public:
         common.authorize()
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(common.core().registry.loaded_versions())
     return Response(body, content_type=content_type)
 
 

@@ -79,9 +79,9 @@ def forwarded_client(header: str, trusted: list) -> str | None:
     (wanwu_forwarded_for_invalid_total), or each new string would be a new caller.
     """
     hops = []
-    for hop in header.split(","):
+    for hop in filter(None, (h.strip() for h in header.split(","))):
         try:
-            hops.append(ipaddress.ip_address(hop.strip()))
+            hops.append(ipaddress.ip_address(hop))
         except ValueError:
             metrics.FORWARDED_INVALID.inc()
     for hop in reversed(hops):
