@@ -5,6 +5,7 @@ workers. The master runs no forward pass, starts no thread pool and touches no C
 each worker pins its CPUs and threads, picks its device and warms up after the fork.
 """
 
+import atexit
 import gc
 import logging
 import os
@@ -15,7 +16,7 @@ import tempfile
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
-from app.settings import Settings, SettingsError, refuse_unknown_variables
+from app.settings import Settings, SettingsError, refuse_unknown_variables, short_keys
 
 
 def _stop_early(sig, frame):
@@ -26,7 +27,9 @@ def _stop_early(sig, frame):
 
 
 def _remove_metrics_dir() -> None:
-    if os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
+    """Remove the metrics folder this master made (never from a worker, which shares it)."""
+    owner = os.environ.get("WANWU_METRICS_DIR_OWNER") == str(os.getpid())
+    if owner and os.environ.get("WANWU_METRICS_DIR_CREATED") == "1":
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
@@ -59,8 +62,11 @@ def _metrics_dir() -> str:
                 "writable folder (a read-only container needs --tmpfs /tmp, README: Docker)"
             )
     else:
-        path = tempfile.mkdtemp(prefix="wanwu-metrics-", dir=_tmpfs())
+        path = tempfile.mkdtemp(prefix=f"wanwu-metrics-{owner}-", dir=_tmpfs())
         os.environ["WANWU_METRICS_DIR_CREATED"] = "1"
+        # Also when start-up is refused (a model or setting Gunicorn's loader stops on), which
+        # exits without on_exit: a supervisor restarting it would fill /dev/shm.
+        atexit.register(_remove_metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ["WANWU_METRICS_DIR_OWNER"] = owner
     return path
@@ -91,6 +97,8 @@ from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
+for warning in short_keys(settings):
+    log.warning(warning)
 if os.path.exists("config.properties"):
     log.warning(
         "config.properties is TorchServe's and wanwu does not read it; docs/MIGRATING.md "
@@ -180,6 +188,7 @@ def post_worker_init(worker):
     thread inside a forward pass (C++ aborts: "terminate called without an active exception").
     """
     registry = _registry(worker)
+    metrics.start_worker()
     with runtime.stop_signals() as stopped:
         registry.start(worker.wanwu_slot)
         while not stopped and not registry.wait_ready(0.1):
@@ -210,6 +219,7 @@ def worker_exit(server, worker):
     if getattr(worker, "wanwu_grpc", None):  # finish its RPCs while the batcher still runs
         worker.wanwu_grpc.stop(graceful_timeout).wait()
     _registry(server).stop(timeout=graceful_timeout)
+    runtime.exit_if_stopping_cleanly()
 
 
 def on_exit(server):
@@ -217,6 +227,7 @@ def on_exit(server):
     _remove_metrics_dir()
     if _control(server):
         _control(server).remove()
+    runtime.exit_if_stopping_cleanly()
 
 
 def child_exit(server, worker):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app import sniff
+from app import sniff, trust
 
 # 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
 # still loads.
@@ -39,29 +39,36 @@ def sha256_file(path: str | Path) -> str:
 
 def replace_json(path: Path, data: object) -> None:
     """Replace the JSON file `path` at once: a reader (another process) sees the old file or
-    the new one, never half."""
+    the new one, never half. The new file is made afresh, readable by its owner only, and a
+    link planted at its name is not followed (O_EXCL | O_NOFOLLOW); the rename replaces a
+    link at `path` itself, not what it points to."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    temporary.write_text(json.dumps(data, indent=1))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1))
     os.replace(temporary, path)
 
 
 def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
-    """Write the manifest for an already-saved artifact, recording its SHA-256."""
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        **fields,
-        "artifact_sha256": sha256_file(model_path),
-    }
+    """Write the manifest for an already-saved artifact, recording its SHA-256 (and, for a
+    .pt2 package, that this installation built it: app.trust)."""
+    manifest = trust.seal(
+        {"manifest_version": MANIFEST_VERSION, **fields, "artifact_sha256": sha256_file(model_path)}
+    )
     manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 def write_artifact(
-    out: str | Path, save: Callable[[Path], None], replace: bool = True, **fields: Any
+    out: str | Path,
+    save: Callable[[Path], object],
+    replace: bool = True,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Save an artifact and its manifest at `out` together, or leave nothing new behind.
 
-    `save(path)` writes the artifact to a staging folder beside `out`; its manifest is written
+    `save(path)` writes the artifact to a staging folder beside `out`; a dict it returns holds
+    manifest fields only known once it is saved (what tracing found). The manifest is written
     there too, and only then are both renamed into place, the manifest first. Any failure or
     interruption (Ctrl-C, SIGTERM turned into SystemExit) before the second rename puts the
     earlier pair back from hard links kept in the staging folder, and the folder is removed.
@@ -75,8 +82,8 @@ def write_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         staged = staging / out.name
-        save(staged)
-        manifest = write_manifest(staged, **fields)
+        found = save(staged)
+        manifest = write_manifest(staged, **fields, **(found if isinstance(found, dict) else {}))
         existing = [p for p in pair if p.exists()]
         if existing and not replace:
             raise FileExistsError(f"{existing[0]} exists")

@@ -4,7 +4,9 @@ Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adap
 in how they read a request and shape an answer. Between those, a request goes through `Core`,
 so every protocol gets the same API keys and signed tokens, per-caller rate limit (429),
 file-count, byte and pixel limits, queue admission (503 + Retry-After when full), deadline (504)
-and batcher: images from different protocols share forward passes. Errors are raised as
+and batcher: images from different protocols share forward passes. Explanations (`explain`)
+take the same path as a verb of their own, with their own share of the queue
+(WANWU_EXPLAIN_QUEUE_MAX), so that they cannot crowd predictions out. Errors are raised as
 `errors.ApiError`; each adapter renders them in its own shape. The core returns what it did
 (`Classified`); it writes no request state anywhere.
 """
@@ -23,6 +25,7 @@ import torch
 from app import batcher as batching
 from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
+from app.lockout import Lockout
 from app.repository import Registry
 from app.settings import Settings
 from app.tensor_model import Row
@@ -45,6 +48,15 @@ def is_one_of(token: str, keys: Sequence[str]) -> bool:
     return matched
 
 
+def require_images(engine: Engine) -> None:
+    """Raise a 400 naming the tensor route when `engine`'s model takes tensors, not images."""
+    name = engine.classifier.name
+    if engine.classifier.input_spec is None:
+        raise errors.BadRequest(
+            f"Model {name} takes tensors, not images: send them to /v2/models/{name}/infer."
+        )
+
+
 @dataclass(frozen=True)
 class Upload:
     """One image as a protocol received it: encoded bytes, and its name when it has one."""
@@ -63,12 +75,23 @@ class Classified:
     batch_size: int
 
 
+@dataclass(frozen=True)
+class Explained(Classified):
+    """Also, per image: every class's activation map, the crop as the model saw it (uint8
+    pixels, `imaging.load_pixels`) and where it lies in the upload (`imaging.crop_box`)."""
+
+    cams: list[torch.Tensor]
+    pictures: list[torch.Tensor]
+    boxes: list[list[float]]
+
+
 class Core:
     """One per worker: the served models, the settings, and the checks every request passes."""
 
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        self.lockout = Lockout()  # before the fork: every worker counts in one table
 
     @property
     def engine(self) -> Engine:
@@ -85,17 +108,22 @@ class Core:
         """
         conf = self.settings
         keys, verifier = conf.api_keys, tokens.verifier(conf)
-        caller = f"address {client}"
+        caller = ratelimit.address_caller(client)
         if keys or verifier:
             token = bearer_token(authorization)
             if token is not None and is_one_of(token, keys):
                 caller = f"key {token}"
             elif token is not None and verifier and tokens.looks_like_jwt(token):
-                caller = f"subject {verifier.subject(token)}"
+                try:
+                    caller = f"subject {verifier.subject(token)}"
+                except errors.Unauthorized as exc:
+                    self.lockout.refuse("inference", client, exc.message)
             else:
                 log.debug("refused a request without a valid key or token from %s", client)
-                raise errors.Unauthorized(
-                    "A valid 'Authorization: Bearer <key or token>' header is required."
+                self.lockout.refuse(
+                    "inference",
+                    client,
+                    "A valid 'Authorization: Bearer <key or token>' header is required.",
                 )
         return ratelimit.check(conf.rate_limit, caller)
 
@@ -125,12 +153,39 @@ class Core:
         `started` is the request's arrival on `time.monotonic()`. Errors about one image name
         its file when it has one.
         """
-        eng, conf = engine or self.engine, self.settings
-        if eng.classifier.input_spec is None:
-            raise errors.BadRequest(
-                f"Model {eng.classifier.name} takes tensors, not images: send them to "
-                f"/v2/models/{eng.classifier.name}/infer."
-            )
+        eng = engine or self.engine
+        self._check_images(eng, uploads)
+        return self._through(eng, started, lambda: self._run(eng, uploads, started))
+
+    def explain(
+        self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
+    ) -> Explained:
+        """Like `classify`, through the model's explain method: 501 for a model that has none
+        (the message says why)."""
+        eng = engine or self.engine
+        self._check_images(eng, uploads)
+        reason = eng.classifier.unexplainable
+        if reason is not None:
+            raise errors.NotExplainable(f"Model {eng.classifier.name} cannot explain: {reason}.")
+        pictures: list[torch.Tensor] = []
+        done = self._through(
+            eng, started, lambda: self._run(eng, uploads, started, batching.EXPLAIN, pictures)
+        )
+        spec = eng.classifier.input_spec
+        return Explained(
+            [probs for probs, _ in done.probs],
+            done.timing_ms,
+            done.batch_size,
+            [cams for _, cams in done.probs],
+            pictures,
+            [imaging.crop_box(upload.data, spec) for upload in uploads],
+        )
+
+    def _check_images(self, eng: Engine, uploads: Sequence[Upload]) -> None:
+        """Refuse a request that holds no image, too many, or an empty one, or that asks a
+        model which takes tensors."""
+        conf = self.settings
+        require_images(eng)
         if not uploads:
             raise errors.NoImage("The request holds no image.")
         if len(uploads) > conf.max_files:
@@ -142,7 +197,6 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
-        return self._through(eng, started, lambda: self._run(eng, uploads, started))
 
     def infer(self, rows: Sequence[Row], started: float, engine: Engine) -> Classified:
         """Run a tensor model's rows (checked by the adapter) through its batcher, in order."""
@@ -173,16 +227,22 @@ class Core:
         return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
 
     def _run(
-        self, eng: Engine, uploads: Sequence[Upload], started: float
+        self,
+        eng: Engine,
+        uploads: Sequence[Upload],
+        started: float,
+        verb: str = batching.CLASSIFY,
+        pictures: list[torch.Tensor] | None = None,
     ) -> list[batching.Inference]:
-        """Decode each upload into `eng`'s queue, then wait for every result."""
+        """Decode each upload into `eng`'s queue as `verb`, then wait for every result; each
+        decoded input is added to `pictures` when given."""
         conf = self.settings
         spec = eng.classifier.input_spec
-        with eng.admit(len(uploads), started) as reservation:
+        with eng.admit(len(uploads), started, verb) as reservation:
             futures = []
             for upload in uploads:
                 try:
-                    tensor = imaging.load(upload.data, spec, conf.max_pixels, conf.decode)
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"
@@ -190,4 +250,6 @@ class Core:
                 # Queue each image as soon as it is ready: the model can start on it while the
                 # next one decodes.
                 futures.append(reservation.submit(tensor))
+                if pictures is not None:
+                    pictures.append(tensor)
         return [eng.wait(f, reservation.deadline) for f in futures]

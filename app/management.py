@@ -21,6 +21,7 @@ Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import uuid
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from app import errors, snapshot
-from app.artifact import ArtifactError
+from app.artifact import ArtifactError, manifest_path, sha256_file
 from app.control import ControlFolder, Report, change
 from app.repository import (
     NAME,
@@ -151,11 +152,12 @@ class Management:
     def register(self, url: str, name: str | None = None) -> tuple[str, Report]:
         """Load the model folder `url` names, or import the `.mar` it names; return the name."""
         if url.endswith(".mar"):
-            name, version = self._import_mar(url, name)
+            name, version, new = self._import_mar(url, name)
             try:
                 return name, self.load(name, version)
             except errors.ApiError:  # not served: not left to serve at the next start either
-                self._remove_import(name, version)
+                if new:
+                    self._remove_import(name, version)
                 raise
         if name not in (None, url):
             raise errors.BadRequest(f"model_name ({name}) must be the folder's name ({url}).")
@@ -220,8 +222,10 @@ class Management:
             folder.rmdir()  # only when empty: the model came with this import
         log.info("removed %s version %s, imported but not loaded", name, version)
 
-    def _import_mar(self, url: str, name: str | None) -> tuple[str, str]:
-        """Export the archive at `url` (inside the repository) as its model's next version."""
+    def _import_mar(self, url: str, name: str | None) -> tuple[str, str, bool]:
+        """Export the archive at `url` (inside the repository) as its model's next version;
+        return the name, the version, and whether it is new: an archive a version was already
+        imported from (the same SHA-256) is that version again."""
         from app.export.library import export
         from app.export.mar import MarError, read_mar
         from app.export.request import ExportError, ExportRequest
@@ -245,6 +249,11 @@ class Management:
             raise errors.BadRequest(f"model_name {name[:200]!r} must be {NAME_RULE}.")
         folder = root / name
         numbered = versions(folder) if folder.is_dir() else {}
+        digest = sha256_file(archive)
+        for number, path in numbered.items():
+            if _imported_from(path) == digest:
+                log.info("%s is %s version %s already: not imported again", url, name, number)
+                return name, number, False
         version = str(int(list(numbered)[-1]) + 1) if numbered else "1"  # folder names
         # Exported into a hidden folder, which a scan skips, then renamed into place whole: a
         # failed import leaves nothing, and a restart meanwhile never sees half a version.
@@ -263,4 +272,16 @@ class Management:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone once renamed
         log.info("imported %s as %s version %s", url, name, version)
-        return name, version
+        return name, version, True
+
+
+def _imported_from(version_dir: Path) -> str | None:
+    """The SHA-256 of the archive a version was imported from, per its manifest; else None."""
+    try:
+        manifest = json.loads(manifest_path(artifact(version_dir)).read_text())
+    except (ArtifactError, OSError, ValueError):
+        return None
+    weights = manifest.get("weights") if isinstance(manifest, dict) else None
+    if isinstance(weights, dict) and weights.get("kind") == "torchserve-archive":
+        return weights.get("sha256")
+    return None

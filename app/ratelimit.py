@@ -1,6 +1,7 @@
 """Per-caller rate limits (WANWU_RATE_LIMIT, e.g. `200/minute`), exact across Gunicorn workers.
 
-Policy: each caller (an API key, a token's subject, else the client address) may make `N`
+Policy: each caller (an API key, a token's subject, else the client address; an IPv6 address's
+/64, which one host or one subscriber holds whole and picks addresses from) may make `N`
 calls in any `period`, as a burst or spread out; the allowance refills at N per period. This
 is GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a caller's
 state is its theoretical arrival time `tat`, each call moves it `period / N` later, and a call
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
 import math
 import mmap
 import os
@@ -147,6 +149,19 @@ class Limiter:
             # The next call waits until the allowance has room for one more interval.
             wait, reset, allowed = after + rate.interval_s - now - rate.period_s, after - now, True
         return Decision(allowed, rate, remaining, math.ceil(reset), max(0, math.ceil(wait)))
+
+
+def address_caller(client: str | None) -> str:
+    """The caller a request naming no key or token is: its address, or an IPv6 one's /64."""
+    try:
+        ip = ipaddress.ip_address(client or "")
+    except ValueError:
+        return f"address {client}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return f"address {ip.ipv4_mapped}"
+        return f"address {ipaddress.ip_network((ip, 64), strict=False)}"
+    return f"address {ip}"
 
 
 limiter: Limiter | None = None

@@ -44,7 +44,7 @@ from app.tensor_model import TensorModel
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_SUFFIXES = (".pt", ".pt2")
+ARTIFACT_SUFFIXES = (".pt", ".pt2", ".onnx")
 # A model name is a URL path segment in every protocol, and a folder name: bounded here, a
 # client's longer name is refused before the file system sees it (ENAMETOOLONG).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -108,8 +108,8 @@ def artifact(version_dir: Path) -> Path:
     ]
     if len(candidates) != 1:
         raise ArtifactError(
-            f"{version_dir} must hold exactly one .pt or .pt2 artifact with its .json manifest "
-            f"beside it; found {len(candidates)}"
+            f"{version_dir} must hold exactly one .pt, .pt2 or .onnx artifact with its .json "
+            f"manifest beside it; found {len(candidates)}"
         )
     return candidates[0]
 
@@ -210,6 +210,11 @@ class Registry:
     def default(self) -> Engine:
         """The default model's default version."""
         return self.find()
+
+    def loaded_versions(self) -> set[tuple[str, str]]:
+        """Every (model, version) loaded in this worker: served, or staged to be."""
+        with self._lock:
+            return set(self._engines)
 
     def served(self) -> list[Engine]:
         """The engine of each served model's default version, by model name."""

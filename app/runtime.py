@@ -11,6 +11,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,6 +139,18 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+def precision_reason(setting: str, served: str, device: torch.device) -> str:
+    """Why a model runs in `served` on `device` under WANWU_PRECISION=`setting`, in words."""
+    if setting == "auto" and served == resolve_precision("auto", device):
+        if device.type == "cuda":
+            return "WANWU_PRECISION=auto: fp16 on CUDA"
+        native = "has" if served == "bf16" else "has no"
+        return f"WANWU_PRECISION=auto: this CPU {native} native bf16 (AVX512-BF16 or AMX)"
+    if served == setting:
+        return f"WANWU_PRECISION={setting}"
+    return f"the artifact runs in {served} whatever WANWU_PRECISION ({setting}) says"
+
+
 @contextmanager
 def torchscript_api() -> Iterator[None]:
     """Call torch.jit without its deprecation notice (a FutureWarning per call in torch 2.14).
@@ -181,3 +194,27 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.propagate = False
+
+
+def exit_if_stopping_cleanly() -> None:
+    """End this process at once if Gunicorn is stopping it cleanly (its worker_exit and
+    on_exit hooks call this last), without the interpreter's teardown.
+
+    By then everything the process owes is done: requests answered, the batcher drained,
+    metrics in shared memory, folders removed. What remains is Python freeing, object by object,
+    a heap that holds torch and a model: about 0.7 s in the master, whose heap is frozen before
+    the fork, and 3 to 4 s in a worker, whose is not, on every stop an orchestrator waits
+    for (docs/BENCHMARKS.md, "Stopping"). A clean stop is the one Gunicorn is handling: a
+    worker's SystemExit(0), the master's StopIteration or KeyboardInterrupt (SIGTERM, SIGINT,
+    SIGQUIT). Any other ending takes Python's way out with its exit status: a worker that
+    failed to boot must exit with the code that tells the master so.
+    """
+    stopping = sys.exc_info()[1]
+    clean = isinstance(stopping, StopIteration | KeyboardInterrupt) or (
+        isinstance(stopping, SystemExit) and stopping.code in (0, None)
+    )
+    if clean:
+        logging.shutdown()  # flush every log handler, Gunicorn's included
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

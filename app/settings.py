@@ -51,6 +51,7 @@ DEFAULT_MODEL = "models/resnet18.pt"
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 JWT_ALGORITHMS += ("ES512", "EdDSA")
 MB = 1024 * 1024
+MIN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,13 @@ class Settings:
         "Most images admitted per worker (at least WANWU_MAX_BATCH); beyond it 503 + Retry-After.",
         at_least(1),
     )
+    explain_queue_max: int = _setting(
+        "WANWU_EXPLAIN_QUEUE_MAX",
+        8,
+        "Most images admitted per worker for explanations (WANWU_QUEUE_MAX if lower), so they "
+        "never hold all the places predictions need; beyond it 503 + Retry-After.",
+        at_least(1),
+    )
     timeout_ms: float = _setting(
         "WANWU_TIMEOUT_MS",
         10000.0,
@@ -162,9 +170,9 @@ class Settings:
     )
     precision: str = _setting(
         "WANWU_PRECISION",
-        "fp32",
-        "Inference precision: fp32, bf16, fp16 (CUDA) or auto; a .pt2 package runs in the "
-        "precision it was built in.",
+        "auto",
+        "Inference precision: fp32, bf16, fp16 (CUDA) or auto (bf16 on a CPU with AVX512-BF16 "
+        "or AMX, fp16 on CUDA, else fp32); a .pt2 package runs in the precision it was built in.",
         one_of("fp32", "bf16", "fp16", "auto"),
     )
     cpu_fusion: bool = _setting(
@@ -175,6 +183,18 @@ class Settings:
     )
     model: str = _setting(
         "WANWU_MODEL", DEFAULT_MODEL, "Model artifact: TorchScript (.pt) or a .pt2 package."
+    )
+    build_key: str = _setting(
+        "WANWU_BUILD_KEY",
+        "~/.config/wanwu/build.key",
+        "File of this installation's secret key (made by the first .pt2 export, mode 0600): "
+        "the export signs each .pt2 package with it, and only packages so signed are served.",
+    )
+    trust_pt2: bool = _setting(
+        "WANWU_TRUST_PT2",
+        False,
+        "Serve .pt2 packages this installation did not build (native code: only from a source "
+        "you trust).",
     )
     model_repository: str = _setting(
         "WANWU_MODEL_REPOSITORY",
@@ -436,6 +456,11 @@ class Settings:
             raw = environ.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
                 values[f.name] = _parse(f, raw.strip())
+            if f.metadata["secret"] and raw is not None and not values.get(f.name):
+                # A template's empty secret ("", ",") must not open the service silently.
+                raise SettingsError(
+                    f"{f.metadata['env']}={raw!r} holds no key: give at least one, or unset it"
+                )
         return cls(**values)
 
     @classmethod
@@ -473,6 +498,18 @@ TOOL_VARIABLES = frozenset(
         "WANWU_METRICS_DIR_CREATED",
     }
 )
+
+
+def short_keys(settings: Settings) -> list[str]:
+    """One warning per bearer key shorter than MIN_KEY_LENGTH (a key is a password)."""
+    return [
+        f"{f.metadata['env']} holds a key of {len(key)} characters; use {MIN_KEY_LENGTH} or "
+        "more (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+        for f in dataclasses.fields(settings)
+        if f.metadata["secret"]
+        for key in getattr(settings, f.name)
+        if len(key) < MIN_KEY_LENGTH
+    ]
 
 
 def refuse_unknown_variables(environ: Mapping[str, str] | None = None) -> None:

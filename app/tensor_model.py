@@ -38,14 +38,14 @@ class TensorModel:
         self.backend = backend
         self.path = spec.artifact
         self.device = torch.device("cpu")
-        self.precision = "fp32" if spec.inputs[0].datatype == "FP32" else spec.inputs[0].datatype
-        self.manifest: dict[str, Any] = {"name": spec.name, "triton": True}
+        self.precision = spec.inputs[0].datatype.lower()  # the config's, not WANWU_PRECISION's
+        self.manifest: dict[str, Any] = {"name": spec.name, "config": str(spec.config_path)}
 
     @classmethod
     def load(cls, spec: TritonModel) -> TensorModel:
         """Open the model file the config names, without running it (safe before fork)."""
         inputs, outputs = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
-        if spec.config.platform == "pytorch_libtorch" or spec.config.backend == "pytorch":
+        if spec.platform == "pytorch_libtorch":
             return cls(spec, LibtorchBackend.load(spec.artifact, inputs, outputs))
         backend = OnnxBackend.load(spec.artifact)
         for kind, named, found in (
@@ -66,7 +66,7 @@ class TensorModel:
     version = property(lambda self: self.spec.version)
     format = property(lambda self: self.backend.format)
     runtime = property(lambda self: self.backend.runtime)
-    platform = property(lambda self: self.spec.config.platform or self.backend.platform)
+    platform = property(lambda self: self.spec.platform)
     runner = property(lambda self: self.backend.runner)
 
     @property

@@ -118,11 +118,16 @@ class TritonModel:
     name: str
     version: str
     config: mc.ModelConfig
+    platform: str  # a key of PLATFORMS, whether the config names it or its backend
     artifact: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     batch_rows: int  # most rows one pass runs (1: each request alone)
     max_wait_ms: float
+
+    @property
+    def config_path(self) -> Path:
+        return self.artifact.parent.parent / CONFIG
 
     @property
     def batched(self) -> bool:
@@ -211,8 +216,9 @@ def plan(folder: Path, version: str, config: mc.ModelConfig, device_type: str) -
     # Rows of different shapes do not stack: a variable dimension runs each row alone.
     rows = 1 if any(-1 in t.dims for t in inputs) else config.max_batch_size
     delay_ms = config.dynamic_batching.max_queue_delay_microseconds / 1000
+    platform = _platform(config, where)
     return TritonModel(
-        folder.name, version, config, artifact, inputs, outputs, max(rows, 1), delay_ms
+        folder.name, version, config, platform, artifact, inputs, outputs, max(rows, 1), delay_ms
     )
 
 

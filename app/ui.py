@@ -7,6 +7,7 @@ import math
 from flask import Blueprint, Flask, current_app, render_template, request
 
 from app import imaging
+from app.core import require_images
 
 bp = Blueprint("ui", __name__)
 
@@ -14,9 +15,11 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 def index() -> str:
     """Render the upload page for `?model=NAME` (the default model when absent), with a
-    banner when that model is untrained and a choice of model when several are served."""
+    banner when that model is untrained and a choice of model when several are served (the
+    image models: a Triton model, which takes tensors, is a 400)."""
     core = current_app.extensions["wanwu.core"]
     engine, settings = core.model(request.args.get("model")), core.settings
+    require_images(engine)
     limits = {
         "max_mb": f"{settings.max_upload_mb:g}",
         "max_bytes": settings.max_upload_bytes,
@@ -34,7 +37,7 @@ def index() -> str:
         "classes": classifier.num_classes,
         "languages": ",".join(classifier.languages),
     }
-    served = sorted(core.registry.plans)
+    served = [e.classifier.name for e in core.registry.served() if e.classifier.input_spec]
     return render_template("index.html", model=model, limits=limits, served=served)
 
 

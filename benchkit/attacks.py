@@ -208,6 +208,19 @@ def intake_metrics(url: str) -> dict[str, float]:
     return values
 
 
+def reset_peak_memory(pid: int) -> None:
+    """Start a process's peak resident memory (VmHWM) again from its current size."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # proc(5): "reset the peak resident set size"
+
+
+def peak_memory(pid: int) -> int:
+    """A process's peak resident memory (VmHWM) since it started or was last reset, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    return int(kib) * 1024
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll a state the server exposes until it holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ Gunicorn while a normal client runs; scripts/fuzz_http.py mutates them.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -26,6 +27,7 @@ class WireCase:
     data: bytes
     status: int | None  # of the first answer; None: closed without one
     half_close: bool = False  # shut the client's write side after sending
+    then: int | None = None  # the answer to a request pipelined behind it, on the same connection
 
 
 @dataclass
@@ -181,8 +183,7 @@ def _pipelines() -> list[WireCase]:
         WireCase("pipelined-good-then-bare-lf", keep + b"GET /healthz HTTP/1.1\nHost: w\n\n", 200),
         WireCase(
             "pipelined-body-overrun",
-            post("/predict", JPEG, "image/jpeg").replace(b"Connection: close\r\n", b"")
-            + b"XYZ\r\n\r\n",
+            _kept(post("/predict", JPEG, "image/jpeg")) + b"XYZ\r\n\r\n",
             200,
         ),
         WireCase(
@@ -277,6 +278,39 @@ def _bodies() -> list[WireCase]:
     ]
 
 
+def _amplifiers() -> list[WireCase]:
+    """Requests that ask for far more work than they send, and early refusals of bodies too
+    large for Gunicorn's own drain, each followed by a request on the same connection."""
+    infer = "/v2/models/tiny/infer"
+    image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1]}
+    image["data"] = [base64.b64encode(JPEG).decode()]
+    outputs = {"inputs": [image], "outputs": [{"name": "PROBS"}] * 10_000}
+    parameters = {"inputs": [image], "parameters": {f"p{n}": n for n in range(100_000)}}
+    big = image_bytes("BMP", size=(400, 300))  # 360 KB: gunicorn drains 64 KiB at most
+    return [
+        WireCase(
+            "oip-outputs-10000", post(infer, json.dumps(outputs).encode(), "application/json"), 400
+        ),
+        WireCase(
+            "oip-parameters-100000",
+            post(infer, json.dumps(parameters).encode(), "application/json"),
+            400,
+        ),
+        *(
+            WireCase(name, _kept(post(target, big, "image/bmp")) + request(), status, then=200)
+            for name, target, status in (
+                ("refused-unread-body-404-then-next", "/v2/models/nope/infer", 404),
+                ("refused-unread-body-422-then-next", "/predict?topk=99", 422),
+            )
+        ),
+    ]
+
+
+def _kept(data: bytes) -> bytes:
+    """A request that keeps its connection open (no Connection: close)."""
+    return data.replace(b"Connection: close\r\n", b"")
+
+
 def wire_cases() -> list[WireCase]:
     """Every case, built fresh."""
-    return _framing() + _heads() + _pipelines() + _bodies()
+    return _framing() + _heads() + _pipelines() + _bodies() + _amplifiers()

@@ -5,12 +5,16 @@ Starts real Gunicorn (defaults, or --set), runs --clients closed-loop clients po
 and meanwhile sends mutated requests from benchkit/wire.py's corpus over raw sockets for
 --seconds: each a random case with random mutations (bytes flipped, inserted, dropped or
 repeated, lines duplicated or cut, line endings changed, two cases spliced, the rest
-truncated), from --senders threads at once. With --killer it sends instead the request that
-used to kill a worker (a Content-Length of 5,000 digits), --rate a second.
+truncated), from --senders threads at once. With --case NAME it sends instead that one case
+unmutated, --rate a second: --killer is the request that used to kill a worker (a
+Content-Length of 5,000 digits); `--case oip-outputs-10000` asks for one output 10,000 times
+(once 229 MB of JSON); `--case refused-unread-body-404-then-next` is refused before its body
+is read, then a request follows on the same connection, which must be answered too.
 
 Reports the cases sent and how they ended, 5xx answers other than 503 (must be 0), worker
-restarts (PIDs before and after, must be 0), tracebacks in the log, and the normal clients'
-requests and failures (must be 0).
+restarts (PIDs before and after, must be 0), tracebacks in the log, each worker's peak memory
+(VmHWM, reset once warm) against its size then, and the normal clients' requests and
+failures (must be 0).
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from benchkit.attacks import intake_metrics
+from benchkit.attacks import intake_metrics, peak_memory, reset_peak_memory
 from benchkit.bench import add_server_arguments, header, load_images, start_server
 from benchkit.loadgen import closed_loop, raw_jpeg
 from benchkit.wire import WireCase, exchange, wire_cases
 
-KILLER = next(case for case in wire_cases() if case.name == "cl-5000-digits")
+CASES = {case.name: case for case in wire_cases()}
+MIB = 1 << 20
 
 
 def mutate(rng: random.Random, data: bytes, corpus: list[WireCase]) -> bytes:
@@ -59,16 +64,18 @@ def mutate(rng: random.Random, data: bytes, corpus: list[WireCase]) -> bytes:
     return bytes(out)
 
 
-def fuzz(port: int, seconds: float, senders: int, seed: int, killer_rate: float) -> Counter:
-    """Send cases until `seconds` pass; count how each ended."""
+def fuzz(
+    port: int, seconds: float, senders: int, seed: int, only: WireCase | None, rate: float
+) -> Counter:
+    """Send cases (or `only`, `rate` a second) until `seconds` pass; count how each ended."""
     corpus, outcomes, lock = wire_cases(), Counter(), threading.Lock()
     stop_at = time.monotonic() + seconds
 
     def sender(n: int) -> None:
         rng = random.Random(seed + n)
         while (now := time.monotonic()) < stop_at:
-            if killer_rate:
-                data, half_close = KILLER.data, False
+            if only is not None:
+                data, half_close = only.data, only.half_close
             else:
                 case = rng.choice(corpus)
                 data, half_close = mutate(rng, case.data, corpus), case.half_close
@@ -78,10 +85,13 @@ def fuzz(port: int, seconds: float, senders: int, seed: int, killer_rate: float)
             kinds.append(f"{first // 100}xx" if first else "no answer")
             kinds += ["5xx (not 503)"] * sum(s >= 500 and s != 503 for s in outcome.statuses)
             kinds += [] if outcome.closed else ["left open (30 s)"]
+            if only is not None and only.then is not None:
+                answered = outcome.statuses[1:] == [only.then]
+                kinds.append("next request answered" if answered else "next request lost")
             with lock:
                 outcomes.update(kinds)
-            if killer_rate:  # open loop: one every senders / rate seconds per sender
-                time.sleep(max(0.0, now + senders / killer_rate - time.monotonic()))
+            if only is not None:  # open loop: one every senders / rate seconds per sender
+                time.sleep(max(0.0, now + senders / rate - time.monotonic()))
 
     with ThreadPoolExecutor(senders) as pool:
         list(pool.map(sender, range(senders)))
@@ -97,35 +107,52 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="normal closed-loop clients")
     parser.add_argument("--senders", type=int, default=8, help="fuzzing threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--killer", action="store_true", help="send only the killer request")
-    parser.add_argument("--rate", type=float, default=5, help="killer requests a second")
+    parser.add_argument("--case", choices=sorted(CASES), help="send only this case, unmutated")
+    parser.add_argument(
+        "--killer",
+        action="store_const",
+        const="cl-5000-digits",
+        dest="case",
+        help="--case cl-5000-digits",
+    )
+    parser.add_argument("--rate", type=float, default=5, help="--case requests a second")
     args = parser.parse_args()
+    only = CASES[args.case] if args.case else None
     images = load_images(args.images, limit=16)
     print(header("Socket-level fuzzing of the front door (scripts/fuzz_http.py)"))
     with start_server(args.model, args.set) as server:
         client = raw_jpeg(server.url, images)
         closed_loop(client, 1, 2)  # warm-up
         pids = sorted(server.worker_pids())
+        for pid in pids:
+            reset_peak_memory(pid)
+        warm = {pid: peak_memory(pid) for pid in pids}
         normal: list = []
         clients = threading.Thread(
             target=lambda: normal.extend(closed_loop(client, args.clients, args.seconds))
         )
         clients.start()
-        outcomes = fuzz(
-            server.port, args.seconds, args.senders, args.seed, args.rate if args.killer else 0
-        )
+        outcomes = fuzz(server.port, args.seconds, args.senders, args.seed, only, args.rate)
         clients.join()
+        peaks = {pid: peak_memory(pid) for pid in pids if pid in server.worker_pids()}
         restarted = len(set(pids) - set(server.worker_pids()))
         fenced = intake_metrics(server.url).get("error", 0)  # answered 400, but a bug
         log = server.log()
     failed = Counter(r.status for r in normal if r.status != 200)
-    print(f"- cases sent: {outcomes.pop('sent', 0)} ({'killer' if args.killer else 'mutated'})")
+    print(f"- cases sent: {outcomes.pop('sent', 0)} ({args.case or 'mutated'})")
     for kind, count in sorted(outcomes.items()):
         print(f"  - {kind}: {count}")
     print(f"- worker restarts: {restarted}; tracebacks in the log: {log.count('Traceback')}")
     print(f"- exceptions the intake's fence caught: {fenced:g}")
+    for pid, peak in peaks.items():
+        growth = 100 * (peak / warm[pid] - 1)
+        print(
+            f"- worker {pid} peak memory: {warm[pid] / MIB:.0f} MiB warm, {peak / MIB:.0f} MiB "
+            f"peak during the run ({growth:+.1f} %)"
+        )
     print(f"- normal clients: {len(normal)} requests, {sum(failed.values())} failed {dict(failed)}")
     bad = restarted or outcomes["5xx (not 503)"] or failed or fenced or "Traceback" in log
+    bad = bad or outcomes["next request lost"]
     return 1 if bad else 0
 
 

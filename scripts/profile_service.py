@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,7 @@ import requests
 from app import runtime
 from app.engine import MODEL_THREAD_NAME
 from app.settings import usable_cpus
+from benchkit import cpu
 from benchkit.bench import (
     add_server_arguments,
     batch_stats,
@@ -45,7 +44,6 @@ from benchkit.bench import (
 from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
 from benchkit.timing import best_rate
 
-TICK = os.sysconf("SC_CLK_TCK")
 # Request-thread stages told apart in the py-spy breakdown; the rest is HTTP, Flask, top-k, JSON.
 STAGES = {"decode": "decode (app/imaging.py", "preprocess": "preprocess (app/imaging.py"}
 
@@ -53,33 +51,15 @@ STAGES = {"decode": "decode (app/imaging.py", "preprocess": "preprocess (app/ima
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of one worker's threads so far: model, main, and request threads."""
     seconds: collections.Counter[str] = collections.Counter()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended meanwhile
+    for tid, (name, used) in cpu.thread_cpu(pid).items():
         if name == MODEL_THREAD_NAME:
             group = "model"  # the batcher thread and the OpenMP helpers it started
-        elif task.name == str(pid):
+        elif tid == pid:
             group = "main"
         else:
             group = "requests"
-        seconds[group] += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+        seconds[group] += used
     return seconds
-
-
-def spy(pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen]:
-    """Start py-spy on each worker: Python stacks, idle threads left out, without pausing."""
-    return [
-        subprocess.Popen(
-            ["py-spy", "record", "-r", "50", "-d", str(int(seconds)), "-f", "raw", "--nonblocking"]
-            + ["-o", str(out / f"{pid}.txt"), "-p", str(pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for pid in pids
-    ]
 
 
 def stage_shares(out: Path) -> dict[str, float]:
@@ -152,7 +132,7 @@ def main() -> int:
             target=lambda: answered.extend(closed_loop(make, args.clients, args.seconds))
         )
         load_thread.start()
-        spies = spy(pids, args.seconds - 2, spy_dir) if args.py_spy else []
+        spies = cpu.spy(pids, args.seconds - 2, spy_dir) if args.py_spy else []
         load_thread.join()
         for process in spies:
             process.wait()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,8 @@ import torch
 from app import runtime
 from app.engine import MODEL_THREAD_NAME, Engine
 from app.model import Classifier
-from app.settings import SettingsError, visible_gpus
-from tests.conftest import make_settings
+from app.settings import Settings, SettingsError, visible_gpus
+from tests.conftest import ROOT, make_settings
 
 requires_bf16 = pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="no native bf16 CPU")
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -51,6 +54,30 @@ def test_precision_rules(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     assert runtime.resolve_precision("auto", cpu) == "bf16"
     assert runtime.resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_auto_is_the_default_and_says_why_it_chose(monkeypatch, tiny_model_path):
+    default = next(f.default for f in fields(Settings) if f.name == "precision")
+    assert default == "auto"  # the suite itself runs fp32 (conftest.py)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    settings = make_settings(tiny_model_path, precision=default, device="cpu")
+    engine = Engine(Classifier.load(tiny_model_path), settings)
+    assert (engine.precision, engine.precision_reason) == (
+        "bf16",
+        "WANWU_PRECISION=auto: this CPU has native bf16 (AVX512-BF16 or AMX)",
+    )
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert runtime.precision_reason("auto", "fp32", cpu) == (
+        "WANWU_PRECISION=auto: this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    )
+    assert runtime.precision_reason("auto", "fp16", torch.device("cuda")) == (
+        "WANWU_PRECISION=auto: fp16 on CUDA"
+    )
+    assert runtime.precision_reason("fp32", "fp32", cpu) == "WANWU_PRECISION=fp32"
+    assert runtime.precision_reason("fp32", "int8", cpu) == (
+        "the artifact runs in int8 whatever WANWU_PRECISION (fp32) says"
+    )
 
 
 def test_engine_refuses_fp16_on_cpu_at_start_up(tiny_model_path):
@@ -121,3 +148,42 @@ def test_the_model_thread_is_named_for_the_os(start_app):
     engine = start_app().extensions["wanwu.core"].engine
     tid = engine.batcher._thread.native_id
     assert Path(f"/proc/self/task/{tid}/comm").read_text().strip() == MODEL_THREAD_NAME
+
+
+STOPPING = """
+import atexit, sys
+from app import runtime
+atexit.register(lambda: print("teardown", flush=True))
+{how}
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "teardown"),
+    [
+        # A worker told to stop: SystemExit(0) on its way through worker_exit.
+        ("try:\n    sys.exit(0)\nfinally:\n    runtime.exit_if_stopping_cleanly()", 0, False),
+        # The master on SIGTERM: on_exit runs while Gunicorn handles its StopIteration.
+        (
+            "try:\n    raise StopIteration\nexcept StopIteration:\n"
+            "    runtime.exit_if_stopping_cleanly()\n    sys.exit(0)",
+            0,
+            False,
+        ),
+        # A worker that failed to boot keeps its exit code, and Python's way out.
+        ("try:\n    sys.exit(3)\nfinally:\n    runtime.exit_if_stopping_cleanly()", 3, True),
+        # Called with nothing ending: it returns.
+        ("runtime.exit_if_stopping_cleanly()", 0, True),
+    ],
+    ids=["worker stop", "master stop", "boot error", "nothing ending"],
+)
+def test_a_clean_stop_skips_the_interpreters_teardown(how, status, teardown):
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPING.format(how=how)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == status, done.stderr
+    assert ("teardown" in done.stdout) is teardown, done.stdout + done.stderr

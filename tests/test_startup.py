@@ -114,6 +114,37 @@ def test_a_stop_signal_during_warm_up_ends_the_service_at_once(real_model_path, 
         assert trouble not in log, log
 
 
+# Imported by every Python process started with its folder on PYTHONPATH: an exit handler that
+# leaves a file named for the process. Forked workers inherit it from the master.
+TEARDOWN_MARKER = """
+import atexit, os
+atexit.register(lambda: open(os.path.join(os.environ["TEARDOWN_MARKS"], str(os.getpid())), "w"))
+"""
+
+
+def test_sigterm_on_a_warm_idle_server_skips_every_interpreter_teardown(tiny_model_path, tmp_path):
+    """The master and each worker end at once after their exit hooks: no process runs Python's
+    teardown (seconds of freeing a torch heap object by object; scripts/stop_time.py times it)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(TEARDOWN_MARKER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "TEARDOWN_MARKS": str(marks)}
+    # The marker works: a plain interpreter leaves its file.
+    plain = subprocess.run([sys.executable, "-c", "pass"], env={**os.environ, **env}, timeout=60)
+    assert plain.returncode == 0 and len(list(marks.iterdir())) == 1
+    (next(marks.iterdir())).unlink()
+    server = GunicornServer(tmp_path, workers=2, model=tiny_model_path)
+    server.env.update(env)
+    with server:
+        workers = server.worker_pids()
+        assert requests.post(f"{server.url}/predict", data=b"", timeout=30).status_code == 400
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0, server.log()
+    assert len(workers) == 2 and list(marks.iterdir()) == [], server.log()
+    assert server.log().count("Worker exiting") == 2 and "Traceback" not in server.log()
+
+
 def test_counts_settings_and_a_non_default_model(tmp_path, monkeypatch):
     """Default worker count, TorchServe's view, and the load-test mix against an English-only
     four-class model."""

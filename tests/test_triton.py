@@ -227,6 +227,11 @@ def test_images_go_to_image_models_and_tensors_to_tensor_models(server, http):
     tensor.set_data_from_numpy(np.array([image_bytes(seed=0)], dtype=object))
     probs = http.infer("tiny", [tensor]).as_numpy("PROBS")
     assert probs.shape == (1, 10)
+    page = requests.get(f"{server.url}/", timeout=60)
+    assert page.status_code == 200 and "wuwang" not in page.text  # offers image models only
+    assert requests.get(f"{server.url}/?model=wuwang", timeout=60).status_code == 400
+    described = requests.get(f"{server.url}/v1/model?model=wuwang", timeout=60)
+    assert described.status_code == 200 and described.json()["platform"] == "onnxruntime_onnx"
 
 
 def test_concurrent_clients_share_passes(http, grpc, batch):

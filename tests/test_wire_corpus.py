@@ -87,6 +87,8 @@ def test_each_case_gets_its_answer_or_a_clean_close(run, case: WireCase):
         assert outcome.statuses == [], outcome
     else:
         assert outcome.statuses[:1] == [case.status], outcome
+    if case.then is not None:  # the connection stayed usable for the next request
+        assert outcome.statuses[1:] == [case.then], outcome
     assert all(s < 500 or s == 503 for s in outcome.statuses), outcome
 
 

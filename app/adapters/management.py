@@ -58,8 +58,10 @@ def gate() -> None:
 def _authorize() -> None:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None or not is_one_of(token, common.core().settings.admin_keys):
-        raise errors.Unauthorized(
-            "The management API needs 'Authorization: Bearer <key>' with a WANWU_ADMIN_KEYS key."
+        common.core().lockout.refuse(
+            "management",
+            request.remote_addr,
+            "The management API needs 'Authorization: Bearer <key>' with a WANWU_ADMIN_KEYS key.",
         )
 
 

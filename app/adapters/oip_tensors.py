@@ -5,11 +5,16 @@ images, as binary data (each element a little-endian u32 length, then its bytes:
 BYTES layout, over REST and in gRPC's raw contents alike) or as JSON base64 strings; one
 output, `PROBS`, FP32 `[N, classes]` or, with the classification extension, BYTES `[N, k]` of
 `"score:index:label"` with six decimals, as Triton formats it. Malformed tensors are 400s.
+
+Every list and count a client sends is bounded before work is done for it: one input, each
+output named at most once (so at most the model's outputs: an answer is never a multiple of
+what the model computed), and at most MAX_PARAMETERS entries in any `parameters` object.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +25,7 @@ from app.adapters import common
 from app.model import Classifier
 
 INPUT, OUTPUT = "IMAGE", "PROBS"
+MAX_PARAMETERS = 16  # Triton reads a handful per request, input or output; none needs more
 _NOT_BASE64 = f"In JSON, each {INPUT} element must be a base64 string of an encoded image."
 
 
@@ -51,9 +57,7 @@ def images(header: dict[str, Any], binary: bytes | memoryview, most: int) -> lis
         raise errors.BadRequest(f"The shape of {INPUT} must be [N] or [N, 1]; got {shape!r}.")
     if shape[0] > most:
         raise errors.too_many_files(shape[0], most)
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Input parameters must be a JSON object.")
+    parameters = bounded_parameters(tensor.get("parameters"), "Input")
     in_binary = "binary_data_size" in parameters or (binary and "data" not in tensor)
     if in_binary:
         size = parameters.get("binary_data_size", len(binary))
@@ -95,6 +99,19 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
+def bounded_parameters(value: Any, whose: str) -> dict[str, Any]:
+    """A `parameters` object (absent: empty) of at most MAX_PARAMETERS entries; else a 400."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"{whose} parameters must be a JSON object.")
+    if len(value) > MAX_PARAMETERS:
+        raise errors.BadRequest(
+            f"{whose} parameters hold {len(value)} entries; at most {MAX_PARAMETERS} are taken."
+        )
+    return value
+
+
 def outputs(header: dict[str, Any]) -> list[Output]:
     """Return the requested outputs; all of them (one) when none are named."""
     binary = binary_output(header)
@@ -111,27 +128,30 @@ def outputs(header: dict[str, Any]) -> list[Output]:
 
 def binary_output(header: dict[str, Any]) -> bool:
     """Whether outputs are binary unless they say otherwise (`binary_data_output`)."""
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Request parameters must be a JSON object.")
+    parameters = bounded_parameters(header.get("parameters"), "Request")
     return parameters.get("binary_data_output", False) is True
 
 
 def named_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The outputs the request names, None when it names none."""
+    """The outputs the request names, None when it names none; a name given twice is a 400
+    before anything is computed (an answer is never a multiple of what the model made)."""
     requested = header.get("outputs")
-    if requested is not None and (
-        not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested)
-    ):
+    if requested is None:
+        return None
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise errors.BadRequest("'outputs' must be a list of objects.")
+    names = Counter(o.get("name") for o in requested if isinstance(o.get("name"), str))
+    for name, count in names.items():
+        if count > 1:
+            raise errors.BadRequest(
+                f"Output {name!r} is requested {count} times: name each output once."
+            )
     return requested
 
 
 def choice(output: dict[str, Any], binary_default: bool) -> Output:
     """How one requested output is answered: its classification's k, binary or JSON."""
-    params = output.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise errors.BadRequest("Output parameters must be a JSON object.")
+    params = bounded_parameters(output.get("parameters"), "Output")
     k = params.get("classification")
     if k is not None and (type(k) is not int or k < 1):
         raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")

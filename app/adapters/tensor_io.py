@@ -12,6 +12,7 @@ without a label_filename), the raw values, six decimals, as Triton writes them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,10 +131,8 @@ def _array(
         raise errors.BadRequest(
             f"inference request batch-size must be <= {spec.config.max_batch_size} for '{name}'"
         )
-    count = int(np.prod(shape))
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise errors.BadRequest("Input parameters must be a JSON object.")
+    count = math.prod(shape)  # Python's integers: a client's dims cannot overflow it
+    parameters = oip_tensors.bounded_parameters(tensor.get("parameters"), "Input")
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         if type(size) is not int or size < 0 or offset + size > len(binary):

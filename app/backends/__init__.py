@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
+from app.backends.onnx import OnnxBackend
 from app.backends.pt2 import Pt2Backend
 from app.backends.torchscript import TorchScriptBackend
 from app.pt2 import is_package
@@ -25,6 +26,7 @@ class Backend(Protocol):
     runtime: str  # TorchServe's `runtime` in GET /models/{model}
     platform: str  # OIP's `platform` in model metadata
     runner: str  # what runs the forward pass, in /v1/model
+    explains: bool  # whether `explain` exists: an artifact with an explain method
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device`."""
@@ -46,9 +48,15 @@ class Backend(Protocol):
         """Logits for a channels-last batch already on the device, in the input dtype."""
         ...
 
+    def explain(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and every class's activation map, as `__call__` takes the batch."""
+        ...
+
 
 def load(path: str | Path, manifest: dict[str, Any]) -> Backend:
     """Open the artifact at `path` with the backend its manifest names; run nothing."""
     if is_package(manifest):
         return Pt2Backend.load(path, manifest)
+    if manifest.get("format") == "onnx":
+        return OnnxBackend.load(path)
     return TorchScriptBackend.load(path)

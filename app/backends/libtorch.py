@@ -9,12 +9,13 @@ whatever its name.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from app import runtime
+from app import trust
 from app.artifact import ArtifactError
 
 INDEXED = re.compile(r".+__(\d+)")
@@ -27,6 +28,7 @@ class LibtorchBackend:
     runtime = "torchscript"
     platform = "pytorch_libtorch"
     runner = "torchscript"
+    explains = False  # a module exported elsewhere has no explain method
 
     def __init__(self, module: torch.jit.ScriptModule, inputs: list[str], outputs: list[str]):
         self.module = module
@@ -37,11 +39,13 @@ class LibtorchBackend:
 
     @classmethod
     def load(cls, path: str | Path, inputs: list[str], outputs: list[str]) -> LibtorchBackend:
-        """Load onto the CPU without running it (safe before fork)."""
+        """Load onto the CPU without running it (safe before fork), once app.trust's screen
+        passed."""
         try:
-            with runtime.torchscript_api():
-                module = torch.jit.load(str(path), map_location="cpu").eval()
-        except (RuntimeError, ValueError) as exc:
+            module = trust.load_torchscript(path)
+        except trust.Untrusted:
+            raise  # named for what it does, not as a broken file
+        except (RuntimeError, ValueError, zipfile.BadZipFile) as exc:
             raise ArtifactError(f"{path}: not a TorchScript module: {exc}") from None
         return cls(module, inputs, outputs)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from app import pt2
+from app import pt2, trust
 
 
 class Pt2Backend:
@@ -16,6 +16,7 @@ class Pt2Backend:
     format = "pt2"
     runtime = "aotinductor"
     platform = "pytorch_pt2"
+    explains = False  # the compiled program returns logits only
 
     def __init__(self, module: pt2.Package) -> None:
         self.module = module
@@ -24,8 +25,10 @@ class Pt2Backend:
     def load(cls, path: str | Path, manifest: dict[str, Any]) -> Pt2Backend:
         """Open the package; load a CPU one now (runs nothing, safe before fork).
 
-        Loading a CUDA package initialises CUDA, so `prepare` loads it in the worker.
+        Loading a CUDA package initialises CUDA, so `prepare` loads it in the worker. A package
+        is native code: only one this installation built is opened (app.trust).
         """
+        trust.check_package(path, manifest)
         package = pt2.Package(path, manifest)
         if package.device_type == "cpu":
             package.load()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from app import runtime
+from app import runtime, trust
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -21,12 +21,14 @@ class TorchScriptBackend:
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
+        # An export with an explain method (app/export/explainable.py) keeps it when frozen.
+        self.explains = hasattr(module, "explain")
 
     @classmethod
     def load(cls, path: str | Path) -> TorchScriptBackend:
-        """Load the module onto the CPU without running it (safe before fork)."""
-        with runtime.torchscript_api():
-            return cls(torch.jit.load(str(path), map_location="cpu").eval())
+        """Load the module onto the CPU without running it (safe before fork), once
+        app.trust's screen passed."""
+        return cls(trust.load_torchscript(path))
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """auto, fp32, bf16 or fp16 as app.runtime resolves them for `device`."""
@@ -40,7 +42,10 @@ class TorchScriptBackend:
         """
         torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
         with runtime.torchscript_api():
-            self.module = torch.jit.freeze(self.module.to(device=device, dtype=DTYPES[precision]))
+            self.module = torch.jit.freeze(
+                self.module.to(device=device, dtype=DTYPES[precision]),
+                preserved_attrs=["explain"] if self.explains else None,
+            )
 
     def weights(self) -> list[torch.Tensor]:
         """The tensors a frozen module holds as constants (its folded weights)."""
@@ -56,3 +61,7 @@ class TorchScriptBackend:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module(batch)
+
+    def explain(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and every class's activation map (app/export/explainable.py)."""
+        return self.module.explain(batch)

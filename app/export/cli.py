@@ -11,6 +11,9 @@
   python -m app.export --torchscript mine.pt --resize 256 --crop 224 \\
       --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --labels index_to_name.json
   python -m app.export --from-mar resnet-18.mar
+  python -m app.export --format onnx                     # models/resnet18.onnx
+  python -m app.export --onnx mine.onnx --resize 256 --crop 224 \\
+      --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --labels labels.txt
 
 Models (--arch, with --weights DEFAULT | none | PATH):
   NAME             a torchvision classifier; DEFAULT downloads its weights (offline: a seeded
@@ -24,14 +27,17 @@ Models (--arch, with --weights DEFAULT | none | PATH):
                    id2label, preprocessing from preprocessor_config.json, sigmoid scores for
                    multi_label_classification.
 --torchscript PATH a TorchScript classifier, copied as it is; give its preprocessing.
+--onnx PATH        an ONNX classifier (NCHW float images in, logits out), copied as it is and
+                   served by ONNX Runtime; give its preprocessing.
 --from-mar FILE    a TorchServe archive whose model is TorchScript: its name, labels and the
                    stock image_classifier's preprocessing (resize 256, crop 224).
 Any preprocessing option given wins over the source's. The class count comes from running
 the model once; --labels/--labels-zh (one per line, or JSON such as index_to_name.json) must
 match it. Without labels, 1000 classes get the ImageNet-1K names in English and Chinese.
 
-Format: TorchScript (fp32; the service casts it), or --format pt2 --precision fp32|bf16|int8
-(torch.export + AOTInductor, app/pt2.py; int8 calibrates on --calibrate DIR).
+Format: TorchScript (fp32; the service casts it), --format onnx (fp32, served by ONNX Runtime),
+or --format pt2 --precision fp32|bf16|int8 (torch.export + AOTInductor, app/pt2.py; int8
+calibrates on --calibrate DIR).
 
 Nothing is written unless everything checks out, an existing artifact is replaced only with
 --force, and artifact and manifest appear together or not at all.
@@ -87,6 +93,7 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="a state_dict file, the published weights or a seeded random init (default DEFAULT)",
     )
     source.add_argument("--torchscript", type=Path, metavar="PATH", help="a TorchScript file")
+    source.add_argument("--onnx", type=Path, metavar="PATH", help="an ONNX classifier file")
     source.add_argument("--from-mar", type=Path, metavar="FILE", help="a TorchServe archive")
     source.add_argument("--from-hf", type=Path, metavar="DIR", help="a Hugging Face checkpoint")
     source.add_argument(

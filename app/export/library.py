@@ -68,6 +68,8 @@ def _source_option(request: ExportRequest) -> str:
     """How the source was given, for messages."""
     if request.torchscript is not None:
         return "--torchscript"
+    if request.onnx is not None:
+        return "--onnx"
     return f"--arch {request.arch}"
 
 
@@ -96,6 +98,9 @@ def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any])
             request.precision, request.max_batch, request.device, calibration
         )
         return save, pt2.FORMAT, fields
-    if loaded.file is not None:
-        return formats.save_copy(loaded.file), "torchscript", {}
+    file_format = "onnx" if request.onnx is not None else "torchscript"  # what a file holds
+    if loaded.file is not None and request.format == file_format:
+        return formats.save_copy(loaded.file), request.format, {}  # served as it is
+    if request.format == "onnx":
+        return formats.save_onnx(loaded.module, spec["crop"]), "onnx", {}
     return formats.save_traced(loaded.module, spec["crop"]), "torchscript-trace", {}

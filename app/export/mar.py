@@ -4,22 +4,25 @@ Policy (docs/MIGRATING.md; ../shared/PROTOCOLS.md section 2 has TorchServe's rul
 - Only TorchScript archives, as `torch-model-archiver --serialized-file model.pt` makes them,
   are taken. An eager archive (`modelFile`: a model.py plus a state_dict) would need its
   Python run to rebuild the model; it is refused with the steps to convert it.
-- Nothing in the archive is executed or extracted by its own names: members are read by the
-  names the manifest gives, which must sit at the archive root, and the model is copied out
-  to a path the caller chooses, within a size cap (a zip bomb stops there).
+- Nothing in the archive is extracted by its own names: members are read by the names the
+  manifest gives, which must sit at the archive root, and copied out to paths the caller
+  chooses. The copy counts what it inflates, not what the zip declares: past MAX_MODEL_BYTES,
+  or past MAX_RATIO times the member's compressed size beyond its first MiB (a classifier's
+  weights compress little; a bomb a thousandfold), it stops and the export keeps nothing.
+- The model is TorchScript, a program: app.trust screens it before the export runs it
+  (docs/RELIABILITY.md, "Trust"). The handler's Python is never imported.
 - The model name and version come from MAR-INF/MANIFEST.json. index_to_name.json, when
   present, is copied out as it is: `app.labels` reads it (`{"0": "tench"}`,
   `{"0": ["n01440764", "tench"]}` or the legacy `{"object_type_names": [...]}`).
-- The handler's Python is never imported; wanwu preprocesses as TorchServe's stock
-  `image_classifier` does (IMAGE_CLASSIFIER_INPUT), which is what a custom handler must match.
-  That is resize 256, whatever torchvision's weights of the same architecture say (232 for
-  resnet50's V2): the archive's model was served, and so judged, with TorchServe's.
+- Wanwu preprocesses as TorchServe's stock `image_classifier` does (IMAGE_CLASSIFIER_INPUT),
+  which is what a custom handler must match. That is resize 256, whatever torchvision's
+  weights of the same architecture say (232 for resnet50's V2): the archive's model was
+  served, and so judged, with TorchServe's.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -40,6 +43,8 @@ MANIFEST = "MAR-INF/MANIFEST.json"
 LABELS = "index_to_name.json"
 MAX_MODEL_BYTES = 4 << 30
 MAX_METADATA_BYTES = 64 << 20
+MAX_RATIO = 100  # inflated / compressed, past the first MiB of a member
+CHUNK = 1 << 20
 STOCK_HANDLERS = ("image_classifier", "vision_handler", "base_handler")
 
 # TorchServe's image_classifier: Resize(256), CenterCrop(224), ToTensor, ImageNet Normalize.
@@ -86,9 +91,22 @@ class MarArchive:
         self._copy(self.labels_file, dest)
 
     def _copy(self, member: str, dest: str | Path) -> None:
+        """Inflate `member` to `dest`, counting the bytes as they come (the sizes a zip
+        declares are the archive's word, not a bound)."""
         with _zip_errors(self.path), zipfile.ZipFile(self.path) as archive:
-            with archive.open(member) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            info = archive.getinfo(member)
+            most = min(MAX_MODEL_BYTES, max(CHUNK, info.compress_size * MAX_RATIO))
+            inflated = 0
+            with archive.open(info) as src, open(dest, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    inflated += len(chunk)
+                    if inflated > most:
+                        raise MarError(
+                            f"{self.path}: {member} inflates past {most} bytes from "
+                            f"{info.compress_size} (a ratio over {MAX_RATIO}:1 or over "
+                            f"{MAX_MODEL_BYTES >> 30} GiB): an archive bomb, not a model"
+                        )
+                    out.write(chunk)
 
 
 def read_mar(path: str | Path) -> MarArchive:

@@ -15,7 +15,7 @@ from app import pt2
 DEFAULT_ARCH = "resnet18"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 PREPROCESSING = ("resize", "crop", "mean", "std", "interpolation")
-FORMATS = ("torchscript", "pt2")
+FORMATS = ("torchscript", "pt2", "onnx")
 
 
 class ExportError(RuntimeError):
@@ -24,8 +24,8 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """One export. Exactly one source: `arch` (+ `weights`), `torchscript`, `from_mar` or
-    `from_hf`; `arch` may also name a TorchScript file's architecture, for the record.
+    """One export. Exactly one source: `arch` (+ `weights`), `torchscript`, `onnx`, `from_mar`
+    or `from_hf`; `arch` may also name a TorchScript file's architecture, for the record.
 
     `arch` is a torchvision name, `timm:NAME` or `module.path:callable`. Preprocessing left
     None comes from the source (torchvision's transforms, timm's pretrained_cfg, Hugging
@@ -36,6 +36,7 @@ class ExportRequest:
     arch: str | None = None
     weights: str | None = None
     torchscript: Path | None = None
+    onnx: Path | None = None
     from_mar: Path | None = None
     from_hf: Path | None = None
     labels: Path | None = None
@@ -59,7 +60,7 @@ class ExportRequest:
     def __post_init__(self) -> None:
         sources = [
             f"--{k.replace('_', '-')}"
-            for k in ("torchscript", "from_mar", "from_hf")
+            for k in ("torchscript", "onnx", "from_mar", "from_hf")
             if getattr(self, k) is not None
         ]
         if len(sources) > 1:
@@ -68,6 +69,10 @@ class ExportRequest:
             raise ExportError(f"{sources[0]} excludes --weights: the weights are in the file")
         if self.arch is not None and (self.from_mar or self.from_hf):
             raise ExportError(f"{sources[0]} excludes --arch: the file names its model")
+        if self.onnx is not None:  # an ONNX file is served as it is
+            if self.format not in ("torchscript", "onnx"):
+                raise ExportError("--onnx is served as ONNX: leave out --format")
+            object.__setattr__(self, "format", "onnx")
         if self.precision == "int8":
             object.__setattr__(self, "format", "pt2")
             if self.calibrate is None:
@@ -78,9 +83,9 @@ class ExportRequest:
             raise ExportError("--min-agreement is a fraction between 0 and 1, e.g. 0.9")
         if self.format not in FORMATS:
             raise ExportError(f"--format must be one of {', '.join(FORMATS)}")
-        if self.format == "torchscript" and self.precision != "fp32":
+        if self.format in ("torchscript", "onnx") and self.precision != "fp32":
             raise ExportError(
-                "TorchScript is exported in fp32 (the service casts it): add --format pt2"
+                f"{self.format} is exported in fp32: for another precision use --format pt2"
             )
         if self.format == "pt2" and (self.torchscript or self.from_mar):
             raise ExportError(
@@ -97,13 +102,15 @@ class ExportRequest:
     @property
     def stem(self) -> str:
         """The default artifact name: the source file's or the architecture's."""
-        source = self.from_mar or self.torchscript or self.from_hf
+        source = self.from_mar or self.torchscript or self.onnx or self.from_hf
         if source is not None:
             return Path(source).stem or Path(source).resolve().name
         return (self.arch or DEFAULT_ARCH).rsplit(":", 1)[-1]
 
     @property
     def suffix(self) -> str:
+        if self.format == "onnx":
+            return ".onnx"
         return f"-{self.precision}.pt2" if self.format == "pt2" else ".pt"
 
     def given_input(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Where an exported model comes from: each source gives an eval-mode module and its record.
 
 `load(request, workdir)` picks the source: torchvision (here), timm, Hugging Face and
-importable factories (`app.export.ecosystem`), a TorchScript file (here) or a TorchServe
+importable factories (`app.export.ecosystem`), a TorchScript or ONNX file (here) or a TorchServe
 archive (`app.export.mar`). Each returns a `Loaded`: the module, where its weights came from
 (`provenance`: source, sha256, kind, trained), and what it knows of its preprocessing, labels
 and score function. Weights files are read with `weights_only=True`: nothing is unpickled
@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torchvision import models
 
-from app import runtime, sniff
-from app.artifact import sha256_file
+from app import sniff, trust
+from app.artifact import ArtifactError, sha256_file
+from app.backends.onnx import OnnxBackend
 from app.export.request import DEFAULT_ARCH, ExportError, ExportRequest
 
 log = logging.getLogger("wanwu.export")
@@ -51,6 +52,8 @@ def load(request: ExportRequest, workdir: Path) -> Loaded:
         return mar.load(request.from_mar, workdir)
     if request.from_hf is not None:
         return ecosystem.huggingface(request.from_hf)
+    if request.onnx is not None:
+        return load_onnx(request.onnx)
     if request.torchscript is not None:
         loaded = load_torchscript(request.torchscript)
         loaded.arch = request.arch and check_arch(request.arch)
@@ -256,9 +259,22 @@ def load_torchscript(path: Path) -> Loaded:
             f"--torchscript takes a TorchScript file, and {path} is not one: {sniff.hint(path)}"
         )
     try:
-        with runtime.torchscript_api():
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = trust.load_torchscript(path)  # screened before anything runs it
+    except trust.Untrusted as exc:
+        raise ExportError(f"{exc}; nothing was exported") from None
     except Exception as exc:
         raise ExportError(f"cannot load {path} as TorchScript ({summary(exc)})") from None
     provenance = {"source": f"torchscript:{path.name}", "sha256": sha256_file(path)}
     return Loaded(module, {**provenance, "kind": "torchscript", "trained": True}, file=path)
+
+
+def load_onnx(path: Path) -> Loaded:
+    """Open a user's ONNX classifier with ONNX Runtime, to be copied as it is."""
+    if not path.is_file():
+        raise ExportError(f"ONNX file {path} not found")
+    try:
+        backend = OnnxBackend.load(path)
+    except ArtifactError as exc:
+        raise ExportError(str(exc)) from None
+    provenance = {"source": f"onnx:{path.name}", "sha256": sha256_file(path)}
+    return Loaded(backend, {**provenance, "kind": "onnx", "trained": True}, file=path)  # type: ignore[arg-type]

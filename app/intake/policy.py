@@ -73,12 +73,21 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 def forwarded_client(header: str, trusted: list) -> str | None:
-    """The first address, from the right, of X-Forwarded-For that is not a trusted proxy."""
-    hops = [h.strip() for h in header.split(",") if h.strip()]
+    """The first address, from the right, of X-Forwarded-For that is not a trusted proxy.
+
+    Only IP addresses count: any other entry (`not-an-ip`, `<script>`) is skipped and counted
+    (wanwu_forwarded_for_invalid_total), or each new string would be a new caller.
+    """
+    hops = []
+    for hop in filter(None, (h.strip() for h in header.split(","))):
+        try:
+            hops.append(ipaddress.ip_address(hop))
+        except ValueError:
+            metrics.FORWARDED_INVALID.inc()
     for hop in reversed(hops):
-        if not is_trusted(hop, trusted):
-            return hop
-    return hops[0] if hops else None
+        if not any(hop in network for network in trusted):
+            return str(hop)
+    return str(hops[0]) if hops else None
 
 
 def is_trusted(address: str, trusted: list) -> bool:

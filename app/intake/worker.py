@@ -134,6 +134,17 @@ class IntakeWorker(ThreadWorker):
         self.serving.listener = conn.listener
         return super().handle_request(req, conn)
 
+    def _keepalive_after(self, conn: Conn, keepalive: bool) -> bool:
+        """Discard the body of a request refused before it was read, whatever its size.
+
+        gthread drains at most 64 KiB of it and otherwise closes a connection its answer
+        called keep-alive, so the client's next request on it fails. Here the whole request
+        is already in memory (framed on the main loop), so discarding it reads no socket.
+        """
+        if keepalive:
+            conn.parser.mesg.body.read()
+        return super()._keepalive_after(conn, keepalive)
+
     # -- connections in and out ------------------------------------------------------------
 
     def accept(self, listener: socket.socket) -> None:

@@ -1,0 +1,126 @@
+"""Where a running worker's CPU goes: per-thread CPU time from /proc, split into stages by
+py-spy's stack samples.
+
+Policy: /proc gives each thread's exact CPU time (utime + stime); py-spy's samples of the
+Python threads (by native id) only split their time between stages, in proportion. A sample counts
+for the stage of its innermost frame that matches one (`STAGES`, most specific first), so a
+metrics update inside a Flask view is metrics, not web framework. A thread py-spy does not see
+(an OpenMP helper of the model thread, named after it) is all forward pass.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Stage: frames (a "function (file" prefix, or a path) that put a sample in it. The order
+# breaks ties within one frame only; the innermost matching frame decides.
+STAGES: dict[str, tuple[str, ...]] = {
+    "decode": ("decode (app/imaging.py", "to_rgb (app/imaging.py"),
+    "resize/crop": ("torchvision/transforms/", "resize_crop (app/imaging.py"),
+    "normalise": ("preprocess (app/imaging.py", "normalise (app/imaging.py"),
+    "forward": ("app/model.py", "app/pt2.py", "app/aoti.py", "app/backends/", "torch/"),
+    "metrics": ("prometheus_client/", "app/metrics.py"),
+    "logging": ("logging/",),
+    "JSON": ("json/", "jsonify", "orjson"),
+    "framing": ("app/intake/framing.py", "gunicorn/http/"),
+    "connections": ("app/intake/", "gunicorn/workers/"),
+    "web framework": ("flask/", "werkzeug/"),
+    "batching hand-offs": ("app/batcher.py", "concurrent/futures/", "threading.py"),
+}
+REST = "rest (adapters, core, sockets)"
+# A sample whose innermost frame is one of these is a thread blocked, not spending CPU.
+_WAITS = ("Condition.wait (", "Event.wait (", "select (selectors.py", "_worker (concurrent")
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread of `pid`: its name and CPU seconds so far."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        threads[int(task.name)] = name, (int(fields[11]) + int(fields[12])) / TICK
+    return threads
+
+
+def cpu_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[int, tuple[str, float]]:
+    """CPU seconds each thread spent between two `thread_cpu` readings."""
+    return {
+        tid: (name, seconds - before.get(tid, (name, 0.0))[1])
+        for tid, (name, seconds) in after.items()
+    }
+
+
+def spy(pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen]:
+    """Start py-spy on each worker: Python stacks by thread, without pausing the process."""
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "-r", "100", "-d", str(int(seconds)), "-f", "raw"]
+            + ["--nonblocking", "--threads", "-o", str(out / f"{pid}.txt"), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def stage_of(frames: list[str]) -> str | None:
+    """The stage of one stack (outermost frame first); None for a thread waiting."""
+    if frames[-1].startswith(_WAITS):
+        return None
+    for frame in reversed(frames):
+        for stage, marks in STAGES.items():
+            if any(mark in frame for mark in marks):
+                return stage
+    return REST
+
+
+def samples_by_thread(out: Path) -> dict[int, collections.Counter[str]]:
+    """Busy samples per native thread id and stage, from py-spy's raw files in `out`."""
+    samples: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for path in out.glob("*.txt"):
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            first, *frames = stack.split(";")  # "thread (TID): NAME", then the frames
+            if not frames or not first.startswith("thread ("):
+                continue
+            tid = int(first.removeprefix("thread (").partition(")")[0])
+            stage = stage_of(frames)
+            if stage is not None:
+                samples[tid][stage] += int(count)
+    return samples
+
+
+def split_cpu(
+    used: dict[int, tuple[str, float]],
+    samples: dict[int, collections.Counter[str]],
+    model_thread: str,
+) -> collections.Counter[str]:
+    """CPU seconds per stage: the sampled threads' time shared out by all their samples.
+
+    Pooled, not thread by thread: at a few dozen samples a second a request thread that ran
+    for a few milliseconds may have none, and its time still belongs to some stage.
+    """
+    stages: collections.Counter[str] = collections.Counter()
+    pooled = collections.Counter()
+    sampled = 0.0
+    for tid, (name, seconds) in used.items():
+        if tid in samples:
+            pooled.update(samples[tid])
+        if tid in samples or name != model_thread:
+            sampled += seconds
+        else:
+            stages["forward"] += seconds  # an OpenMP helper of the model thread
+    total = sum(pooled.values())
+    for stage, n in pooled.items():
+        stages[stage] += sampled * n / total
+    return stages

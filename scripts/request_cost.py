@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""What one image costs the service, stage by stage, under closed-loop load, per precision.
+
+For each checkout (--checkout, repeatable: compare a change with the code before it in one
+run) and each precision, starts real Gunicorn from that checkout, drives --clients clients with
+real JPEGs to /predict, and splits every worker thread's CPU time (/proc) into stages by
+py-spy's samples of the same thread (benchkit/cpu.py): decode, resize/crop, normalise, framing,
+connections, web framework, JSON, metrics, logging, batching hand-offs, forward, the rest. It
+prints CPU ms per image for each, the throughput, the clients' mean latency and its p99 over
+the mean beside the mean wait in the batcher's queue (/metrics), and the share of the CPU time
+that went to the forward pass and decoding: on CPUs the service has to itself, the throughput
+over the limit those two set, `CPUs / (forward + decode per image)`.
+Then --lone requests one at a time: their median latency over the median forward pass (the
+server's `timing_ms`) plus the JPEG decode (timed here, in this process), and their median
+wait in the batcher's queue.
+Needs py-spy on the PATH (`pip install py-spy`, in the `dev` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from app import imaging
+from app.artifact import read_manifest
+from app.engine import MODEL_THREAD_NAME
+from benchkit import cpu
+from benchkit.bench import (
+    ROOT,
+    add_server_arguments,
+    batch_stats,
+    header,
+    histogram,
+    load_images,
+    percentile,
+    server_settings,
+    start_server,
+)
+from benchkit.loadgen import closed_loop, raw_jpeg
+
+ROWS = [*cpu.STAGES, cpu.REST]
+
+
+def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> dict:
+    """One server from `checkout` at `precision`: CPU ms per image by stage, rate, lone latency."""
+    items = [*args.set, f"PRECISION={precision}"]
+    spy_dir = Path(tempfile.mkdtemp(prefix="wanwu-cost-"))
+    server = start_server(args.model, items)
+    server.cwd = checkout  # `python -m gunicorn` there imports that checkout's `app`
+    with server as srv:
+        make = raw_jpeg(srv.url, images)
+        closed_loop(make, 4, 3)  # settle
+        pids = srv.worker_pids()
+        before = {pid: cpu.thread_cpu(pid) for pid in pids}
+        images_before, passes_before = batch_stats(srv.url)
+        waits_before = histogram(srv.url, "wanwu_queue_wait_seconds")
+        began = time.monotonic()
+        answered: list = []
+        load = threading.Thread(
+            target=lambda: answered.extend(closed_loop(make, args.clients, args.seconds))
+        )
+        load.start()
+        for process in cpu.spy(pids, args.seconds - 2, spy_dir):
+            process.wait()
+        load.join()
+        elapsed = time.monotonic() - began
+        used = {}
+        for pid in pids:
+            used.update(cpu.cpu_used(before[pid], cpu.thread_cpu(pid)))
+        images_after, passes_after = batch_stats(srv.url)
+        waits_after = histogram(srv.url, "wanwu_queue_wait_seconds")
+        lone = lone_requests(srv.url, images, args.lone)
+    latencies = [1000 * r.latency for r in answered if r.status == 200]
+    ok = len(latencies)
+    stages = cpu.split_cpu(used, cpu.samples_by_thread(spy_dir), MODEL_THREAD_NAME)
+    shutil.rmtree(spy_dir, ignore_errors=True)
+    return {
+        "ms": {stage: 1000 * seconds / ok for stage, seconds in stages.items()},
+        "rate": ok / elapsed,
+        "batch": (images_after - images_before) / max(1.0, passes_after - passes_before),
+        "latency": (statistics.mean(latencies), percentile(latencies, 99)),
+        "queue": 1000 * (waits_after[0] - waits_before[0]) / (waits_after[1] - waits_before[1]),
+        "lone": lone,
+    }
+
+
+def lone_requests(url: str, images, n: int) -> tuple[float, ...]:
+    """Median latency, forward pass and queue wait (ms) of `n` requests sent one at a time."""
+    make = raw_jpeg(url, images)
+    latencies, forwards, queued = [], [], []
+    with requests.Session() as session:
+        for i in range(n):
+            started = time.perf_counter()
+            response = make(session, i)
+            latencies.append((time.perf_counter() - started) * 1000)
+            timing = response.json()["timing_ms"]
+            forwards.append(timing["inference"])
+            queued.append(timing["queue"])
+    return tuple(statistics.median(values) for values in (latencies, forwards, queued))
+
+
+def decode_ms(model: Path, images, policy: str) -> float:
+    """Median CPU ms of decoding one image under `policy`, here (as in every checkout)."""
+    min_short = imaging.decoded_short(read_manifest(model)["input"], policy)
+    times = []
+    for _, data in images:
+        started = time.thread_time()
+        imaging.decode(data, 40_000_000, min_short)
+        times.append((time.thread_time() - started) * 1000)
+    return statistics.median(times)
+
+
+def row(name: str, values: list[float], form: str = "{:.2f}") -> None:
+    """One row of the markdown table."""
+    print(f"| {name} | " + " | ".join(form.format(v) for v in values) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_server_arguments(parser)
+    parser.add_argument("--checkout", type=Path, action="append", help="default: this one")
+    parser.add_argument("--precision", action="append", help="default: fp32 and bf16")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--lone", type=int, default=100, help="lone requests to time")
+    args = parser.parse_args()
+    if shutil.which("py-spy") is None:
+        parser.error("needs py-spy on the PATH (pip install py-spy)")
+    checkouts = [c.resolve() for c in args.checkout or [ROOT]]
+    precisions = args.precision or ["fp32", "bf16"]
+    settings = server_settings(args.set)
+    images = load_images(args.images)
+    print(header("What one image costs (scripts/request_cost.py)"))
+    print(
+        f"- server: workers={settings.worker_processes} torch_threads={settings.torch_threads} "
+        f"max_batch={settings.max_batch} decode={settings.decode}; {args.clients} clients for "
+        f"{args.seconds:g} s; load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    runs = {
+        (checkout, precision): loaded(checkout, args, precision, images)
+        for checkout in checkouts
+        for precision in precisions
+    }
+    names = [f"{c.name} {p}" for c, p in runs]
+    print(f"\nCPU ms per image, {args.clients} clients:\n")
+    print("| stage | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(runs))
+    for stage in ROWS:
+        row(stage, [r["ms"].get(stage, 0) for r in runs.values()])
+    totals = [sum(r["ms"].values()) for r in runs.values()]
+    row("**total**", totals)
+    row("images/s", [r["rate"] for r in runs.values()], "{:.1f}")
+    row("CPUs used", [r["rate"] * t / 1000 for r, t in zip(runs.values(), totals, strict=True)])
+    row("mean batch", [r["batch"] for r in runs.values()])
+    row("latency: mean, ms", [r["latency"][0] for r in runs.values()], "{:.1f}")
+    row("latency: p99 / mean", [r["latency"][1] / r["latency"][0] for r in runs.values()])
+    row("mean queue wait, ms", [r["queue"] for r in runs.values()], "{:.1f}")
+    # On CPUs the service has to itself, throughput / (CPUs / (forward + decode)) is this.
+    row(
+        "(forward + decode) / total",
+        [
+            (r["ms"].get("forward", 0) + r["ms"].get("decode", 0)) / t
+            for r, t in zip(runs.values(), totals, strict=True)
+        ],
+    )
+    load_ms = decode_ms(args.model, images, settings.decode)
+    row(
+        "lone p50 / (forward + decode)",
+        [r["lone"][0] / (r["lone"][1] + load_ms) for r in runs.values()],
+    )
+    row("lone median queue wait, ms", [r["lone"][2] for r in runs.values()])
+    print(
+        f"\nlone requests: {args.lone} one at a time; decoding here "
+        f"{load_ms:.2f} ms per image (median); load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
