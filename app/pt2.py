@@ -296,10 +296,11 @@ class Package:
 def serving_precision(setting: str, package: Package, device: torch.device, max_batch: int) -> str:
     """The precision a package is served in: always its own; refuse a conflicting setting.
 
-    `auto` and the package's own precision agree. `fp32` is WANWU_PRECISION's default and
-    cannot be told from unset, so it is logged and the package's precision served; `bf16` or
-    `fp16` against a package of another precision stop start-up. A package runs only on the
-    device type it was compiled for, and batches no larger than it was compiled for.
+    `auto` (the default) and the package's own precision agree. `fp32`, the default before
+    `auto`, is still in many configurations, so it is logged and the package's precision
+    served; `bf16` or `fp16` against a package of another precision stop start-up. A package
+    runs only on the device type it was compiled for, and batches no larger than it was
+    compiled for.
     """
     name = package.path.name
     if max_batch > package.max_batch:

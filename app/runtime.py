@@ -139,6 +139,18 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+def precision_reason(setting: str, served: str, device: torch.device) -> str:
+    """Why a model runs in `served` on `device` under WANWU_PRECISION=`setting`, in words."""
+    if setting == "auto" and served == resolve_precision("auto", device):
+        if device.type == "cuda":
+            return "WANWU_PRECISION=auto: fp16 on CUDA"
+        native = "has" if served == "bf16" else "has no"
+        return f"WANWU_PRECISION=auto: this CPU {native} native bf16 (AVX512-BF16 or AMX)"
+    if served == setting:
+        return f"WANWU_PRECISION={setting}"
+    return f"the artifact runs in {served} whatever WANWU_PRECISION ({setting}) says"
+
+
 @contextmanager
 def torchscript_api() -> Iterator[None]:
     """Call torch.jit without its deprecation notice (a FutureWarning per call in torch 2.14).

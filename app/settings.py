@@ -149,6 +149,13 @@ class Settings:
         "Most images admitted per worker (at least WANWU_MAX_BATCH); beyond it 503 + Retry-After.",
         at_least(1),
     )
+    explain_queue_max: int = _setting(
+        "WANWU_EXPLAIN_QUEUE_MAX",
+        8,
+        "Most images admitted per worker for explanations (WANWU_QUEUE_MAX if lower), so they "
+        "never hold all the places predictions need; beyond it 503 + Retry-After.",
+        at_least(1),
+    )
     timeout_ms: float = _setting(
         "WANWU_TIMEOUT_MS",
         10000.0,
@@ -163,9 +170,9 @@ class Settings:
     )
     precision: str = _setting(
         "WANWU_PRECISION",
-        "fp32",
-        "Inference precision: fp32, bf16, fp16 (CUDA) or auto; a .pt2 package runs in the "
-        "precision it was built in.",
+        "auto",
+        "Inference precision: fp32, bf16, fp16 (CUDA) or auto (bf16 on a CPU with AVX512-BF16 "
+        "or AMX, fp16 on CUDA, else fp32); a .pt2 package runs in the precision it was built in.",
         one_of("fp32", "bf16", "fp16", "auto"),
     )
     cpu_fusion: bool = _setting(

@@ -20,6 +20,9 @@ from app.settings import DEFAULT_MODEL, Settings
 from benchkit import digits, system
 
 ROOT = Path(__file__).resolve().parent.parent
+# Answers are compared with fp32 references on every CPU, and `auto`, the default, serves bf16
+# on some CPUs only; test_runtime.py checks what `auto` picks. Servers inherit the variable.
+os.environ.setdefault("WANWU_PRECISION", "fp32")
 REAL_MODEL = ROOT / os.environ.get("WANWU_TEST_MODEL", DEFAULT_MODEL)
 INPUT_SPEC = {
     "resize": 256,
@@ -56,17 +59,23 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.jit.script(TinyNet().eval()).save(str(path))
+    write_tiny_manifest(path, "torchscript-script")
+    return path
+
+
+def write_tiny_manifest(path: Path, format: str, **fields: object) -> None:
+    """The manifest of a seeded tiny model at `path`, in the first format (labels by name)."""
     write_manifest(
         path,
-        name="tiny",
-        format="torchscript-script",
+        name=path.stem,
+        format=format,
         weights={"source": "random-init(seed=0)"},
         trained=False,
         input=INPUT_SPEC,
         labels="imagenet-1k",
         num_classes=1000,
+        **fields,
     )
-    return path
 
 
 def save_tiny_model(path: Path, labels: dict[str, list[str]], trained: bool = True) -> Path:
@@ -162,6 +171,7 @@ def make_settings(model: Path, **overrides: object) -> Settings:
         "max_batch": 4,
         "max_wait_ms": 5.0,
         "queue_max": 16,
+        "precision": "fp32",
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -178,6 +178,7 @@ def test_health_ready_and_model_info(client):
     assert client.get("/readyz").get_json() == {"status": "ready", "workers_ready": 1, "workers": 1}
     info = client.get("/v1/model").get_json()
     assert info["manifest"]["trained"] is False and info["device"] == "cpu"
+    assert (info["precision"], info["precision_reason"]) == ("fp32", "WANWU_PRECISION=fp32")
     assert (info["format"], info["runtime"], info["platform"]) == (
         "torchscript",
         "torchscript",

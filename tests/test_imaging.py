@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
 from torchvision.models import ResNet18_Weights
 
 from app import errors, imaging
+from app.model import Classifier
 from benchkit.images import image_bytes, sample_photos
 from tests.conftest import INPUT_SPEC
 
@@ -109,3 +111,22 @@ def test_too_many_pixels_is_refused_from_the_header():
     data = image_bytes("PNG", size=(2000, 1000))
     with pytest.raises(errors.ImageTooLarge, match="2000x1000"):
         imaging.decode(data, max_pixels=1_000_000)
+
+
+def test_a_batch_of_pixels_normalises_to_the_torchvision_reference():
+    uploads = [image_bytes(seed=seed, size=(320 + 40 * seed, 240)) for seed in range(4)]
+    pixels = [imaging.load_pixels(data, INPUT_SPEC, MAX_PIXELS) for data in uploads]
+    assert all(p.dtype == torch.uint8 and p.shape == (3, 224, 224) for p in pixels)
+    batch = Classifier.collate(pixels)
+    assert batch.is_contiguous(memory_format=torch.channels_last)  # stacked, not reordered
+    ours = imaging.normalise(batch, INPUT_SPEC["mean"], INPUT_SPEC["std"])
+    reference = T.Compose(
+        [
+            T.Resize(INPUT_SPEC["resize"]),
+            T.CenterCrop(INPUT_SPEC["crop"]),
+            T.ToTensor(),
+            T.Normalize(INPUT_SPEC["mean"], INPUT_SPEC["std"]),
+        ]
+    )
+    expected = torch.stack([reference(Image.open(io.BytesIO(data))) for data in uploads])
+    assert torch.equal(ours, expected)  # the same float32 operations, bit for bit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from app import runtime
 from app.engine import MODEL_THREAD_NAME, Engine
 from app.model import Classifier
-from app.settings import SettingsError, visible_gpus
+from app.settings import Settings, SettingsError, visible_gpus
 from tests.conftest import ROOT, make_settings
 
 requires_bf16 = pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="no native bf16 CPU")
@@ -53,6 +54,30 @@ def test_precision_rules(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     assert runtime.resolve_precision("auto", cpu) == "bf16"
     assert runtime.resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+def test_auto_is_the_default_and_says_why_it_chose(monkeypatch, tiny_model_path):
+    default = next(f.default for f in fields(Settings) if f.name == "precision")
+    assert default == "auto"  # the suite itself runs fp32 (conftest.py)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    settings = make_settings(tiny_model_path, precision=default, device="cpu")
+    engine = Engine(Classifier.load(tiny_model_path), settings)
+    assert (engine.precision, engine.precision_reason) == (
+        "bf16",
+        "WANWU_PRECISION=auto: this CPU has native bf16 (AVX512-BF16 or AMX)",
+    )
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    assert runtime.precision_reason("auto", "fp32", cpu) == (
+        "WANWU_PRECISION=auto: this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    )
+    assert runtime.precision_reason("auto", "fp16", torch.device("cuda")) == (
+        "WANWU_PRECISION=auto: fp16 on CUDA"
+    )
+    assert runtime.precision_reason("fp32", "fp32", cpu) == "WANWU_PRECISION=fp32"
+    assert runtime.precision_reason("fp32", "int8", cpu) == (
+        "the artifact runs in int8 whatever WANWU_PRECISION (fp32) says"
+    )
 
 
 def test_engine_refuses_fp16_on_cpu_at_start_up(tiny_model_path):
