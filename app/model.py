@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Classifier:
-    """Run batches of normalised images through the model and return probabilities."""
+    """Run batches of images (uint8 pixels or normalised floats) through the model and return
+    probabilities."""
 
     def __init__(self, backend: backends.Backend, manifest: dict[str, Any], path: Path) -> None:
         self.backend = backend
