@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from app.artifact import ArtifactError
+from app.backends import Reported
 from app.backends.libtorch import LibtorchBackend
 from app.backends.onnx import OnnxBackend
 from app.triton import TensorSpec, TritonModel
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 Row = tuple[np.ndarray, ...]
 
 
-class TensorModel:
+class TensorModel(Reported):
     """Run stacked rows through an ONNX Runtime or TorchScript model, by tensor name."""
 
     input_spec = None  # no image preprocessing: /predict and the page refuse this model
@@ -69,26 +70,6 @@ class TensorModel:
     def version(self) -> str:
         """The version folder's number."""
         return self.spec.version
-
-    @property
-    def format(self) -> str:
-        """The model file's kind: onnx or torchscript."""
-        return self.backend.format
-
-    @property
-    def runtime(self) -> str:
-        """What TorchServe's `/models/{model}` reports: onnxruntime or torchscript."""
-        return self.backend.runtime
-
-    @property
-    def platform(self) -> str:
-        """Triton's platform: onnxruntime_onnx or pytorch_libtorch."""
-        return self.spec.platform
-
-    @property
-    def runner(self) -> str:
-        """What runs the passes (/v1/model): an execution provider, or torchscript."""
-        return self.backend.runner
 
     @property
     def labels_output(self) -> TensorSpec:
