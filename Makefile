@@ -36,7 +36,8 @@ serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 # int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
-# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of them; built once, then served.
+# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of the fifth of them held out of
+# calibration, or if the model is untrained; built once, then served.
 INT8          ?= models/resnet18-int8.pt2
 MIN_AGREEMENT ?= 0.9
 
