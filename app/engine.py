@@ -48,10 +48,21 @@ class Engine:
             queue_max=max(settings.queue_max, max_batch),
             on_batch=self._observe,
             collate=classifier.collate,
+            verbs=self._verbs(classifier, settings),
         )
         # The worker's queue-depth gauge sums its models: each engine adds what changed.
         self._depth_lock = threading.Lock()
         self._depth_reported = 0
+
+    @staticmethod
+    def _verbs(
+        classifier: Classifier | TensorModel, settings: Settings
+    ) -> dict[str, batching.Verb]:
+        """An image classifier also explains, within WANWU_EXPLAIN_QUEUE_MAX places."""
+        if not isinstance(classifier, Classifier):
+            return {}  # a tensor model runs its rows, nothing else
+        limit = min(settings.explain_queue_max, settings.queue_max)
+        return {batching.EXPLAIN: batching.Verb(classifier.explain, limit)}
 
     def start(self, slot: int = 0) -> None:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
@@ -107,15 +118,16 @@ class Engine:
         """True once the model is placed and every batch size is warmed up."""
         return self.batcher.ready.is_set()
 
-    def admit(self, n: int, started: float) -> batching.Reservation:
-        """Reserve queue places for `n` images or raise the matching ApiError."""
+    def admit(self, n: int, started: float, verb: str = batching.CLASSIFY) -> batching.Reservation:
+        """Reserve queue places for `n` images of `verb` or raise the matching ApiError."""
         try:
-            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
+            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000, verb)
         except batching.Overloaded:
             labels = self.classifier.name, self.classifier.version
             metrics.REJECTED.labels(*labels, "overloaded").inc(n)
+            busy = "The service" if verb == batching.CLASSIFY else f"The {verb} queue"
             raise errors.Overloaded(
-                "The service is at capacity; retry shortly.", retry_after=1
+                f"{busy} is at capacity; retry shortly.", retry_after=1
             ) from None
         except batching.Stopped:
             raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None

@@ -26,6 +26,7 @@ class Backend(Protocol):
     runtime: str  # TorchServe's `runtime` in GET /models/{model}
     platform: str  # OIP's `platform` in model metadata
     runner: str  # what runs the forward pass, in /v1/model
+    explains: bool  # whether `explain` exists: an artifact with an explain method
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device`."""
@@ -45,6 +46,10 @@ class Backend(Protocol):
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits for a channels-last batch already on the device, in the input dtype."""
+        ...
+
+    def explain(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and every class's activation map, as `__call__` takes the batch."""
         ...
 
 

@@ -85,11 +85,13 @@ def compute(
     device: torch.device,
 ) -> torch.Tensor:
     """The features of `files` (one row each), with a progress bar in images/s."""
-    body.eval().to(device)
+    # Channels-last, as the service runs it: depthwise convolutions run twice as fast.
+    body.eval().to(device, memory_format=torch.channels_last)
     rows = []
     with progress(len(files), "features") as bar:
         for batch in batches(files, served(root, spec, max_pixels)):
-            rows.append(body(batch.to(device)).float().cpu().flatten(1))
+            batch = batch.to(device, memory_format=torch.channels_last)
+            rows.append(body(batch).float().cpu().flatten(1))
             bar.update(len(batch))
     return torch.cat(rows)
 

@@ -72,6 +72,7 @@ def train(request: ExportRequest, options: Options) -> dict[str, Any]:
     source = f"--arch {request.arch}"
     spec = formats.input_spec(request.given_input(), loaded.input, source)
     body, head_name, _ = features.backbone(loaded.module)
+    lap("backbone")
     where = finetune.device()
     unique = {item.sha256: item.file for item in data.items}
     computed = stages.run(
