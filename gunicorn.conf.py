@@ -188,6 +188,7 @@ def post_worker_init(worker):
     thread inside a forward pass (C++ aborts: "terminate called without an active exception").
     """
     registry = _registry(worker)
+    metrics.start_worker()
     with runtime.stop_signals() as stopped:
         registry.start(worker.wanwu_slot)
         while not stopped and not registry.wait_ready(0.1):

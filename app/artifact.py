@@ -60,11 +60,15 @@ def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
 
 
 def write_artifact(
-    out: str | Path, save: Callable[[Path], None], replace: bool = True, **fields: Any
+    out: str | Path,
+    save: Callable[[Path], object],
+    replace: bool = True,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Save an artifact and its manifest at `out` together, or leave nothing new behind.
 
-    `save(path)` writes the artifact to a staging folder beside `out`; its manifest is written
+    `save(path)` writes the artifact to a staging folder beside `out`; a dict it returns holds
+    manifest fields only known once it is saved (what tracing found). The manifest is written
     there too, and only then are both renamed into place, the manifest first. Any failure or
     interruption (Ctrl-C, SIGTERM turned into SystemExit) before the second rename puts the
     earlier pair back from hard links kept in the staging folder, and the folder is removed.
@@ -78,8 +82,8 @@ def write_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         staged = staging / out.name
-        save(staged)
-        manifest = write_manifest(staged, **fields)
+        found = save(staged)
+        manifest = write_manifest(staged, **fields, **(found if isinstance(found, dict) else {}))
         existing = [p for p in pair if p.exists()]
         if existing and not replace:
             raise FileExistsError(f"{existing[0]} exists")

@@ -9,6 +9,9 @@ Policy (docs/BENCHMARKS.md has the measurements behind it):
   `reserve` raises `Overloaded` at once instead of growing the queue.
 - An image whose deadline passed while queued gets `DeadlineExceeded` and never reaches
   the model. A failing pass fails only the images in that pass.
+- Other verbs (explanations) run on the same thread, in passes of their own kind: a pass
+  takes the oldest image's verb and the queued images of that verb. Each verb has its own
+  admission limit within `queue_max`, so it can never hold the places classification needs.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +28,9 @@ from typing import Any
 import torch
 
 log = logging.getLogger(__name__)
+
+CLASSIFY = "classify"  # the verb of `run_batch`
+EXPLAIN = "explain"  # the engine's other verb (app/explain.py)
 
 
 class Overloaded(Exception):
@@ -43,7 +49,7 @@ class Stopped(Exception):
 class Inference:
     """One image's model output and where its time went."""
 
-    output: Any  # an image's probabilities, or a tensor model row's outputs
+    output: Any  # an image's probabilities (and class maps for EXPLAIN), or a tensor row's outputs
     queue_ms: float
     inference_ms: float
     batch_size: int
@@ -59,8 +65,18 @@ class BatchStats:
     expired: int
 
 
+@dataclass(frozen=True)
+class Verb:
+    """Work other than classification on the same model thread: its batch function (one
+    output per image) and the most images of it admitted at once."""
+
+    run: Callable[[torch.Tensor], Sequence[Any]]
+    queue_max: int
+
+
 @dataclass(eq=False)
 class _Item:
+    verb: str
     tensor: torch.Tensor
     future: Future[Inference]
     enqueued: float
@@ -80,6 +96,7 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         collate: Callable[[list[Any]], Any] = torch.stack,
         clock: Callable[[], float] = time.monotonic,
+        verbs: Mapping[str, Verb] | None = None,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
@@ -87,7 +104,12 @@ class Batcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         if queue_max < max_batch:
             raise ValueError(f"queue_max ({queue_max}) must be >= max_batch ({max_batch})")
-        self._run_batch = run_batch
+        self._verbs = {CLASSIFY: Verb(run_batch, queue_max), **(verbs or {})}
+        for name, verb in self._verbs.items():
+            if not 1 <= verb.queue_max <= queue_max:
+                raise ValueError(
+                    f"{name}'s queue_max must be 1 to {queue_max}, got {verb.queue_max}"
+                )
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.queue_max = queue_max
@@ -97,6 +119,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._decoding = 0  # admitted images not yet submitted
+        self._held: Counter[str] = Counter()  # admitted images not yet in a pass, by verb
         self._accepting = False
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
@@ -144,27 +167,33 @@ class Batcher:
 
     # -- request side ------------------------------------------------------------------------
 
-    def reserve(self, n: int, deadline: float) -> Reservation:
-        """Admit `n` images that the caller will decode and submit, or raise Overloaded."""
+    def reserve(self, n: int, deadline: float, verb: str = CLASSIFY) -> Reservation:
+        """Admit `n` images of `verb` that the caller will decode and submit, or raise
+        Overloaded (its message names the limit that was reached)."""
+        limit = self._verbs[verb].queue_max
         with self._cond:
             if not self._accepting:
                 raise Stopped("the batcher is not running")
             if len(self._queue) + self._decoding + n > self.queue_max:
                 raise Overloaded(f"{self.queue_max} images already queued")
+            if self._held[verb] + n > limit:
+                raise Overloaded(f"{limit} images to {verb} already queued")
             self._decoding += n
-        return Reservation(self, n, deadline)
+            self._held[verb] += n
+        return Reservation(self, n, deadline, verb)
 
-    def _submit(self, tensor: torch.Tensor, deadline: float) -> Future[Inference]:
-        item = _Item(tensor, Future(), self._clock(), deadline)
+    def _submit(self, verb: str, tensor: torch.Tensor, deadline: float) -> Future[Inference]:
+        item = _Item(verb, tensor, Future(), self._clock(), deadline)
         with self._cond:
             self._decoding -= 1
             self._queue.append(item)
             self._cond.notify_all()
         return item.future
 
-    def _release(self, n: int) -> None:
+    def _release(self, verb: str, n: int) -> None:
         with self._cond:
             self._decoding -= n
+            self._held[verb] -= n
             self._cond.notify_all()
 
     # -- batching thread ---------------------------------------------------------------------
@@ -187,14 +216,21 @@ class Batcher:
                     return None
                 self._cond.wait()
             # Wait for stragglers only if some admitted image is still being decoded.
-            deadline = self._queue[0].enqueued + self.max_wait_s
-            while len(self._queue) < self.max_batch and self._decoding > 0:
+            head = self._queue[0]
+            deadline = head.enqueued + self.max_wait_s
+            while self._count(head.verb) < self.max_batch and self._decoding > 0:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            n = min(self.max_batch, len(self._queue))
-            return [self._queue.popleft() for _ in range(n)]
+            batch = [item for item in self._queue if item.verb == head.verb][: self.max_batch]
+            taken = set(map(id, batch))
+            self._queue = deque(item for item in self._queue if id(item) not in taken)
+            self._held[head.verb] -= len(batch)
+            return batch
+
+    def _count(self, verb: str) -> int:
+        return sum(item.verb == verb for item in self._queue)
 
     def _run(self, batch: list[_Item]) -> None:
         start = self._clock()
@@ -206,7 +242,8 @@ class Batcher:
             self._report(BatchStats(0, (), 0.0, len(batch)))
             return
         try:
-            outputs = self._run_batch(self._collate([item.tensor for item in live]))
+            run = self._verbs[live[0].verb].run
+            outputs = run(self._collate([item.tensor for item in live]))
             if len(outputs) != len(live):
                 raise RuntimeError(
                     f"model returned {len(outputs)} outputs for a batch of {len(live)}"
@@ -246,17 +283,18 @@ class Batcher:
 class Reservation:
     """Places in the queue held for one request while its images are decoded."""
 
-    def __init__(self, batcher: Batcher, n: int, deadline: float) -> None:
+    def __init__(self, batcher: Batcher, n: int, deadline: float, verb: str) -> None:
         self._batcher = batcher
         self._left = n
         self.deadline = deadline
+        self.verb = verb
 
     def submit(self, tensor: torch.Tensor) -> Future[Inference]:
         """Queue one decoded image; its future resolves to an Inference."""
         if self._left <= 0:
             raise RuntimeError("more images submitted than reserved")
         self._left -= 1
-        return self._batcher._submit(tensor, self.deadline)
+        return self._batcher._submit(self.verb, tensor, self.deadline)
 
     def __enter__(self) -> Reservation:
         return self
@@ -264,5 +302,5 @@ class Reservation:
     def __exit__(self, *exc_info: object) -> None:
         # Images that failed to decode give their places back.
         if self._left:
-            self._batcher._release(self._left)
+            self._batcher._release(self.verb, self._left)
             self._left = 0

@@ -4,7 +4,9 @@ Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adap
 in how they read a request and shape an answer. Between those, a request goes through `Core`,
 so every protocol gets the same API keys and signed tokens, per-caller rate limit (429),
 file-count, byte and pixel limits, queue admission (503 + Retry-After when full), deadline (504)
-and batcher: images from different protocols share forward passes. Errors are raised as
+and batcher: images from different protocols share forward passes. Explanations (`explain`)
+take the same path as a verb of their own, with their own share of the queue
+(WANWU_EXPLAIN_QUEUE_MAX), so that they cannot crowd predictions out. Errors are raised as
 `errors.ApiError`; each adapter renders them in its own shape. The core returns what it did
 (`Classified`); it writes no request state anywhere.
 """
@@ -71,6 +73,16 @@ class Classified:
     probs: list[torch.Tensor]
     timing_ms: dict[str, float]
     batch_size: int
+
+
+@dataclass(frozen=True)
+class Explained(Classified):
+    """Also, per image: every class's activation map, the crop as the model saw it (uint8
+    pixels, `imaging.load_pixels`) and where it lies in the upload (`imaging.crop_box`)."""
+
+    cams: list[torch.Tensor]
+    pictures: list[torch.Tensor]
+    boxes: list[list[float]]
 
 
 class Core:
@@ -141,7 +153,38 @@ class Core:
         `started` is the request's arrival on `time.monotonic()`. Errors about one image name
         its file when it has one.
         """
-        eng, conf = engine or self.engine, self.settings
+        eng = engine or self.engine
+        self._check_images(eng, uploads)
+        return self._through(eng, started, lambda: self._run(eng, uploads, started))
+
+    def explain(
+        self, uploads: Sequence[Upload], started: float, engine: Engine | None = None
+    ) -> Explained:
+        """Like `classify`, through the model's explain method: 501 for a model that has none
+        (the message says why)."""
+        eng = engine or self.engine
+        self._check_images(eng, uploads)
+        reason = eng.classifier.unexplainable
+        if reason is not None:
+            raise errors.NotExplainable(f"Model {eng.classifier.name} cannot explain: {reason}.")
+        pictures: list[torch.Tensor] = []
+        done = self._through(
+            eng, started, lambda: self._run(eng, uploads, started, batching.EXPLAIN, pictures)
+        )
+        spec = eng.classifier.input_spec
+        return Explained(
+            [probs for probs, _ in done.probs],
+            done.timing_ms,
+            done.batch_size,
+            [cams for _, cams in done.probs],
+            pictures,
+            [imaging.crop_box(upload.data, spec) for upload in uploads],
+        )
+
+    def _check_images(self, eng: Engine, uploads: Sequence[Upload]) -> None:
+        """Refuse a request that holds no image, too many, or an empty one, or that asks a
+        model which takes tensors."""
+        conf = self.settings
         require_images(eng)
         if not uploads:
             raise errors.NoImage("The request holds no image.")
@@ -154,7 +197,6 @@ class Core:
                     if upload.filename
                     else "An image is empty."
                 )
-        return self._through(eng, started, lambda: self._run(eng, uploads, started))
 
     def infer(self, rows: Sequence[Row], started: float, engine: Engine) -> Classified:
         """Run a tensor model's rows (checked by the adapter) through its batcher, in order."""
@@ -185,12 +227,18 @@ class Core:
         return Classified([r.output for r in results], timing, max(r.batch_size for r in results))
 
     def _run(
-        self, eng: Engine, uploads: Sequence[Upload], started: float
+        self,
+        eng: Engine,
+        uploads: Sequence[Upload],
+        started: float,
+        verb: str = batching.CLASSIFY,
+        pictures: list[torch.Tensor] | None = None,
     ) -> list[batching.Inference]:
-        """Decode each upload into `eng`'s queue, then wait for every result."""
+        """Decode each upload into `eng`'s queue as `verb`, then wait for every result; each
+        decoded input is added to `pictures` when given."""
         conf = self.settings
         spec = eng.classifier.input_spec
-        with eng.admit(len(uploads), started) as reservation:
+        with eng.admit(len(uploads), started, verb) as reservation:
             futures = []
             for upload in uploads:
                 try:
@@ -202,4 +250,6 @@ class Core:
                 # Queue each image as soon as it is ready: the model can start on it while the
                 # next one decodes.
                 futures.append(reservation.submit(tensor))
+                if pictures is not None:
+                    pictures.append(tensor)
         return [eng.wait(f, reservation.deadline) for f in futures]

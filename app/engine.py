@@ -48,10 +48,21 @@ class Engine:
             queue_max=max(settings.queue_max, max_batch),
             on_batch=self._observe,
             collate=classifier.collate,
+            verbs=self._verbs(classifier, settings),
         )
         # The worker's queue-depth gauge sums its models: each engine adds what changed.
         self._depth_lock = threading.Lock()
         self._depth_reported = 0
+
+    @staticmethod
+    def _verbs(
+        classifier: Classifier | TensorModel, settings: Settings
+    ) -> dict[str, batching.Verb]:
+        """An image classifier also explains, within WANWU_EXPLAIN_QUEUE_MAX places."""
+        if not isinstance(classifier, Classifier):
+            return {}  # a tensor model runs its rows, nothing else
+        limit = min(settings.explain_queue_max, settings.queue_max)
+        return {batching.EXPLAIN: batching.Verb(classifier.explain, limit)}
 
     def start(self, slot: int = 0) -> None:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
@@ -85,6 +96,7 @@ class Engine:
         # Each model's gauges exist from the start, at 0, for an autoscaler to read.
         self._report_depth()
         metrics.MODEL_IN_FLIGHT.labels(classifier.name, classifier.version).inc(0)
+        metrics.start_model(classifier.name, classifier.version)
         self.batcher.start(warm_up=self._warm_up)
 
     def _warm_up(self) -> None:
@@ -106,14 +118,16 @@ class Engine:
         """True once the model is placed and every batch size is warmed up."""
         return self.batcher.ready.is_set()
 
-    def admit(self, n: int, started: float) -> batching.Reservation:
-        """Reserve queue places for `n` images or raise the matching ApiError."""
+    def admit(self, n: int, started: float, verb: str = batching.CLASSIFY) -> batching.Reservation:
+        """Reserve queue places for `n` images of `verb` or raise the matching ApiError."""
         try:
-            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000)
+            reservation = self.batcher.reserve(n, started + self.settings.timeout_ms / 1000, verb)
         except batching.Overloaded:
-            metrics.REJECTED.labels("overloaded").inc(n)
+            labels = self.classifier.name, self.classifier.version
+            metrics.REJECTED.labels(*labels, "overloaded").inc(n)
+            busy = "The service" if verb == batching.CLASSIFY else f"The {verb} queue"
             raise errors.Overloaded(
-                "The service is at capacity; retry shortly.", retry_after=1
+                f"{busy} is at capacity; retry shortly.", retry_after=1
             ) from None
         except batching.Stopped:
             raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None
@@ -145,9 +159,9 @@ class Engine:
             raise errors.InternalError("Inference failed; the error was logged.") from None
 
     def _observe(self, stats: batching.BatchStats) -> None:
-        metrics.observe_batch(stats)
+        labels = self.classifier.name, self.classifier.version
+        metrics.observe_batch(stats, *labels)
         if stats.size:
-            labels = self.classifier.name, self.classifier.version
             metrics.MODEL_INFERENCES.labels(*labels).inc(stats.size)
             metrics.MODEL_EXECUTIONS.labels(*labels).inc()
             metrics.MODEL_QUEUE_SECONDS.labels(*labels).inc(sum(stats.queue_waits_s))

@@ -54,6 +54,7 @@ NotReady = _error("NotReady", 503, "not_ready")
 Overloaded = _error("Overloaded", 503, "overloaded")
 Timeout = _error("Timeout", 504, "timeout")
 InternalError = _error("InternalError", 500, "internal")
+NotExplainable = _error("NotExplainable", 501, "not_explainable")
 
 
 def too_many_files(count: int, most: int) -> ApiError:

@@ -21,7 +21,7 @@ import numpy as np
 import pillow_heif
 import torch
 import torchvision.transforms.functional as F
-from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError
+from PIL import AvifImagePlugin, ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
 from app.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
@@ -194,7 +194,7 @@ def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     (app/model.py): a request thread running torch ops would start an OpenMP team of its own
     whose spinning threads take CPU from the model (docs/BENCHMARKS.md).
     """
-    shape = (3, 1, 1)
+    shape = (-1, 1, 1)  # per channel, or one value for all three
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
     # Planes first (a cheap reorder of bytes), then in place: each operation runs over
@@ -219,6 +219,35 @@ def preprocess(
 def short_side(spec: Mapping[str, Any]) -> int:
     """The short side a picture needs for `spec`'s resize: what the fast path keeps, x margin."""
     return max(size_hw(spec["resize"]))
+
+
+def crop_box(data: bytes, spec: Mapping[str, Any]) -> list[float]:
+    """Where `spec`'s centre crop lies in the upright picture `data` holds, in its own pixels:
+    [left, top, right, bottom]. Reads the header only (call it once the picture decoded).
+
+    The geometry is `preprocess`'s: the fast policy's reductions divide the picture's sides,
+    so the crop covers the same part of the original either way.
+    """
+    with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+        width, height = img.size
+        if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # quarter turns
+            width, height = height, width
+    resize = spec["resize"]
+    if isinstance(resize, int):  # the short side, as torchvision's Resize computes it
+        short, long = sorted((width, height))
+        new_short, new_long = resize, int(resize * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    else:
+        new_h, new_w = size_hw(resize)
+    crop_h, crop_w = size_hw(spec["crop"])
+    top, left = round((new_h - crop_h) / 2), round((new_w - crop_w) / 2)  # CenterCrop's
+    sx, sy = width / new_w, height / new_h
+    return [
+        round(left * sx, 1),
+        round(top * sy, 1),
+        round((left + crop_w) * sx, 1),
+        round((top + crop_h) * sy, 1),
+    ]
 
 
 def decoded_short(spec: Mapping[str, Any], policy: str) -> int | None:

@@ -7,6 +7,7 @@ module is imported; prometheus-client then keeps per-process files that /metrics
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,7 +19,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from app import cgroup, memory
 from app.batcher import BatchStats
@@ -40,14 +41,21 @@ IN_FLIGHT = Gauge(
 IMAGES = Counter("wanwu_images_total", "Images classified.")
 QUEUE_WAIT = Histogram(
     "wanwu_queue_wait_seconds",
-    "Time an image waited in the batch queue.",
+    "Time an image waited in the batch queue, per model and version.",
+    ["model", "version"],
     buckets=_LATENCY_BUCKETS,
 )
 INFERENCE = Histogram(
-    "wanwu_inference_seconds", "Duration of one forward pass.", buckets=_LATENCY_BUCKETS
+    "wanwu_inference_seconds",
+    "Duration of one forward pass, per model and version.",
+    ["model", "version"],
+    buckets=_LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
-    "wanwu_batch_size", "Images per forward pass.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+    "wanwu_batch_size",
+    "Images per forward pass, per model and version.",
+    ["model", "version"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
 )
 QUEUE_DEPTH = Gauge(
     "wanwu_queue_depth",
@@ -97,7 +105,12 @@ MODEL_LAST_INFERENCE = Gauge(
     ["model", "version"],
     multiprocess_mode="max",
 )
-REJECTED = Counter("wanwu_rejected_total", "Images refused or dropped by the batcher.", ["reason"])
+REJECTED = Counter(
+    "wanwu_rejected_total",
+    "Images refused (overloaded) or dropped (deadline) by a model version's batcher.",
+    ["model", "version", "reason"],
+)
+REJECT_REASONS = ("overloaded", "deadline")
 WORKERS_READY = Gauge(
     "wanwu_workers_ready",
     "Workers whose model is warm and serving (1 each).",
@@ -107,6 +120,20 @@ CONNECTIONS_CLOSED = Counter(
     "wanwu_connections_closed_total",
     "Connections closed by a worker's intake before or instead of a request thread, by reason.",
     ["reason"],
+)
+# Why the intake (app/intake/) closes or refuses a connection before a request thread has it;
+# each is a series at 0 from a worker's start, so the dashboard's panel reads 0, not no data.
+EARLY_CLOSES = (
+    "header_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "too_large",
+    "buffer_full",
+    "address_cap",
+    "worker_cap",
+    "evicted",
+    "accept_error",
+    "error",
 )
 CONNECTIONS_OPEN = Gauge(
     "wanwu_connections_open",
@@ -147,16 +174,32 @@ MODEL_INFO = Gauge(
 )
 
 
-def observe_batch(stats: BatchStats) -> None:
-    """Record one forward pass (the batcher's on_batch hook)."""
+def start_worker() -> None:
+    """Create this worker's counters that have labels at 0 (those without exist already)."""
+    for reason in EARLY_CLOSES:
+        CONNECTIONS_CLOSED.labels(reason)
+
+
+def start_model(model: str, version: str) -> None:
+    """Create a served version's series at 0, so that its panels and alerts read 0, not "no
+    data", before its first request (a worker starting it, at start-up or on a load)."""
+    for metric in (MODEL_REQUESTS, QUEUE_WAIT, INFERENCE, BATCH_SIZE):
+        metric.labels(model, version)
+    for reason in REJECT_REASONS:
+        REJECTED.labels(model, version, reason)
+
+
+def observe_batch(stats: BatchStats, model: str, version: str) -> None:
+    """Record one forward pass of `model` at `version` (the batcher's on_batch hook)."""
     if stats.size:
-        BATCH_SIZE.observe(stats.size)
-        INFERENCE.observe(stats.inference_s)
+        BATCH_SIZE.labels(model, version).observe(stats.size)
+        INFERENCE.labels(model, version).observe(stats.inference_s)
         IMAGES.inc(stats.size)
+        waited = QUEUE_WAIT.labels(model, version)
         for wait in stats.queue_waits_s:
-            QUEUE_WAIT.observe(wait)
+            waited.observe(wait)
     if stats.expired:
-        REJECTED.labels("deadline").inc(stats.expired)
+        REJECTED.labels(model, version, "deadline").inc(stats.expired)
 
 
 class ServerMemory:
@@ -207,9 +250,36 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-def exposition() -> tuple[bytes, str]:
-    """Render all metrics, summed over every worker when running under Gunicorn."""
-    return generate_latest(_registry()) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
+class LoadedOnly:
+    """The metrics of `source`, less the series of model versions no longer loaded.
+
+    A version's series go when it stops serving (an unload, a set-default that retires the
+    old version): in multiprocess mode a series lives in the workers' files until they exit,
+    however it is removed, so the scrape leaves out any series whose `model` (`name` for
+    wanwu_model_info) and `version` name a version not in `loaded`.
+    """
+
+    def __init__(self, source: CollectorRegistry, loaded: set[tuple[str, str]]) -> None:
+        self.source, self.loaded = source, loaded
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            family.samples = [s for s in family.samples if self._kept(s.labels)]
+            yield family
+
+    def _kept(self, labels: dict[str, str]) -> bool:
+        model = labels.get("model", labels.get("name"))
+        return "version" not in labels or (model, labels["version"]) in self.loaded
+
+
+def exposition(loaded: set[tuple[str, str]] | None = None) -> tuple[bytes, str]:
+    """Render all metrics, summed over every worker when running under Gunicorn; with
+    `loaded`, only the series of those (model, version) pairs among the per-model ones."""
+    registry = _registry()
+    if loaded is not None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LoadedOnly(_registry(), loaded))
+    return generate_latest(registry) + generate_latest(_SERVER_MEMORY), CONTENT_TYPE_LATEST
 
 
 def per_model() -> dict[tuple[str, str, str], float]:

@@ -20,8 +20,9 @@ from app.artifact import ArtifactError, read_manifest
 log = logging.getLogger(__name__)
 
 
-class Classifier:
-    """Run batches of normalised images through the model and return probabilities."""
+class Classifier(backends.Reported):
+    """Run batches of images (uint8 pixels or normalised floats) through the model and return
+    probabilities."""
 
     def __init__(self, backend: backends.Backend, manifest: dict[str, Any], path: Path) -> None:
         self.backend = backend
@@ -45,26 +46,6 @@ class Classifier:
     def module(self) -> Any:
         """The loaded artifact: a ScriptModule or an app.pt2.Package."""
         return self.backend.module
-
-    @property
-    def format(self) -> str:
-        """The artifact's kind: torchscript or pt2."""
-        return self.backend.format
-
-    @property
-    def runtime(self) -> str:
-        """The runtime TorchServe's `/models/{model}` reports."""
-        return self.backend.runtime
-
-    @property
-    def platform(self) -> str:
-        """The platform OIP model metadata reports."""
-        return self.backend.platform
-
-    @property
-    def runner(self) -> str:
-        """What runs the forward pass (/v1/model): torchscript, or a package's runner."""
-        return self.backend.runner
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
@@ -145,10 +126,39 @@ class Classifier:
         """The weight tensors this process holds (empty for a package: compiled in)."""
         return self.backend.weights()
 
+    @property
+    def unexplainable(self) -> str | None:
+        """Why this model cannot be explained (/explain answers 501 with it), None if it can."""
+        if self.backend.explains:
+            return None
+        if self.format != "torchscript":
+            return (
+                f"its {self.format} artifact returns logits only, not the feature map a heatmap "
+                "needs; serve the model's TorchScript export (python -m app.export) to explain it"
+            )
+        # What the export found (app/export/explainable.py), e.g. a head that is not pooled.
+        recorded = (self.manifest.get("explain") or {}).get("reason")
+        return recorded or (
+            "this artifact records no feature layer (exported before explanations existed, "
+            "or a TorchScript file copied as it is); re-export it with `python -m app.export` "
+            "to explain it"
+        )
+
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Return probabilities (float32, on the CPU; softmax, or the manifest's `scores`) of
         a batch of uint8 pixels (normalised here) or of normalised float images."""
+        return self._scores(self.backend(self._placed(batch)))
+
+    @torch.inference_mode()
+    def explain(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Return each image's probabilities and its every-class activation maps (float32, on
+        the CPU), as `__call__` takes the batch: app/explain.py turns one class's map into a
+        heatmap."""
+        logits, cams = self.backend.explain(self._placed(batch))
+        return list(zip(self._scores(logits), cams.float().cpu(), strict=True))
+
+    def _placed(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             batch = batch.pin_memory()  # page-locked, so the copy below can be asynchronous
         x = batch.to(self.device, non_blocking=True)
@@ -156,7 +166,9 @@ class Classifier:
             x = imaging.normalise(x, self.input_spec["mean"], self.input_spec["std"])
         x = x.to(self.backend.input_dtype(self.precision))
         # Channels-last lets oneDNN / cuDNN pick their fastest convolution kernels.
-        logits = self.backend(x.contiguous(memory_format=torch.channels_last))
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         if self.manifest.get("scores") == "sigmoid":  # multi-label: each class on its own
             return torch.sigmoid(logits.float()).cpu()
         return torch.softmax(logits.float(), dim=1).cpu()
@@ -165,9 +177,12 @@ class Classifier:
         """Run every batch size so that no request pays a first-call cost.
 
         Twice each: TorchScript's profiling executor optimises a graph on its second run.
+        An explainable model warms its explain method the same way.
         """
         height, width = imaging.size_hw(self.input_spec["crop"])
+        runs = [self] if self.unexplainable else [self, self.explain]
         for n in range(1, max_batch + 1):
-            for _ in range(2):
-                self(torch.zeros(n, 3, height, width, dtype=torch.uint8))
+            for run in runs:
+                for _ in range(2):
+                    run(torch.zeros(n, 3, height, width, dtype=torch.uint8))
         log.info("warmed up batch sizes 1..%d on %s (%s)", max_batch, self.device, self.precision)

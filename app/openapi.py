@@ -63,6 +63,39 @@ SCHEMAS: Schemas = {
             },
         },
     },
+    "Explanation": {
+        "type": "object",
+        "required": ["index", "label", "score", "heatmap", "overlay", "box"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "label": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "heatmap": {
+                "type": "array",
+                "description": "Grad-CAM in [0, 1]: rows of the feature map's grid over the crop.",
+                "items": {"type": "array", "items": {"type": "number"}},
+            },
+            "overlay": {
+                "type": "string",
+                "description": "PNG data URL: the heatmap over the crop.",
+            },
+            "box": {
+                "type": "array",
+                "description": "The crop in the upload's pixels: left, top, right, bottom.",
+                "items": {"type": "number"},
+                "minItems": 4,
+                "maxItems": 4,
+            },
+        },
+    },
+}
+
+# The class an explanation route explains, instead of the top one.
+TARGET = {
+    "name": "target",
+    "in": "query",
+    "description": "A class index or label to explain (absent: the most probable class).",
+    "schema": {"type": "string"},
 }
 
 # What each error status means on a route that classifies, whatever the protocol's shape.
@@ -72,7 +105,9 @@ _STATUSES = {
     404: "No model by that name or version.",
     413: "Body, image count or pixel count over its limit.",
     415: "Not a supported image type, or a compressed body.",
+    422: "A parameter is out of range.",
     500: "The model failed; the error was logged.",
+    501: "The model cannot be explained; the message says why.",
     503: "Not ready, or overloaded.",
     504: "The request waited longer than WANWU_TIMEOUT_MS.",
 }
@@ -91,6 +126,11 @@ def error(
 def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON response with `schema`."""
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body with `schema`."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 def path_params(*names: str) -> list[dict[str, Any]]:

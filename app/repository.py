@@ -211,6 +211,11 @@ class Registry:
         """The default model's default version."""
         return self.find()
 
+    def loaded_versions(self) -> set[tuple[str, str]]:
+        """Every (model, version) loaded in this worker: served, or staged to be."""
+        with self._lock:
+            return set(self._engines)
+
     def served(self) -> list[Engine]:
         """The engine of each served model's default version, by model name."""
         with self._lock:  # a switch changes both at once

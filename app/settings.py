@@ -149,6 +149,13 @@ class Settings:
         "Most images admitted per worker (at least WANWU_MAX_BATCH); beyond it 503 + Retry-After.",
         at_least(1),
     )
+    explain_queue_max: int = _setting(
+        "WANWU_EXPLAIN_QUEUE_MAX",
+        8,
+        "Most images admitted per worker for explanations (WANWU_QUEUE_MAX if lower), so they "
+        "never hold all the places predictions need; beyond it 503 + Retry-After.",
+        at_least(1),
+    )
     timeout_ms: float = _setting(
         "WANWU_TIMEOUT_MS",
         10000.0,

@@ -59,17 +59,23 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.jit.script(TinyNet().eval()).save(str(path))
+    write_tiny_manifest(path, "torchscript-script")
+    return path
+
+
+def write_tiny_manifest(path: Path, format: str, **fields: object) -> None:
+    """The manifest of a seeded tiny model at `path`, in the first format (labels by name)."""
     write_manifest(
         path,
-        name="tiny",
-        format="torchscript-script",
+        name=path.stem,
+        format=format,
         weights={"source": "random-init(seed=0)"},
         trained=False,
         input=INPUT_SPEC,
         labels="imagenet-1k",
         num_classes=1000,
+        **fields,
     )
-    return path
 
 
 def save_tiny_model(path: Path, labels: dict[str, list[str]], trained: bool = True) -> Path:

@@ -175,6 +175,14 @@ def test_a_gray_release_sends_its_share_and_says_so(repository, tmp_path):
         assert promoted.status_code == 200 and promoted.json()["staged_s"] >= 0
         assert {answered(predict(server, "?model=beta"))[0] for _ in range(20)} == {"2"}
         assert "Served versions: 2" in predict(server, "?model=beta&version=1").text
+        # Version 1 serves no more: its series go (once it has finished what it held).
+        deadline = time.monotonic() + 60
+        while ("beta", "1") in _metric(server, "wanwu_model_traffic_share"):
+            assert time.monotonic() < deadline, "version 1's traffic share stayed"
+            time.sleep(0.05)
+        for name in ("wanwu_model_requests_total", "wanwu_inference_seconds_count"):
+            series = _metric(server, name)
+            assert ("beta", "2") in series and ("beta", "1") not in series, name
 
 
 def test_a_snapshot_serves_the_changed_versions_again_after_a_restart(repository, tmp_path):

@@ -4,6 +4,7 @@ query and rule answered by a real Prometheus scraping a real Gunicorn."""
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import tritonclient.grpc as triton
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from app.metrics import EARLY_CLOSES
 from benchkit import system
 from benchkit.grpcload import image_tensor, reserved_port, wait_listening
 from benchkit.images import image_bytes
@@ -33,15 +35,18 @@ WINDOW = "1m"  # what Grafana's $__rate_interval becomes here: the whole test fi
 
 
 def panel_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every query of the generated dashboard."""
-    import json
-
+    """(panel title, PromQL) for every query of the generated dashboard, every variable's
+    values picked."""
     board = json.loads((MONITORING / "dashboard.json").read_text())
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", WINDOW))
-        for panel in board["panels"]
-        for target in panel.get("targets") or []
-    ]
+    picked = {"$__rate_interval": WINDOW, "$job": ".*", "$instance": ".*"}  # all picked
+    queries = []
+    for panel in board["panels"]:
+        for target in panel.get("targets") or []:
+            expr = target["expr"]
+            for variable, value in picked.items():
+                expr = expr.replace(variable, value)
+            queries.append((panel["title"], expr))
+    return queries
 
 
 def test_dashboard_json_is_what_the_generator_writes():
@@ -60,6 +65,12 @@ def test_dashboard_json_is_what_the_generator_writes():
     for topic in ("Images classified", "memory against its limit", "408, 429, 503, 504", "gRPC"):
         assert topic in titles
     assert "Served model" in titles
+    for topic in ("by model and version", "Traffic share", "p99 by model and version"):
+        assert topic in titles
+    board = json.loads((MONITORING / "dashboard.json").read_text())
+    assert [v["name"] for v in board["templating"]["list"]] == ["datasource", "job", "instance"]
+    for title, expr in panel_queries():  # each query reads the picked jobs and instances
+        assert expr.count('job=~".*", instance=~".*"') >= 1, title
 
 
 @pytest.mark.needs("promtool")
@@ -171,6 +182,14 @@ def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_pat
         wait_listening(server.worker_pids(), port)
         prometheus.wait("ready", prometheus.ready)
         prometheus.wait("the target up", lambda: prometheus.query('up{job="wanwu"} == 1') != [])
+        # Before any request: every counter the dashboard reads exists, at 0.
+        for expr, count in (
+            ("wanwu_rejected_total == 0", 2),  # overloaded and deadline, of the one version
+            ("wanwu_model_requests_total == 0", 1),
+            ("sum by (reason) (wanwu_connections_closed_total) == 0", len(EARLY_CLOSES)),
+            ("wanwu_rate_limited_total == 0", 1),
+        ):
+            assert len(prometheus.query(expr)) == count, expr
         refusals(server.url)
         grpc_calls(f"127.0.0.1:{port}")
         image = image_bytes(size=(64, 64))

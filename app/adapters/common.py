@@ -17,9 +17,10 @@ import torch
 from flask import Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import errors, metrics, ratelimit
-from app.core import Classified, Core, Upload
+from app import errors, explain, metrics, ratelimit
+from app.core import Classified, Core, Explained, Upload
 from app.engine import Engine
+from app.model import Classifier
 from app.tensor_model import Row
 
 access_log = logging.getLogger("wanwu.access")
@@ -89,6 +90,36 @@ def classify(uploads: list[Upload], engine: Engine) -> Classified:
     result for the log."""
     g.classified = result = core().classify(uploads, g.started, engine)
     return result
+
+
+def explained(uploads: list[Upload], engine: Engine) -> Explained:
+    """Explain with `engine`'s model through the core (`classify`'s twin)."""
+    g.classified = result = core().explain(uploads, g.started, engine)
+    return result
+
+
+def target(classifier: Classifier) -> int | None:
+    """The class the `target` query parameter names (an index or a label), None if absent."""
+    raw = request.args.get("target")
+    if raw is None:
+        return None
+    return explain.target(raw, {lang: classifier.labels(lang) for lang in classifier.languages})
+
+
+def explanations(
+    result: Explained, classifier: Classifier, k: int, index: int | None, lang: str = "en"
+) -> list[list[dict[str, Any]]]:
+    """Each image's explanations: of class `index` when given, else of its top `k`."""
+    names = classifier.labels(lang)
+    return [
+        [
+            explain.explanation(c, probs, cams, picture, box, names)
+            for c in explain.classes(probs, k, index)
+        ]
+        for probs, cams, picture, box in zip(
+            result.probs, result.cams, result.pictures, result.boxes, strict=True
+        )
+    ]
 
 
 def infer(rows: list[Row], engine: Engine) -> Classified:

@@ -9,7 +9,8 @@ Policy:
 - ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
   from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
   and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
-  classification extension (`class_count`), and answers in `raw_output_contents`. A Triton
+  classification extension (`class_count`), and answers in `raw_output_contents`; the
+  parameter `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py). A Triton
   model's tensors come from `raw_input_contents` or the typed `contents` and are read exactly
   as over HTTP (app/adapters/tensor_io.py).
 - Every image goes through the request core (`app.core`, called directly: no web framework
@@ -18,9 +19,10 @@ Policy:
   /predict. A message over WANWU_MAX_UPLOAD_MB is refused by gRPC itself
   (RESOURCE_EXHAUSTED).
 - Errors map to status codes: 400/415/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
-  NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 504
-  DEADLINE_EXCEEDED, else INTERNAL. Those worth retrying carry google.rpc.RetryInfo and gRPC's
-  own retry pushback (`grpc-retry-pushback-ms`).
+  NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 501 (a
+  model that cannot explain) UNIMPLEMENTED, 504 DEADLINE_EXCEEDED, else INTERNAL. Those
+  worth retrying carry google.rpc.RetryInfo and gRPC's own retry pushback
+  (`grpc-retry-pushback-ms`).
 - Metrics and the access log count each RPC under its method path
   (`/inference.GRPCInferenceService/ModelInfer`) with the status code's name.
 """
@@ -44,7 +46,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics, statistics
-from app.adapters import common, oip, oip_tensors, tensor_io
+from app.adapters import common, oip, oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Classified, Core, Upload
 from app.engine import Engine
@@ -63,6 +65,7 @@ _CODES = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
@@ -183,9 +186,10 @@ def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
 
 def _outputs(request: pb.ModelInferRequest) -> dict[str, Any]:
     """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents,
-    whatever an output's `binary_data` says); the request's parameters bounded as over HTTP."""
-    oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
-    header: dict[str, Any] = {"parameters": {"binary_data_output": True}}
+    whatever an output's `binary_data` says); the request's parameters (`explain`) bounded as
+    over HTTP."""
+    parameters = oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
+    header: dict[str, Any] = {"parameters": {**parameters, "binary_data_output": True}}
     if request.outputs:
         header["outputs"] = [
             {"name": o.name, "parameters": _parameters(o.parameters, drop="binary_data")}
@@ -240,12 +244,17 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             if isinstance(model, TensorModel):
                 return self._infer_tensors(request, call, model, engine)
             images = _images(request, core.settings.max_files)
-            outputs = oip_tensors.outputs(_outputs(request))
+            header, heatmaps = oip_explain.split(_outputs(request))
+            outputs = oip_tensors.outputs(header)
             uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-            call.classified = core.classify(uploads, call.started, engine)
-        probs = torch.stack(call.classified.probs)
+            verb = core.classify if heatmaps is None else core.explain
+            call.classified = result = verb(uploads, call.started, engine)
+        probs = torch.stack(result.probs)
         labels = model.labels("en")
-        return _answer(request, model, [oip_tensors.tensor(probs, o, labels) for o in outputs])
+        tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
+        if heatmaps is not None:
+            tensors.append(heatmaps.tensor(result, model))
+        return _answer(request, model, tensors)
 
     def _infer_tensors(
         self, request: Any, call: _Call, model: TensorModel, engine: Engine

@@ -5,6 +5,7 @@ Policy:
   REST, binary tensor data follows the JSON header (`Inference-Header-Content-Length`, what
   tritonclient sends), and `Inference-Header-Content-Length: 0` makes the whole body one
   image. Outputs are binary where the request asks (`binary_data`, `binary_data_output`).
+- A request parameter `explain: true` adds the HEATMAP output (app/adapters/oip_explain.py).
 - Every error under /v2 is `{"error": message}` with wanwu's status codes (400 malformed, 401
   key, 404 model, 413 limits, 415 not an image, 503 + Retry-After not ready or full, 504
   deadline).
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import bounds, errors, openapi, statistics, triton
-from app.adapters import common, oip_tensors, tensor_io
+from app import bounds, errors, openapi, statistics
+from app.adapters import common, oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Upload
 from app.engine import Engine
@@ -130,12 +131,19 @@ def infer(model_name: str, version: str | None = None) -> Response:
     if isinstance(engine.classifier, TensorModel):
         return _infer_tensors(engine.classifier, engine)
     header, images = _read()
+    header, heatmaps = oip_explain.split(header)
     outputs = oip_tensors.outputs(header)
     uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-    result = common.classify(uploads, engine)
+    if heatmaps is None:
+        result = common.classify(uploads, engine)
+    else:
+        result = common.explained(uploads, engine)
     probs = torch.stack(result.probs)
     labels = engine.classifier.labels("en")
-    return _answer(header, engine, [oip_tensors.tensor(probs, o, labels) for o in outputs])
+    tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
+    if heatmaps is not None:
+        tensors.append(heatmaps.tensor(result, engine.classifier))
+    return _answer(header, engine, tensors)
 
 
 def _infer_tensors(model: TensorModel, engine: Engine) -> Response:
@@ -177,7 +185,7 @@ def _answer(
 @bp.get("/v2/models/<model_name>/versions/<version>/config")
 def model_config(model_name: str, version: str | None = None) -> Any:
     """Triton's model configuration extension (app/statistics.py)."""
-    return triton.as_json(statistics.config(common.core().model(model_name, version)))
+    return statistics.as_json(statistics.config(common.core().model(model_name, version)))
 
 
 @bp.get("/v2/models/stats")
@@ -192,7 +200,7 @@ def model_stats(model_name: str | None = None, version: str | None = None) -> An
         engines = list(registry.loaded(model_name)[1].values())
     else:
         engines = [common.core().model(model_name, version)]
-    return triton.as_json(statistics.statistics(engines))
+    return statistics.as_json(statistics.statistics(engines))
 
 
 _ERROR = {"$ref": "#/components/schemas/OipError"}

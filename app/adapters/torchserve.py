@@ -6,6 +6,9 @@ unchanged (docs/MIGRATING.md lists what differs):
   multipart fields `data` or `file`, or a base64 string (text/plain or a JSON string), as
   TorchServe's VisionHandler does; the answer is the top-5 `{label: probability}` object, a
   list of them when a multipart body holds several images.
+- `POST /explanations/{model}[/{version}]` takes the same bodies and answers, per image, the
+  heatmap of its top class (or of `?target=INDEX|LABEL`) as `/explain` shapes one: an object
+  for one image, a list for several (docs/MIGRATING.md: what differs from Captum's).
 - `GET /ping` says Healthy (200) once this worker is ready, Unhealthy (503) before.
 - TorchServe's management API (`/models`) is app.adapters.management's, on its own listener.
 - Every error under these paths is TorchServe's `{"code", "type", "message"}`, with wanwu's
@@ -28,7 +31,7 @@ from app.model import Classifier
 bp = Blueprint("torchserve", __name__)
 
 # Errors here answer in TorchServe's shape (/models: its management API's, on the other port).
-PATH_PREFIXES = ("/predictions", "/ping", "/models")
+PATH_PREFIXES = ("/predictions", "/explanations", "/ping", "/models")
 TOPK = 5  # ImageClassifier.topk in TorchServe's stock handler
 FIELDS = ("data", "file")  # multipart fields VisionHandler reads ("data"), and a common alias
 _NOT_BASE64 = "A text or JSON body must be a base64-encoded image; this is not valid base64."
@@ -45,6 +48,7 @@ _TYPES = {
     "not_ready": "ServiceUnavailableException",
     "overloaded": "ServiceUnavailableException",
     "timeout": "RequestTimeoutException",
+    "not_explainable": "ModelNotExplainableException",
     "request_timeout": "RequestTimeoutException",
     "rate_limited": "TooManyRequestsException",
     "internal": "InternalServerException",
@@ -113,6 +117,18 @@ def predictions(model_name: str, version: str | None = None) -> Any:
     return Response(body, content_type="application/json")
 
 
+@bp.post("/explanations/<model_name>")
+@bp.post("/explanations/<model_name>/<version>")
+def explanations(model_name: str, version: str | None = None) -> Any:
+    """Explain the request's images: each one's heatmap of its top class, or of `target`."""
+    common.authorize()
+    engine = common.lease(model_name, version)
+    index = common.target(engine.classifier)
+    result = common.explained(_uploads(), engine)
+    answers = [e[0] for e in common.explanations(result, engine.classifier, 1, index)]
+    return jsonify(answers[0] if len(answers) == 1 else answers)
+
+
 @bp.get("/ping")
 def ping() -> Any:
     """Healthy once this worker's model is warm; Unhealthy (503) before."""
@@ -145,8 +161,29 @@ _PREDICT = {
 }
 
 
-def _operations(*methods: str, parameters: tuple[str, ...], **operation: object) -> dict:
-    return {m: {**operation, "parameters": openapi.path_params(*parameters)} for m in methods}
+_EXPLAIN = {
+    "summary": "TorchServe: explain images; per image, the heatmap of its top class.",
+    "requestBody": _PREDICT["requestBody"],
+    "responses": {
+        "200": openapi.json_response(
+            "One explanation for one image, a list of them for several.",
+            {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Explanation"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Explanation"}},
+                ]
+            },
+        ),
+        **openapi.errors_in(_ERROR, 400, 401, 404, 413, 415, 422, 500, 501, 503, 504),
+    },
+}
+
+
+def _operations(
+    *methods: str, parameters: tuple[str, ...], query: tuple[dict, ...] = (), **operation: object
+) -> dict:
+    params = [*openapi.path_params(*parameters), *query]
+    return {m: {**operation, "parameters": params} for m in methods}
 
 
 def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schemas]:
@@ -156,6 +193,12 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
         "/predictions/{model_name}": _operations("post", "put", parameters=model, **_PREDICT),
         "/predictions/{model_name}/{version}": _operations(
             "post", "put", parameters=version, **_PREDICT
+        ),
+        "/explanations/{model_name}": _operations(
+            "post", parameters=model, query=(openapi.TARGET,), **_EXPLAIN
+        ),
+        "/explanations/{model_name}/{version}": _operations(
+            "post", parameters=version, query=(openapi.TARGET,), **_EXPLAIN
         ),
         "/ping": {
             "get": {

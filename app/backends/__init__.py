@@ -26,6 +26,7 @@ class Backend(Protocol):
     runtime: str  # TorchServe's `runtime` in GET /models/{model}
     platform: str  # OIP's `platform` in model metadata
     runner: str  # what runs the forward pass, in /v1/model
+    explains: bool  # whether `explain` exists: an artifact with an explain method
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device`."""
@@ -46,6 +47,37 @@ class Backend(Protocol):
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits for a channels-last batch already on the device, in the input dtype."""
         ...
+
+    def explain(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and every class's activation map, as `__call__` takes the batch."""
+        ...
+
+
+class Reported:
+    """What a served model reports of its backend: Classifier's and TensorModel's, alike."""
+
+    backend: Any
+
+    @property
+    def format(self) -> str:
+        """The artifact's kind: torchscript, pt2 or onnx."""
+        return self.backend.format
+
+    @property
+    def runtime(self) -> str:
+        """The runtime TorchServe's `/models/{model}` reports."""
+        return self.backend.runtime
+
+    @property
+    def platform(self) -> str:
+        """The platform OIP model metadata reports."""
+        return self.backend.platform
+
+    @property
+    def runner(self) -> str:
+        """What runs the forward pass (/v1/model): torchscript, a package's runner, or an
+        ONNX Runtime execution provider."""
+        return self.backend.runner
 
 
 def load(path: str | Path, manifest: dict[str, Any]) -> Backend:

@@ -28,6 +28,7 @@ class LibtorchBackend:
     runtime = "torchscript"
     platform = "pytorch_libtorch"
     runner = "torchscript"
+    explains = False  # a module exported elsewhere has no explain method
 
     def __init__(self, module: torch.jit.ScriptModule, inputs: list[str], outputs: list[str]):
         self.module = module

@@ -30,6 +30,7 @@ class OnnxBackend:
     format = "onnx"
     runtime = "onnxruntime"
     platform = "onnxruntime_onnx"
+    explains = False  # the graph returns logits only
 
     def __init__(self, path: Path, inputs: list[str], outputs: list[str]) -> None:
         self.module = path

@@ -16,6 +16,7 @@ class Pt2Backend:
     format = "pt2"
     runtime = "aotinductor"
     platform = "pytorch_pt2"
+    explains = False  # the compiled program returns logits only
 
     def __init__(self, module: pt2.Package) -> None:
         self.module = module

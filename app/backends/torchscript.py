@@ -21,6 +21,8 @@ class TorchScriptBackend:
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
+        # An export with an explain method (app/export/explainable.py) keeps it when frozen.
+        self.explains = hasattr(module, "explain")
 
     @classmethod
     def load(cls, path: str | Path) -> TorchScriptBackend:
@@ -40,7 +42,10 @@ class TorchScriptBackend:
         """
         torch.jit.enable_onednn_fusion(fuse and device.type == "cpu")
         with runtime.torchscript_api():
-            self.module = torch.jit.freeze(self.module.to(device=device, dtype=DTYPES[precision]))
+            self.module = torch.jit.freeze(
+                self.module.to(device=device, dtype=DTYPES[precision]),
+                preserved_attrs=["explain"] if self.explains else None,
+            )
 
     def weights(self) -> list[torch.Tensor]:
         """The tensors a frozen module holds as constants (its folded weights)."""
@@ -56,3 +61,7 @@ class TorchScriptBackend:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module(batch)
+
+    def explain(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and every class's activation map (app/export/explainable.py)."""
+        return self.module.explain(batch)

@@ -16,6 +16,7 @@ import torchvision
 from app import imaging, runtime
 from app import labels as labelling
 from app.backends.onnx import OnnxBackend
+from app.export import explainable
 from app.export.request import ExportError
 from app.export.sources import summary
 from app.labels import LabelError, read_labels
@@ -110,15 +111,23 @@ def class_count(module: torch.nn.Module, crop: int | list[int]) -> int:
     return int(out.shape[1])
 
 
-def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Path], None]:
-    """A `save(path)` for write_artifact that traces `module` to TorchScript."""
+def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Path], dict[str, Any]]:
+    """A `save(path)` for write_artifact that traces `module` to TorchScript, with an
+    `explain` method too when the model's feature map and head are found; it returns the
+    manifest's `explain` field (app/export/explainable.py)."""
     height, width = imaging.size_hw(crop)
 
-    def save(path: Path) -> None:
+    def save(path: Path) -> dict[str, Any]:
+        how = explainable.plan(module, crop)
         # torch.jit.trace's own check re-traces the model (4x the time): compare outputs once.
         x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode(), runtime.torchscript_api():
-            traced = torch.jit.trace(module, x[:1], check_trace=False)
+            if how.reason is None:
+                methods = {"forward": x[:1], "explain": x[:1]}
+                wrapped = explainable.Explainable(module, how).eval()
+                traced = torch.jit.trace_module(wrapped, methods, check_trace=False)
+            else:
+                traced = torch.jit.trace(module, x[:1], check_trace=False)
             expected, actual = module(x), traced(x)
         if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):
             raise ExportError(
@@ -126,6 +135,7 @@ def save_traced(module: torch.nn.Module, crop: int | list[int]) -> Callable[[Pat
                 "flow?); export it yourself with torch.jit.script and pass --torchscript"
             )
         traced.save(str(path))
+        return {"explain": how.manifest()}
 
     return save
 

@@ -1,17 +1,20 @@
 // The upload page: send each image to /predict and show its top-3 (the server's default:
-// every class of a model with fewer) as a card.
+// every class of a model with fewer) as a card; its "explain" toggle asks /explain for the
+// top class's heatmap and lays it over the photo where the model's crop lies.
 "use strict";
 
 const TEXT = {
   en: { drop: "Drop images here, paste, or choose files",
         working: "Classifying…", latency: "server time", tooLarge: "File is larger than the limit",
         busy: "The service is busy; retry in a moment.", network: "Could not reach the service.",
-        noLabels: "", sent: "sent", original: "original", sendOriginal: "Send the original" },
+        noLabels: "", sent: "sent", original: "original", sendOriginal: "Send the original",
+        explain: "Explain", heatmapOf: "Heatmap of" },
   zh: { drop: "拖放图片到这里、粘贴，或选择文件",
         working: "识别中…", latency: "服务器耗时", tooLarge: "文件超过大小限制",
         busy: "服务繁忙，请稍后重试。", network: "无法连接到服务。",
         noLabels: "此模型没有中文标签，结果以英文显示。",
-        sent: "已发送", original: "原图", sendOriginal: "发送原图" },
+        sent: "已发送", original: "原图", sendOriginal: "发送原图",
+        explain: "解释", heatmapOf: "热力图" },
 };
 const maxBytes = Number(document.body.dataset.maxBytes);
 const model = encodeURIComponent(document.body.dataset.model);  // the one this page describes
@@ -58,17 +61,20 @@ function size(bytes) {
 
 // A JPEG of the picture with its short side at sendShortSide, or null to send the file as it
 // is: already small enough, or a format this browser cannot decode (HEIC outside Safari),
-// which the server decodes.
-async function downsized(file) {
+// which the server decodes. The upright size of what is sent goes to upload.sentSize: an
+// explanation's crop box is in its pixels.
+async function downsized(upload) {
   let picture;
   try {
-    picture = await createImageBitmap(file);  // upright: EXIF orientation is applied
+    picture = await createImageBitmap(upload.file);  // upright: EXIF orientation is applied
   } catch (error) {
     return null;
   }
   const scale = sendShortSide / Math.min(picture.width, picture.height);
+  upload.fullSize = upload.sentSize = { width: picture.width, height: picture.height };
   if (scale >= 1) { picture.close(); return null; }
   const width = Math.round(picture.width * scale), height = Math.round(picture.height * scale);
+  upload.sentSize = { width, height };
   const small = await createImageBitmap(picture, { resizeWidth: width, resizeHeight: height,
                                                    resizeQuality: "high" });
   picture.close();
@@ -89,7 +95,9 @@ function sentNote(upload) {
   note.textContent = `${t("sent")}: ${size(upload.small.size)} · ${t("original")}: ${size(upload.file.size)} `;
   const button = el("button", "original", t("sendOriginal"));
   button.type = "button";
-  button.addEventListener("click", () => { upload.small = null; upload.original = true; classify(upload); });
+  button.addEventListener("click", () => {
+    upload.small = null; upload.original = true; upload.sentSize = upload.fullSize; classify(upload);
+  });
   note.append(button);
   return note;
 }
@@ -109,8 +117,63 @@ function showPredictions(upload, body) {
     item.append(row, bar);
     list.append(item);
   }
+  upload.card.note = el("p", "meta explained");
   upload.card.result.replaceChildren(list,
-    el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`), sentNote(upload));
+    el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`), sentNote(upload),
+    explainToggle(upload), upload.card.note);
+  if (upload.explaining) explain(upload);  // a new answer (another language): a new caption
+}
+
+function explainToggle(upload) {
+  const button = el("button", "explain", t("explain"));
+  button.type = "button";
+  button.setAttribute("aria-pressed", String(Boolean(upload.explaining)));
+  button.addEventListener("click", () => {
+    upload.explaining = !upload.explaining;
+    button.setAttribute("aria-pressed", String(upload.explaining));
+    if (upload.explaining) explain(upload); else hideHeatmap(upload.card);
+  });
+  return button;
+}
+
+async function explain(upload) {
+  const { card } = upload;
+  const form = new FormData();
+  form.append("file", upload.small || upload.file, upload.file.name);
+  try {
+    const response = await fetch(`/explain?model=${model}&lang=${labelLanguage()}`, { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (!upload.explaining) return;  // toggled off while it ran
+    if (response.ok) return showHeatmap(upload, body.explanations[0]);
+    card.note.textContent = body.error ? body.error.message : `HTTP ${response.status}`;
+  } catch (error) {
+    card.note.textContent = t("network");
+  }
+}
+
+// The overlay (the heatmap over the model's crop) sits on the photo at the crop's box, given
+// in the sent picture's pixels, so as percentages of the photo shown it fits at any size.
+function showHeatmap(upload, explanation) {
+  const { card } = upload;
+  const size = upload.sentSize || { width: card.preview.naturalWidth, height: card.preview.naturalHeight };
+  const [left, top, right, bottom] = explanation.box;
+  const heat = el("img", "heat");
+  heat.alt = `${t("heatmapOf")} ${explanation.label}`;
+  heat.src = explanation.overlay;
+  heat.style.left = `${(100 * left) / size.width}%`;
+  heat.style.top = `${(100 * top) / size.height}%`;
+  heat.style.width = `${(100 * (right - left)) / size.width}%`;
+  heat.style.height = `${(100 * (bottom - top)) / size.height}%`;
+  hideHeatmap(card);
+  card.frame.append(heat);
+  card.frame.classList.add("explaining");
+  card.note.textContent = `${t("heatmapOf")}: ${explanation.label} (${(explanation.score * 100).toFixed(1)}%)`;
+}
+
+function hideHeatmap(card) {
+  for (const heat of card.frame.querySelectorAll(".heat")) heat.remove();
+  card.frame.classList.remove("explaining");
+  card.note.textContent = "";
 }
 
 function showError(card, message) {
@@ -121,7 +184,7 @@ function showError(card, message) {
 async function classify(upload) {
   const { file, card } = upload;
   card.result.replaceChildren(el("p", "meta", t("working")));
-  if (upload.small === undefined) upload.small = upload.original ? null : await downsized(file);
+  if (upload.small === undefined) upload.small = upload.original ? null : await downsized(upload);
   const sending = upload.small || file;
   if (sending.size > maxBytes) return showError(card, `${t("tooLarge")} (${(maxBytes / 2 ** 20).toFixed(0)} MB).`);
   const form = new FormData();
@@ -143,12 +206,14 @@ function addFiles(files) {
     const preview = el("img");
     preview.alt = file.name;
     if (file.type.startsWith("image/")) preview.src = URL.createObjectURL(file);
+    const frame = el("div", "frame");
+    frame.append(preview);
     const body = el("div", "body");
     const result = el("div", "result");
     body.append(el("div", "name", file.name), result);
-    item.append(preview, body);
+    item.append(frame, body);
     cards.prepend(item);
-    const upload = { file, card: { result } };
+    const upload = { file, card: { result, frame, preview } };
     uploads.push(upload);
     classify(upload);
   }

@@ -15,7 +15,12 @@ from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, 
 from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import GraphTresholdsStyleMode  # the SDK's spelling
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    VariableRefresh,
+)
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 # Routes that classify images, one per protocol (Flask's rule strings and gRPC's method path,
@@ -31,15 +36,41 @@ ERRORS = 'status=~"5..|UNAVAILABLE|DEADLINE_EXCEEDED|INTERNAL|UNKNOWN|DATA_LOSS"
 REFUSALS = 'status=~"408|429|503|504|RESOURCE_EXHAUSTED|UNAVAILABLE|DEADLINE_EXCEEDED"'
 WINDOW = "$__rate_interval"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Every query reads the services and instances picked in the `job` and `instance` variables.
+SCOPE = 'job=~"$job", instance=~"$instance"'
 
 
-def rate(series: str, by: str = "") -> str:
+def series(name: str, selector: str = "") -> str:
+    """`name` within the picked jobs and instances, and `selector` when given."""
+    return f"{name}{{{SCOPE}{', ' + selector if selector else ''}}}"
+
+
+def rate(name: str, by: str = "", selector: str = "") -> str:
     grouping = f" by ({by})" if by else ""
-    return f"sum{grouping} (rate({series}[{WINDOW}]))"
+    return f"sum{grouping} (rate({series(name, selector)}[{WINDOW}]))"
 
 
-def quantile(q: float, histogram: str, selector: str = "") -> str:
-    return f"histogram_quantile({q}, {rate(f'{histogram}_bucket{{{selector}}}', 'le')})"
+def quantile(q: float, histogram: str, selector: str = "", by: str = "") -> str:
+    grouping = ", ".join(filter(None, (by, "le")))
+    return f"histogram_quantile({q}, {rate(f'{histogram}_bucket', grouping, selector)})"
+
+
+def gauge(name: str, by: str = "") -> str:
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} ({series(name)})"
+
+
+def variable(name: str, query_text: str) -> dashboard.QueryVariable:
+    """A variable of every value Prometheus has for a label (all of them picked at first)."""
+    return (
+        dashboard.QueryVariable(name)
+        .datasource(DATASOURCE)
+        .query(query_text)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
 
 
 def query(expr: str, legend: str) -> prometheus.Dataquery:
@@ -72,14 +103,16 @@ def graph(title: str, unit: str, *queries: prometheus.Dataquery, limit: float | 
 
 
 def build() -> dashboard.Dashboard:
-    """The dashboard: traffic and errors, latency, batching, capacity, the model."""
+    """The dashboard: traffic and errors, latency, batching, capacity, models and versions."""
     requests_by_status = rate("wanwu_requests_total", "route, status")
-    errors = rate(f"wanwu_requests_total{{{ERRORS}}}")
+    errors = rate("wanwu_requests_total", selector=ERRORS)
     all_requests = rate("wanwu_requests_total")
     latency = [
         query(quantile(q, "wanwu_request_duration_seconds", INFERENCE), f"p{round(q * 100)}")
         for q in (0.5, 0.9, 0.99)
     ]
+    by_version = "model, version"
+    model_requests = rate("wanwu_model_requests_total", by_version)
     return (
         dashboard.Dashboard("wanwu")
         .uid("wanwu")
@@ -87,6 +120,10 @@ def build() -> dashboard.Dashboard:
         .refresh("30s")
         .time("now-1h", "now")
         .with_variable(dashboard.DatasourceVariable("datasource").type("prometheus"))
+        .with_variable(variable("job", "label_values(wanwu_workers_configured, job)"))
+        .with_variable(
+            variable("instance", 'label_values(wanwu_workers_configured{job=~"$job"}, instance)')
+        )
         .with_row(dashboard.Row("Traffic and errors"))
         .with_panel(
             graph(
@@ -108,7 +145,7 @@ def build() -> dashboard.Dashboard:
             graph(
                 "Refusals: 408, 429, 503, 504 (gRPC's too) and early closes",
                 "reqps",
-                query(rate(f"wanwu_requests_total{{{REFUSALS}}}", "status"), "{{status}}"),
+                query(rate("wanwu_requests_total", "status", REFUSALS), "{{status}}"),
                 query(rate("wanwu_connections_closed_total", "reason"), "closed: {{reason}}"),
             )
         )
@@ -127,8 +164,8 @@ def build() -> dashboard.Dashboard:
             graph(
                 "Queue depth and requests in flight",
                 "short",
-                query("sum(wanwu_queue_depth)", "images queued"),
-                query("sum(wanwu_requests_in_flight)", "requests in flight"),
+                query(gauge("wanwu_queue_depth"), "images queued"),
+                query(gauge("wanwu_requests_in_flight"), "requests in flight"),
             )
         )
         .with_row(dashboard.Row("Batching and throughput"))
@@ -155,19 +192,19 @@ def build() -> dashboard.Dashboard:
             graph(
                 "Server memory against its limit",
                 "bytes",
-                query("sum by (instance) (wanwu_memory_usage_bytes)", "used {{instance}}"),
-                query("sum by (instance) (wanwu_memory_limit_bytes)", "limit {{instance}}"),
-                query("0.9 * sum by (instance) (wanwu_memory_limit_bytes)", "alert at 90 %"),
+                query(gauge("wanwu_memory_usage_bytes", "instance"), "used {{instance}}"),
+                query(gauge("wanwu_memory_limit_bytes", "instance"), "limit {{instance}}"),
+                query(f"0.9 * {gauge('wanwu_memory_limit_bytes', 'instance')}", "alert at 90 %"),
             )
         )
         .with_panel(
             graph(
                 "Workers: ready, configured, exits",
                 "short",
-                query("sum by (instance) (wanwu_workers_ready)", "ready {{instance}}"),
-                query("sum by (instance) (wanwu_workers_configured)", "configured {{instance}}"),
+                query(gauge("wanwu_workers_ready", "instance"), "ready {{instance}}"),
+                query(gauge("wanwu_workers_configured", "instance"), "configured {{instance}}"),
                 query(
-                    f"sum by (instance) (increase(wanwu_worker_exits_total[{WINDOW}]))",
+                    f"sum by (instance) (increase({series('wanwu_worker_exits_total')}[{WINDOW}]))",
                     "exits {{instance}}",
                 ),
             )
@@ -177,12 +214,58 @@ def build() -> dashboard.Dashboard:
                 stat,
                 "Open connections and buffered request bytes",
                 [
-                    query("sum(wanwu_connections_open)", "connections"),
-                    query("sum(wanwu_buffered_request_bytes)", "buffered bytes"),
+                    query(gauge("wanwu_connections_open"), "connections"),
+                    query(gauge("wanwu_buffered_request_bytes"), "buffered bytes"),
                 ],
             )
         )
-        .with_row(dashboard.Row("Model"))
+        .with_row(dashboard.Row("Models and versions (a gray release)"))
+        .with_panel(
+            graph(
+                "Requests/s by model and version",
+                "reqps",
+                query(model_requests, "{{model}} v{{version}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Traffic share by model and version: served and configured",
+                "percentunit",
+                query(
+                    f"{model_requests} / ignoring (version) group_left "
+                    f"{rate('wanwu_model_requests_total', 'model')}",
+                    "{{model}} v{{version}} served",
+                ),
+                query(
+                    f"max by (model, version) ({series('wanwu_model_traffic_share')})",
+                    "{{model}} v{{version}} configured",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Forward pass and queue wait p99 by model and version",
+                "s",
+                query(
+                    quantile(0.99, "wanwu_inference_seconds", by=by_version),
+                    "{{model}} v{{version}} forward pass",
+                ),
+                query(
+                    quantile(0.99, "wanwu_queue_wait_seconds", by=by_version),
+                    "{{model}} v{{version}} queue wait",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Images refused or expired/s by model and version (503, 504)",
+                "short",
+                query(
+                    rate("wanwu_rejected_total", f"{by_version}, reason"),
+                    "{{model}} v{{version}} {{reason}}",
+                ),
+            )
+        )
         .with_panel(
             panel(
                 table,
@@ -190,14 +273,14 @@ def build() -> dashboard.Dashboard:
                 [
                     query(
                         "max by (instance, name, version, classes, trained, device, precision, "
-                        "format) (wanwu_model_info)",
+                        f"format) ({series('wanwu_model_info')})",
                         "{{name}} {{version}}",
                     )
                     .instant()
                     .format(PromQueryFormat.TABLE)
                 ],
-                width=24,
-                height=5,
+                width=16,
+                height=8,
             )
         )
     )
