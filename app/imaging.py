@@ -194,7 +194,7 @@ def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     (app/model.py): a request thread running torch ops would start an OpenMP team of its own
     whose spinning threads take CPU from the model (docs/BENCHMARKS.md).
     """
-    shape = (3, 1, 1)
+    shape = (-1, 1, 1)  # per channel, or one value for all three
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
     # Planes first (a cheap reorder of bytes), then in place: each operation runs over

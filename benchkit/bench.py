@@ -79,11 +79,15 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
 
 
 def histogram(url: str, name: str) -> tuple[float, float]:
-    """Sum and count of one of the service's (unlabelled) Prometheus histograms so far."""
+    """Sum and count of one of the service's Prometheus histograms so far, over all its
+    label sets (each served model and version has its own)."""
     text = requests.get(f"{url}/metrics", timeout=10).text
     family = next(f for f in text_string_to_metric_families(text) if f.name == name)
-    values = {sample.name: sample.value for sample in family.samples}
-    return values[f"{name}_sum"], values[f"{name}_count"]
+    totals = {f"{name}_sum": 0.0, f"{name}_count": 0.0}
+    for sample in family.samples:
+        if sample.name in totals:
+            totals[sample.name] += sample.value
+    return totals[f"{name}_sum"], totals[f"{name}_count"]
 
 
 def batch_stats(url: str) -> tuple[float, float]:

@@ -6,9 +6,10 @@ run) and each precision, starts real Gunicorn from that checkout, drives --clien
 real JPEGs to /predict, and splits every worker thread's CPU time (/proc) into stages by
 py-spy's samples of the same thread (benchkit/cpu.py): decode, resize/crop, normalise, framing,
 connections, web framework, JSON, metrics, logging, batching hand-offs, forward, the rest. It
-prints CPU ms per image for each, the throughput, and the share of the CPU time that went to
-the forward pass and decoding: on CPUs the service has to itself, the throughput over the limit
-those two set, `CPUs / (forward + decode per image)`.
+prints CPU ms per image for each, the throughput, the clients' mean latency and its p99 over
+the mean beside the mean wait in the batcher's queue (/metrics), and the share of the CPU time
+that went to the forward pass and decoding: on CPUs the service has to itself, the throughput
+over the limit those two set, `CPUs / (forward + decode per image)`.
 Then --lone requests one at a time: their median latency over the median forward pass (the
 server's `timing_ms`) plus the JPEG decode (timed here, in this process), and their median
 wait in the batcher's queue.
@@ -38,7 +39,9 @@ from benchkit.bench import (
     add_server_arguments,
     batch_stats,
     header,
+    histogram,
     load_images,
+    percentile,
     server_settings,
     start_server,
 )
@@ -59,6 +62,7 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
         pids = srv.worker_pids()
         before = {pid: cpu.thread_cpu(pid) for pid in pids}
         images_before, passes_before = batch_stats(srv.url)
+        waits_before = histogram(srv.url, "wanwu_queue_wait_seconds")
         began = time.monotonic()
         answered: list = []
         load = threading.Thread(
@@ -73,14 +77,18 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
         for pid in pids:
             used.update(cpu.cpu_used(before[pid], cpu.thread_cpu(pid)))
         images_after, passes_after = batch_stats(srv.url)
+        waits_after = histogram(srv.url, "wanwu_queue_wait_seconds")
         lone = lone_requests(srv.url, images, args.lone)
-    ok = sum(1 for r in answered if r.status == 200)
+    latencies = [1000 * r.latency for r in answered if r.status == 200]
+    ok = len(latencies)
     stages = cpu.split_cpu(used, cpu.samples_by_thread(spy_dir), MODEL_THREAD_NAME)
     shutil.rmtree(spy_dir, ignore_errors=True)
     return {
         "ms": {stage: 1000 * seconds / ok for stage, seconds in stages.items()},
         "rate": ok / elapsed,
         "batch": (images_after - images_before) / max(1.0, passes_after - passes_before),
+        "latency": (statistics.mean(latencies), percentile(latencies, 99)),
+        "queue": 1000 * (waits_after[0] - waits_before[0]) / (waits_after[1] - waits_before[1]),
         "lone": lone,
     }
 
@@ -155,6 +163,9 @@ def main() -> int:
     row("images/s", [r["rate"] for r in runs.values()], "{:.1f}")
     row("CPUs used", [r["rate"] * t / 1000 for r, t in zip(runs.values(), totals, strict=True)])
     row("mean batch", [r["batch"] for r in runs.values()])
+    row("latency: mean, ms", [r["latency"][0] for r in runs.values()], "{:.1f}")
+    row("latency: p99 / mean", [r["latency"][1] / r["latency"][0] for r in runs.values()])
+    row("mean queue wait, ms", [r["queue"] for r in runs.values()], "{:.1f}")
     # On CPUs the service has to itself, throughput / (CPUs / (forward + decode)) is this.
     row(
         "(forward + decode) / total",

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+from PIL import Image
 from sklearn import metrics
 
+from app import imaging
 from app.artifact import read_manifest
 from app.train import data as dataset
 from app.train import report
@@ -89,6 +91,20 @@ def test_a_folder_is_split_and_its_strays_listed(digits_folder):
     again = dataset.scan(digits_folder)
     assert again.items == data.items, "the split is seeded"
     assert dataset.scan(digits_folder, seed=1).items != data.items
+
+
+def test_heic_and_exif_rotated_photos_are_read_as_the_service_reads_them(tmp_path):
+    folders.textures(tmp_path, per_class=10)
+    picture = Image.open(tmp_path / "dots" / "000.jpg").crop((0, 0, 64, 40))
+    picture.save(tmp_path / "dots" / "phone.heic", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: the camera was turned
+    picture.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "dots" / "turned.jpg", exif=exif)
+    data = dataset.scan(tmp_path)
+    files = {i.file for i in data.items}
+    assert {"dots/phone.heic", "dots/turned.jpg"} <= files and data.skipped == []
+    turned = imaging.decode((tmp_path / "dots" / "turned.jpg").read_bytes(), 10**6)
+    assert turned.size == (64, 40), "upright, as the camera meant it"
 
 
 def test_a_class_below_the_minimum_is_refused_by_name(tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 
 from app import imaging
 from app.errors import ApiError
+from app.train.features import progress
 
 SPLITS = ("train", "val", "test")
 SPLIT = (5, 3, 2)
@@ -102,8 +103,9 @@ def scan(
         raise DataError(f"{root} has split folders but lacks {missing}: give all three or none")
     tops = [root / s for s in SPLITS] if given else [root]
     found: dict[str, list[tuple[str, str, str]]] = {}  # class -> (file, split, sha256)
-    for top in tops:
-        for path in sorted(top.rglob("*")):
+    paths = [(top, path) for top in tops for path in sorted(top.rglob("*"))]
+    with progress(len(paths), "data", "file") as bar:
+        for top, path in paths:
             rel = path.relative_to(root).as_posix()
             why = _unusable(path, top, max_pixels)
             if why is None:
@@ -112,6 +114,7 @@ def scan(
                 found.setdefault(label, []).append((rel, top.name if given else "", digest))
             elif why:
                 skipped.append({"file": rel, "reason": why})
+            bar.update()
     classes = sorted(found)
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class folders with pictures; give at least 2")

@@ -85,15 +85,17 @@ def compute(
     device: torch.device,
 ) -> torch.Tensor:
     """The features of `files` (one row each), with a progress bar in images/s."""
-    body.eval().to(device)
+    # Channels-last, as the service runs it: depthwise convolutions run twice as fast.
+    body.eval().to(device, memory_format=torch.channels_last)
     rows = []
     with progress(len(files), "features") as bar:
         for batch in batches(files, served(root, spec, max_pixels)):
-            rows.append(body(batch.to(device)).float().cpu().flatten(1))
+            batch = batch.to(device, memory_format=torch.channels_last)
+            rows.append(body(batch).float().cpu().flatten(1))
             bar.update(len(batch))
     return torch.cat(rows)
 
 
-def progress(total: int, step: str) -> tqdm:
-    """The progress bar of a long step: images/s and the time left."""
-    return tqdm(total=total, desc=step, unit="img", dynamic_ncols=True)
+def progress(total: int, step: str, unit: str = "img") -> tqdm:
+    """The progress bar of a long step: images (or files) per second and the time left."""
+    return tqdm(total=total, desc=step, unit=unit, dynamic_ncols=True)

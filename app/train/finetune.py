@@ -72,7 +72,7 @@ def evaluate(model: torch.nn.Module, root: Path, files: list[str], spec, max_pix
     rows = []
     with torch.inference_mode(), features.progress(len(files), "evaluate") as bar:
         for batch in features.batches(files, features.served(root, spec, max_pixels)):
-            rows.append(model(batch.to(where)).float().cpu())
+            rows.append(model(batch.to(where, memory_format=torch.channels_last)).float().cpu())
             bar.update(len(batch))
     return torch.cat(rows)
 
@@ -94,7 +94,7 @@ def finetune(
     root, spec, limit = data["root"], data["spec"], data["max_pixels"]
     files, labels = data["train"]
     val_files, val_labels = data["val"]
-    model = copy.deepcopy(model).to(where)
+    model = copy.deepcopy(model).to(where, memory_format=torch.channels_last)
     top = model.get_submodule(head_name)
     top_ids = {id(p) for p in top.parameters()}
     rest = [p for p in model.parameters() if id(p) not in top_ids]
@@ -116,7 +116,7 @@ def finetune(
             for k, batch in enumerate(features.batches([files[i] for i in order], load)):
                 idx = order[k * features.BATCH : (k + 1) * features.BATCH]
                 with autocast(where):
-                    logits = model(batch.to(where))
+                    logits = model(batch.to(where, memory_format=torch.channels_last))
                 loss = head.loss(logits.float(), labels[idx].to(where), weights)
                 optimizer.zero_grad()
                 loss.backward()
