@@ -14,6 +14,15 @@ DEMO    := models/efficientnet_lite0.pt
 DIGITS  := models/digits.pt
 # With WANWU_MODEL or WANWU_MODEL_REPOSITORY set, build no model: a missing one is named at start-up.
 SERVED  := $(if $(WANWU_MODEL)$(WANWU_MODEL_REPOSITORY),,$(MODEL))
+# TORCH_INDEX=URL (a fresh .venv): torch and torchvision from that index alone, e.g. PyTorch's CPU
+# wheels (https://download.pytorch.org/whl/cpu), the rest from pip's own. On a CPU machine that
+# keeps out the CUDA libraries (nvidia-*) and the GPU compiler (triton), 3.2 GB serving never
+# loads there; an install that would still bring any of them stops, naming them.
+TORCH_INDEX ?=
+TORCH_FIRST := $(if $(TORCH_INDEX),$(PIP) --index-url $(TORCH_INDEX) torch torchvision &&)
+GPU_ONLY    := $(BIN)/python -c "import importlib.metadata as m, sys; \
+	gpu = sorted(n for d in m.distributions() if (n := d.metadata['Name']) == 'triton' \
+	or n.startswith('nvidia-')); sys.exit(f'TORCH_INDEX still brought GPU-only packages: {gpu}' if gpu else 0)"
 
 .PHONY: serve serve-int8 demo demo-digits train test lint loadtest image-check clean
 
@@ -27,7 +36,8 @@ serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 # int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
-# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of them; built once, then served.
+# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of the fifth of them held out of
+# calibration, or if the model is untrained; built once, then served.
 INT8          ?= models/resnet18-int8.pt2
 MIN_AGREEMENT ?= 0.9
 
@@ -93,7 +103,8 @@ gpu-bundle: $(STAMP)  ## IMAGES=DIR when ../shared/imagenet-samples is elsewhere
 $(RUNTIME): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing what serving needs into $(VENV) (a few minutes; log: $(PIPLOG))"
-	@{ $(PIP) --upgrade pip && $(PIP) -e .; } > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	@{ $(PIP) --upgrade pip && $(TORCH_FIRST) $(PIP) -e .; } > $(PIPLOG) 2>&1 || { tail -n 30 $(PIPLOG); exit 1; }
+	$(if $(TORCH_INDEX),@$(GPU_ONLY))
 	@touch $@
 
 $(STAMP): $(RUNTIME)

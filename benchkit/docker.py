@@ -64,10 +64,14 @@ class Engine:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while self.docker("version", check=False).returncode:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            while self.docker("version", check=False).returncode:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dockerd did not start:\n{self.log()[-3000:]}")
+                time.sleep(0.2)
+        except BaseException:  # never leave a daemon running behind a failed start
+            self.stop()
+            raise
         return self
 
     def log(self) -> str:

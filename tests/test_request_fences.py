@@ -7,14 +7,16 @@ import base64
 import http.client
 import json
 
+import grpc
 import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from app.adapters.oip_tensors import MAX_PARAMETERS
+from app.adapters.oip_tensors import MAX_PARAMETERS, serialize_bytes
 from benchkit.grpcload import grpc_server
 from benchkit.images import image_bytes
 
@@ -126,3 +128,14 @@ def test_a_refused_predict_keeps_the_connection_it_promises(server):
         assert connection.sock is sock  # not reconnected behind the test's back
     finally:
         connection.close()
+
+
+def test_grpc_answers_raw_whatever_binary_data_says(server):
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="tiny")
+        request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
+        request.raw_input_contents.append(serialize_bytes([image_bytes()]))
+        request.outputs.add(name="PROBS").parameters["binary_data"].bool_param = False
+        answer = stub.ModelInfer(request, timeout=60)
+    assert answer.outputs[0].shape == [1, 1000] and len(answer.raw_output_contents[0]) == 4000

@@ -192,7 +192,8 @@ def _with_affinity(launch, cpus: list[int]):
 def make_serve_plan(tmp_path: Path, **env: str) -> str:
     """What `make serve` would run (make -n: nothing is installed or started)."""
     result = subprocess.run(
-        ["make", "-n", "serve", f"MODEL={tmp_path / 'missing.pt'}"],
+        # -W: as if pyproject.toml had changed, so the install shows even where .venv is made.
+        ["make", "-n", "-W", "pyproject.toml", "serve", f"MODEL={tmp_path / 'missing.pt'}"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "WANWU_MODEL"} | env,
         capture_output=True,
@@ -210,3 +211,14 @@ def test_make_serve_installs_the_runtime_set_and_builds_only_the_model_it_serves
     assert "[dev]" not in default, default
     chosen = make_serve_plan(tmp_path, WANWU_MODEL="models/digits.pt")
     assert "app.export" not in chosen and "gunicorn -c gunicorn.conf.py" in chosen, chosen
+
+
+def test_make_serve_takes_torch_from_torch_index_alone_and_refuses_gpu_packages(tmp_path):
+    index = "file:///srv/torch-cpu/simple"
+    plan = make_serve_plan(tmp_path, TORCH_INDEX=index)
+    torch_first = f"pip install --progress-bar off --index-url {index} torch torchvision"
+    assert torch_first in plan, plan
+    assert plan.index(torch_first) < plan.index("pip install --progress-bar off -e .")
+    assert "TORCH_INDEX still brought GPU-only packages" in plan  # checked after the install
+    plain = make_serve_plan(tmp_path)
+    assert "--index-url" not in plain and "GPU-only" not in plain, plain

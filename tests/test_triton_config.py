@@ -9,8 +9,9 @@ import torch
 
 from app.artifact import ArtifactError
 from app.repository import Registry, scan
+from app.statistics import as_json
 from app.tensor_model import TensorModel
-from app.triton import as_json, plan, read_config, serving_version
+from app.triton import plan, read_config, serving_version
 from benchkit import triton_repo
 from tests.conftest import add_version, make_settings
 
