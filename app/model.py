@@ -20,7 +20,7 @@ from app.artifact import ArtifactError, read_manifest
 log = logging.getLogger(__name__)
 
 
-class Classifier:
+class Classifier(backends.Reported):
     """Run batches of images (uint8 pixels or normalised floats) through the model and return
     probabilities."""
 
@@ -46,26 +46,6 @@ class Classifier:
     def module(self) -> Any:
         """The loaded artifact: a ScriptModule or an app.pt2.Package."""
         return self.backend.module
-
-    @property
-    def format(self) -> str:
-        """The artifact's kind: torchscript or pt2."""
-        return self.backend.format
-
-    @property
-    def runtime(self) -> str:
-        """The runtime TorchServe's `/models/{model}` reports."""
-        return self.backend.runtime
-
-    @property
-    def platform(self) -> str:
-        """The platform OIP model metadata reports."""
-        return self.backend.platform
-
-    @property
-    def runner(self) -> str:
-        """What runs the forward pass (/v1/model): torchscript, or a package's runner."""
-        return self.backend.runner
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
         """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""

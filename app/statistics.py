@@ -13,6 +13,9 @@ Policy:
 
 from __future__ import annotations
 
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+
 from app import metrics
 from app.engine import Engine
 from app.grpc_proto import grpc_service_pb2 as gs
@@ -75,3 +78,38 @@ def statistics(engines: list[Engine]) -> gs.ModelStatisticsResponse:
 
 def _duration(count: int, seconds: float) -> gs.StatisticDuration:
     return gs.StatisticDuration(count=count, ns=round(seconds * 1e9))
+
+
+def as_json(message: object) -> dict[str, object]:
+    """A config (or statistics) message as Triton's HTTP API renders it: proto field names,
+    every field, and 64-bit integers as JSON numbers (protobuf's JSON writes them as strings)."""
+    data = json_format.MessageToDict(
+        message,  # type: ignore[arg-type]
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    return _numbers(message, data)
+
+
+_INT64 = {FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64}
+
+
+def _numbers(message: object, data: dict[str, object]) -> dict[str, object]:
+    for field in message.DESCRIPTOR.fields:  # type: ignore[attr-defined]
+        if field.name not in data:
+            continue
+        value = getattr(message, field.name)
+        repeated = field.is_repeated
+        if field.cpp_type in _INT64:
+            data[field.name] = list(value) if repeated else value
+        elif (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and not field.message_type.GetOptions().map_entry
+        ):
+            if repeated:
+                data[field.name] = [
+                    _numbers(m, d) for m, d in zip(value, data[field.name], strict=True)
+                ]
+            else:
+                data[field.name] = _numbers(value, data[field.name])
+    return data

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from app.artifact import ArtifactError
+from app.backends import Reported
 from app.backends.libtorch import LibtorchBackend
 from app.backends.onnx import OnnxBackend
 from app.triton import TensorSpec, TritonModel
@@ -23,10 +24,8 @@ log = logging.getLogger(__name__)
 
 Row = tuple[np.ndarray, ...]
 
-_ZERO = {False: 0, True: b""}  # a warm-up element: BYTES elements are bytes
 
-
-class TensorModel:
+class TensorModel(Reported):
     """Run stacked rows through an ONNX Runtime or TorchScript model, by tensor name."""
 
     input_spec = None  # no image preprocessing: /predict and the page refuse this model
@@ -62,12 +61,15 @@ class TensorModel:
 
     # -- what the engine, the registry and the adapters read ----------------------------------
 
-    name = property(lambda self: self.spec.name)
-    version = property(lambda self: self.spec.version)
-    format = property(lambda self: self.backend.format)
-    runtime = property(lambda self: self.backend.runtime)
-    platform = property(lambda self: self.spec.platform)
-    runner = property(lambda self: self.backend.runner)
+    @property
+    def name(self) -> str:
+        """The model folder's name."""
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        """The version folder's number."""
+        return self.spec.version
 
     @property
     def labels_output(self) -> TensorSpec:
@@ -80,13 +82,14 @@ class TensorModel:
         dims = self.labels_output.dims
         return int(dims[-1]) if dims else 1
 
-    languages = ("en",)
+    languages = ("en",)  # label_filename's, or the class indices
 
     def labels(self, lang: str = "en") -> tuple[str, ...]:
         """The first output's label_filename lines, else its class indices as text."""
         return self.labels_output.labels or tuple(str(i) for i in range(self.num_classes))
 
     def info(self) -> dict[str, Any]:
+        """Describe the model for clients, as a Classifier does."""
         return {"name": self.name, "version": self.version, "trained": self.trained}
 
     def batching(self, max_batch: int, max_wait_ms: float) -> tuple[int, float]:
@@ -94,13 +97,16 @@ class TensorModel:
         return self.spec.batch_rows, self.spec.max_wait_ms
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
-        return self.precision  # the config's types, whatever WANWU_PRECISION says
+        """The config's types, whatever WANWU_PRECISION says."""
+        return self.precision
 
     def prepare(self, device: torch.device, precision: str, fuse: bool = False) -> None:
+        """Place the model on `device` (ONNX Runtime: its session opens in the worker)."""
         self.backend.prepare(device, precision, fuse)
         self.device = device
 
     def weights(self) -> list[torch.Tensor]:
+        """None in reach (ONNX Runtime holds them; a libtorch module is not frozen)."""
         return []
 
     # -- running ------------------------------------------------------------------------------
@@ -131,7 +137,7 @@ class TensorModel:
         """Run every batch size of zeros (a variable dimension as 1) so no request pays first."""
         for n in range(1, self.spec.batch_rows + 1):
             row = tuple(
-                np.full([max(d, 1) for d in t.dims], _ZERO[t.datatype == "BYTES"], t.dtype)
+                np.full([max(d, 1) for d in t.dims], b"" if t.datatype == "BYTES" else 0, t.dtype)
                 for t in self.spec.inputs
             )
             self(self.collate([row] * n))

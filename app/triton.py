@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import json_format, text_format
+from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
 from app.artifact import ArtifactError
@@ -167,7 +167,7 @@ def _set_fields(message: object, prefix: str = "") -> list[str]:
         if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
             paths.append(path)
             continue
-        for item in value if field.label == FieldDescriptor.LABEL_REPEATED else [value]:
+        for item in value if field.is_repeated else [value]:
             paths.extend(_set_fields(item, f"{path}.") or [path])
     return paths
 
@@ -269,38 +269,3 @@ def _tensor(tensor: mc.ModelInput | mc.ModelOutput, where: Path, folder: Path) -
         except (OSError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{where}: label_filename: {exc}") from None
     return TensorSpec(tensor.name, datatype, dtype, dims, model_dims, labels)
-
-
-def as_json(message: object) -> dict[str, object]:
-    """A config (or statistics) message as Triton's HTTP API renders it: proto field names,
-    every field, and 64-bit integers as JSON numbers (protobuf's JSON writes them as strings)."""
-    data = json_format.MessageToDict(
-        message,  # type: ignore[arg-type]
-        preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True,
-    )
-    return _numbers(message, data)
-
-
-_INT64 = {FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64}
-
-
-def _numbers(message: object, data: dict[str, object]) -> dict[str, object]:
-    for field in message.DESCRIPTOR.fields:  # type: ignore[attr-defined]
-        if field.name not in data:
-            continue
-        value = getattr(message, field.name)
-        repeated = field.label == FieldDescriptor.LABEL_REPEATED
-        if field.cpp_type in _INT64:
-            data[field.name] = list(value) if repeated else value
-        elif (
-            field.type == FieldDescriptor.TYPE_MESSAGE
-            and not field.message_type.GetOptions().map_entry
-        ):
-            if repeated:
-                data[field.name] = [
-                    _numbers(m, d) for m, d in zip(value, data[field.name], strict=True)
-                ]
-            else:
-                data[field.name] = _numbers(value, data[field.name])
-    return data

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, current_app, request
 
-from app import bounds, errors, openapi, statistics, triton
+from app import bounds, errors, openapi, statistics
 from app.adapters import common, oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
 from app.core import Upload
@@ -185,7 +185,7 @@ def _answer(
 @bp.get("/v2/models/<model_name>/versions/<version>/config")
 def model_config(model_name: str, version: str | None = None) -> Any:
     """Triton's model configuration extension (app/statistics.py)."""
-    return triton.as_json(statistics.config(common.core().model(model_name, version)))
+    return statistics.as_json(statistics.config(common.core().model(model_name, version)))
 
 
 @bp.get("/v2/models/stats")
@@ -200,7 +200,7 @@ def model_stats(model_name: str | None = None, version: str | None = None) -> An
         engines = list(registry.loaded(model_name)[1].values())
     else:
         engines = [common.core().model(model_name, version)]
-    return triton.as_json(statistics.statistics(engines))
+    return statistics.as_json(statistics.statistics(engines))
 
 
 _ERROR = {"$ref": "#/components/schemas/OipError"}

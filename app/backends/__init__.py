@@ -53,6 +53,33 @@ class Backend(Protocol):
         ...
 
 
+class Reported:
+    """What a served model reports of its backend: Classifier's and TensorModel's, alike."""
+
+    backend: Any
+
+    @property
+    def format(self) -> str:
+        """The artifact's kind: torchscript, pt2 or onnx."""
+        return self.backend.format
+
+    @property
+    def runtime(self) -> str:
+        """The runtime TorchServe's `/models/{model}` reports."""
+        return self.backend.runtime
+
+    @property
+    def platform(self) -> str:
+        """The platform OIP model metadata reports."""
+        return self.backend.platform
+
+    @property
+    def runner(self) -> str:
+        """What runs the forward pass (/v1/model): torchscript, a package's runner, or an
+        ONNX Runtime execution provider."""
+        return self.backend.runner
+
+
 def load(path: str | Path, manifest: dict[str, Any]) -> Backend:
     """Open the artifact at `path` with the backend its manifest names; run nothing."""
     if is_package(manifest):

@@ -104,7 +104,7 @@ def scan(
     tops = [root / s for s in SPLITS] if given else [root]
     found: dict[str, list[tuple[str, str, str]]] = {}  # class -> (file, split, sha256)
     paths = [(top, path) for top in tops for path in sorted(top.rglob("*"))]
-    with progress(len(paths), "data") as bar:
+    with progress(len(paths), "data", "file") as bar:
         for top, path in paths:
             rel = path.relative_to(root).as_posix()
             why = _unusable(path, top, max_pixels)

@@ -96,6 +96,6 @@ def compute(
     return torch.cat(rows)
 
 
-def progress(total: int, step: str) -> tqdm:
-    """The progress bar of a long step: images/s and the time left."""
-    return tqdm(total=total, desc=step, unit="img", dynamic_ncols=True)
+def progress(total: int, step: str, unit: str = "img") -> tqdm:
+    """The progress bar of a long step: images (or files) per second and the time left."""
+    return tqdm(total=total, desc=step, unit=unit, dynamic_ncols=True)

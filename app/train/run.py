@@ -11,6 +11,7 @@ and a hash per split), the recipe, each stage's time and the test figures.
 from __future__ import annotations
 
 import logging
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -164,10 +165,11 @@ def train(request: ExportRequest, options: Options) -> dict[str, Any]:
 
 def listing(root: Path) -> list[tuple[str, int, int]]:
     """Every file under `root` with its size and modification time: what a rescan would see."""
+    # lstat: a broken link is listed (and skipped by the scan as unreadable), not an error.
     return sorted(
         (p.relative_to(root).as_posix(), s.st_size, s.st_mtime_ns)
         for p in root.rglob("*")
-        if (s := p.stat()) and p.is_file()
+        if not stat.S_ISDIR((s := p.lstat()).st_mode)
     )
 
 
