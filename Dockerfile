@@ -21,10 +21,11 @@ ARG PIP_TRUSTED_HOST
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 RUN python -m venv /opt/venv
+COPY deploy/container_setup.sh ./deploy/
+# torch first, before the code: a change to the code does not download it again.
+RUN deploy/container_setup.sh torch
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY deploy/container_setup.sh ./deploy/
-# hadolint ignore=DL3059
 RUN deploy/container_setup.sh install
 
 # The model is exported in a stage of its own: what the export alone needs (the zoo's weight

@@ -99,7 +99,7 @@ def _numbers(message: object, data: dict[str, object]) -> dict[str, object]:
         if field.name not in data:
             continue
         value = getattr(message, field.name)
-        repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        repeated = field.is_repeated
         if field.cpp_type in _INT64:
             data[field.name] = list(value) if repeated else value
         elif (

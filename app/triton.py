@@ -167,7 +167,7 @@ def _set_fields(message: object, prefix: str = "") -> list[str]:
         if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
             paths.append(path)
             continue
-        for item in value if field.label == FieldDescriptor.LABEL_REPEATED else [value]:
+        for item in value if field.is_repeated else [value]:
             paths.extend(_set_fields(item, f"{path}.") or [path])
     return paths
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import psutil
+
 from benchkit import system
 
 # Debian's client, of the daemon's release: BuildKit is built in (a newer client elsewhere on
@@ -64,10 +66,14 @@ class Engine:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while self.docker("version", check=False).returncode:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            while self.docker("version", check=False).returncode:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dockerd did not start:\n{self.log()[-3000:]}")
+                time.sleep(0.2)
+        except BaseException:  # never leave a daemon running behind a failed start
+            self.stop()
+            raise
         return self
 
     def log(self) -> str:
@@ -93,8 +99,18 @@ class Engine:
     def has_image(self, tag: str) -> bool:
         return self.docker("image", "inspect", tag, check=False).returncode == 0
 
+    def _mounts(self) -> list[str]:
+        mounts = [m.mountpoint for m in psutil.disk_partitions(all=True)]
+        return [m for m in mounts if m.startswith(f"{self.exec_root}/")]
+
+    def leftovers(self) -> list[str]:
+        """What of the engine is still there: mounts under its exec root, the exec root."""
+        return self._mounts() + ([str(self.exec_root)] if self.exec_root.exists() else [])
+
     def stop(self) -> None:
-        """Remove every container of this engine, then stop dockerd (and its containerd)."""
+        """Remove every container of this engine, stop dockerd (and its containerd), and
+        unmount what it leaves mounted (it keeps the host's network namespace mounted under
+        its exec root, netns/default)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -107,6 +123,8 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for mount in reversed(self._mounts()):  # the innermost first
+            subprocess.run(["umount", mount], check=False)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         self.proc = None
 

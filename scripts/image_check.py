@@ -168,6 +168,7 @@ def main() -> int:
         as_the_readme_says(engine, args.tag, check)
         hardened(engine, args.tag, check)
         limited(engine, args.tag, check, args.load_seconds)
+    check.expect(not engine.leftovers(), f"nothing of the engine is left: {engine.leftovers()}")
     check.expect(docker.network_state() == network, "the host's network is as it was found")
     for failure in check.failures:
         print(f"FAILED: {failure}")

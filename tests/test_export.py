@@ -131,6 +131,22 @@ def test_the_five_documented_architectures_are_valid():
     assert not {"fasterrcnn_resnet50_fpn", "raft_large", "r3d_18"} & set(architectures())
 
 
+def test_int8_of_an_untrained_model_is_refused_unless_allowed(tmp_path, caplog):
+    """Its agreement with fp32 would pass and mean nothing: refused before any work."""
+    (tmp_path / "photos").mkdir()
+    args = ["--arch", "resnet18", "--weights", "none", "--precision", "int8"]
+    args += ["--calibrate", str(tmp_path / "photos"), "--out", f"{tmp_path}/m.pt2"]
+    assert run_export(*args) == 1
+    assert (
+        "int8 of an UNTRAINED MODEL refused" in caplog.text and "--allow-untrained" in caplog.text
+    )
+    assert_nothing_written(tmp_path, "m.pt2", "m.json")
+    caplog.clear()
+    # Allowed, it goes on to the next check (here: a folder without photos).
+    assert run_export(*args, "--allow-untrained") == 1
+    assert "no images there" in caplog.text and "UNTRAINED MODEL refused" not in caplog.text
+
+
 def test_an_unknown_arch_is_refused_listing_the_valid_ones(tmp_path, caplog):
     assert run_export("--arch", "resnet19", "--weights", "none", "--out", f"{tmp_path}/m.pt") == 1
     assert "unknown architecture 'resnet19'" in caplog.text

@@ -192,7 +192,8 @@ def _with_affinity(launch, cpus: list[int]):
 def make_serve_plan(tmp_path: Path, **env: str) -> str:
     """What `make serve` would run (make -n: nothing is installed or started)."""
     result = subprocess.run(
-        ["make", "-n", "serve", f"MODEL={tmp_path / 'missing.pt'}"],
+        # -W: as if pyproject.toml had changed, so the install shows even where .venv is made.
+        ["make", "-n", "-W", "pyproject.toml", "serve", f"MODEL={tmp_path / 'missing.pt'}"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "WANWU_MODEL"} | env,
         capture_output=True,
@@ -210,3 +211,32 @@ def test_make_serve_installs_the_runtime_set_and_builds_only_the_model_it_serves
     assert "[dev]" not in default, default
     chosen = make_serve_plan(tmp_path, WANWU_MODEL="models/digits.pt")
     assert "app.export" not in chosen and "gunicorn -c gunicorn.conf.py" in chosen, chosen
+
+
+def test_make_serve_takes_torch_from_torch_index_alone_and_refuses_gpu_packages(tmp_path):
+    index = "file:///srv/torch-cpu/simple"
+    plan = make_serve_plan(tmp_path, TORCH_INDEX=index)
+    torch_first = f"pip install --progress-bar off --index-url {index} torch torchvision"
+    assert torch_first in plan, plan
+    assert plan.index(torch_first) < plan.index("pip install --progress-bar off -e .")
+    assert "TORCH_INDEX still brought GPU-only packages" in plan  # checked after the install
+    plain = make_serve_plan(tmp_path)
+    assert "--index-url" not in plain and "GPU-only" not in plain, plain
+
+
+def test_make_serve_int8_adds_the_models_next_version_under_its_name(tmp_path):
+    """MODEL's int8 package goes into REPO as its next version, named as MODEL; REPO serves."""
+    repo = tmp_path / "repo"
+    plan = subprocess.run(
+        ["make", "-n", "serve-int8", "MODEL=pets", f"REPO={repo}", "CALIBRATE=p/"]
+        + ["FROM=--arch resnet50 --weights pets.pth"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "app.export --arch resnet50 --weights pets.pth --name pets --precision int8" in plan
+    assert f"--out {repo}/pets/$(( ${{last:-0}} + 1 ))/pets.pt2" in plan, plan
+    assert "--allow-untrained" not in plan
+    assert f"WANWU_MODEL_REPOSITORY={repo}" in plan

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from app.artifact import ArtifactError
-from app.repository import Registry, scan
+from app.repository import Plan, Registry, scan
 from app.statistics import as_json
 from app.tensor_model import TensorModel
 from app.triton import plan, read_config, serving_version
@@ -161,3 +163,27 @@ def test_config_json_writes_64_bit_integers_as_numbers(tmp_path, onnx_file):
     assert data["input"][0]["dims"] == [3, 224, 224]
     assert data["dynamic_batching"]["max_queue_delay_microseconds"] == 100000
     assert data["max_batch_size"] == 32
+
+
+def test_a_new_triton_version_loads_while_the_old_one_serves(tmp_path):
+    """What the management API's load does in each worker: stage, then switch."""
+    folder = triton_repo.seed_team(tmp_path)
+    registry = Registry.load(make_settings(tmp_path, model_repository=str(tmp_path)))
+    registry.start()
+    try:
+        assert registry.wait_ready(120)
+        (folder / "2").mkdir()
+        (folder / "2" / "model.onnx").write_bytes((folder / "1" / "model.onnx").read_bytes())
+        registry.stage("wuwang", "2")
+        retired = registry.switch({"wuwang": Plan("2")})
+        registry.retire(retired, timeout=30)
+        engine = registry.find("wuwang")
+        assert engine.classifier.version == "2" and engine.ready
+        row = (np.zeros((3, 224, 224), np.float32),)
+        with engine.admit(1, time.monotonic()) as reservation:
+            future = reservation.submit(row)
+        (scores,) = engine.wait(future, reservation.deadline).output
+        want = triton_repo.Seeded()(torch.zeros(1, 3, 224, 224)).detach().numpy()[0]
+        np.testing.assert_allclose(scores, want, atol=1e-5)
+    finally:
+        registry.stop(30)

@@ -131,7 +131,14 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=float,
         default=pt2.MIN_AGREEMENT,
         metavar="FRACTION",
-        help="int8: refuse unless its top-1 equals fp32's on this share of the calibration images",
+        help="int8: refuse unless its top-1 equals fp32's on this share of the held-out images "
+        "(one in five of DIR's, never calibrated on)",
+    )
+    kind.add_argument(
+        "--allow-untrained",
+        dest="untrained",
+        action="store_true",
+        help="int8: build it from an untrained model too (refused otherwise)",
     )
     kind.add_argument("--max-batch", type=int, default=8, help="pt2: the largest batch served")
     kind.add_argument(

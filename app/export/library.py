@@ -47,6 +47,12 @@ def export(
                 "UNTRAINED MODEL refused (--require-trained): no trained weights were loaded "
                 "(see the warning above); re-run with network access or --weights PATH"
             )
+        if request.precision == "int8" and not (loaded.provenance["trained"] or request.untrained):
+            raise ExportError(
+                "int8 of an UNTRAINED MODEL refused: its agreement with fp32 says nothing (an "
+                "untrained model's answers barely depend on the image); export trained weights, "
+                "or pass --allow-untrained to build it anyway"
+            )
         save, fmt, package = _saver(request, loaded, spec)
         fields = formats.manifest_fields(
             name=request.name or loaded.name or out.stem,

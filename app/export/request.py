@@ -47,6 +47,7 @@ class ExportRequest:
     std: list[float] | None = None
     interpolation: str | None = None
     require_trained: bool = False
+    untrained: bool = False  # --allow-untrained: int8 of random weights, for trying things out
     format: str = "torchscript"
     precision: str = "fp32"
     calibrate: Path | None = None
