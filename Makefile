@@ -35,19 +35,28 @@ RESULTS    ?= results/loadtest
 serve: $(RUNTIME) $(SERVED)  ## start the service (Gunicorn, settings from WANWU_* variables)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
-# int8: the default model quantised on CALIBRATE=DIR (photos like those it will serve), refused
-# if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of the fifth of them held out of
-# calibration, or if the model is untrained; built once, then served.
-INT8          ?= models/resnet18-int8.pt2
-MIN_AGREEMENT ?= 0.9
+# int8: MODEL (a name, or its artifact's path: the default model unless given) quantised on
+# CALIBRATE=DIR (photos like those it will serve) into the repository REPO as MODEL's next
+# version, under the same name, so clients keep their URLs and a gray release can try it; then
+# REPO is served. FROM= gives the export options that build MODEL's fp32 model (default: the
+# default model's). Refused if its top-1 agrees with fp32 on fewer than MIN_AGREEMENT of the
+# fifth of the photos held out of calibration, or if the model is untrained (ALLOW_UNTRAINED=1
+# builds it anyway); built once: a version already holding the package is served as it is.
+INT8_NAME       = $(basename $(notdir $(MODEL)))
+REPO            ?= models/repository
+FROM            ?= --arch resnet18
+MIN_AGREEMENT   ?= 0.9
+ALLOW_UNTRAINED ?= 0
 
-serve-int8: $(STAMP) $(INT8)  ## serve the default model in int8 (first run: CALIBRATE=DIR)
-	WANWU_MODEL=$(INT8) $(BIN)/gunicorn -c gunicorn.conf.py
-
-$(INT8): | $(STAMP)
-	@test -n "$(CALIBRATE)" || { echo "make serve-int8: set CALIBRATE=DIR, a folder of photos like those it will serve"; exit 2; }
-	$(BIN)/python -m app.export --precision int8 --calibrate $(CALIBRATE) \
-		--min-agreement $(MIN_AGREEMENT) --out $(INT8)
+serve-int8: $(STAMP)  ## serve MODEL in int8 as its next version in REPO (first run: CALIBRATE=DIR)
+	@ls $(REPO)/$(INT8_NAME)/*/$(INT8_NAME).pt2 > /dev/null 2>&1 || { \
+	  test -n "$(CALIBRATE)" || { echo "make serve-int8: set CALIBRATE=DIR, a folder of photos like those it will serve"; exit 2; }; \
+	  last=$$(ls $(REPO)/$(INT8_NAME) 2>/dev/null | grep -E '^[0-9]+$$' | sort -n | tail -n 1); \
+	  set -x; $(BIN)/python -m app.export $(FROM) --name $(INT8_NAME) --precision int8 \
+	    --calibrate $(CALIBRATE) --min-agreement $(MIN_AGREEMENT) \
+	    $(if $(filter 1,$(ALLOW_UNTRAINED)),--allow-untrained) \
+	    --out $(REPO)/$(INT8_NAME)/$$(( $${last:-0} + 1 ))/$(INT8_NAME).pt2; }
+	WANWU_MODEL_REPOSITORY=$(REPO) $(BIN)/gunicorn -c gunicorn.conf.py
 
 demo: $(STAMP) $(DEMO)  ## serve EfficientNet-Lite0 (ImageNet-1K, trained) on WANWU_BIND
 	@url="http://$${WANWU_BIND:-0.0.0.0:8000}"; case "$$url" in http://0.0.0.0:*|http://\[::\]:*) \

@@ -9,9 +9,9 @@ Policy (docs/BENCHMARKS.md has the measurements behind it):
   `reserve` raises `Overloaded` at once instead of growing the queue.
 - An image whose deadline passed while queued gets `DeadlineExceeded` and never reaches
   the model. A failing pass fails only the images in that pass.
-- Other verbs (explanations) run on the same thread, in passes of their own kind: a pass
-  takes the oldest image's verb and the queued images of that verb. Each verb has its own
-  admission limit within `queue_max`, so it can never hold the places classification needs.
+- Other verbs (explanations) run on the same thread, in passes of their own kind. While
+  images to classify are queued, a pass takes them first; another verb's queued images get
+  a pass once they have waited through SHARE passes, so neither kind starves the other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CLASSIFY = "classify"  # the verb of `run_batch`
 EXPLAIN = "explain"  # the engine's other verb (app/explain.py)
+SHARE = 3  # classification passes another verb's waiting images may be passed over for
 
 
 class Overloaded(Exception):
@@ -65,15 +66,6 @@ class BatchStats:
     expired: int
 
 
-@dataclass(frozen=True)
-class Verb:
-    """Work other than classification on the same model thread: its batch function (one
-    output per image) and the most images of it admitted at once."""
-
-    run: Callable[[torch.Tensor], Sequence[Any]]
-    queue_max: int
-
-
 @dataclass(eq=False)
 class _Item:
     verb: str
@@ -96,7 +88,7 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         collate: Callable[[list[Any]], Any] = torch.stack,
         clock: Callable[[], float] = time.monotonic,
-        verbs: Mapping[str, Verb] | None = None,
+        verbs: Mapping[str, Callable[[Any], Sequence[Any]]] | None = None,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
@@ -104,12 +96,8 @@ class Batcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         if queue_max < max_batch:
             raise ValueError(f"queue_max ({queue_max}) must be >= max_batch ({max_batch})")
-        self._verbs = {CLASSIFY: Verb(run_batch, queue_max), **(verbs or {})}
-        for name, verb in self._verbs.items():
-            if not 1 <= verb.queue_max <= queue_max:
-                raise ValueError(
-                    f"{name}'s queue_max must be 1 to {queue_max}, got {verb.queue_max}"
-                )
+        # Each verb's batch function: one output per image, as `run_batch` for CLASSIFY.
+        self._verbs = {CLASSIFY: run_batch, **(verbs or {})}
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.queue_max = queue_max
@@ -119,7 +107,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._decoding = 0  # admitted images not yet submitted
-        self._held: Counter[str] = Counter()  # admitted images not yet in a pass, by verb
+        self._passed_over = 0  # classification passes taken while another verb waited
         self._accepting = False
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
@@ -169,17 +157,13 @@ class Batcher:
 
     def reserve(self, n: int, deadline: float, verb: str = CLASSIFY) -> Reservation:
         """Admit `n` images of `verb` that the caller will decode and submit, or raise
-        Overloaded (its message names the limit that was reached)."""
-        limit = self._verbs[verb].queue_max
+        Overloaded."""
         with self._cond:
             if not self._accepting:
                 raise Stopped("the batcher is not running")
             if len(self._queue) + self._decoding + n > self.queue_max:
                 raise Overloaded(f"{self.queue_max} images already queued")
-            if self._held[verb] + n > limit:
-                raise Overloaded(f"{limit} images to {verb} already queued")
             self._decoding += n
-            self._held[verb] += n
         return Reservation(self, n, deadline, verb)
 
     def _submit(self, verb: str, tensor: torch.Tensor, deadline: float) -> Future[Inference]:
@@ -190,10 +174,9 @@ class Batcher:
             self._cond.notify_all()
         return item.future
 
-    def _release(self, verb: str, n: int) -> None:
+    def _release(self, n: int) -> None:
         with self._cond:
             self._decoding -= n
-            self._held[verb] -= n
             self._cond.notify_all()
 
     # -- batching thread ---------------------------------------------------------------------
@@ -216,7 +199,7 @@ class Batcher:
                     return None
                 self._cond.wait()
             # Wait for stragglers only if some admitted image is still being decoded.
-            head = self._queue[0]
+            head = self._head()
             deadline = head.enqueued + self.max_wait_s
             while self._count(head.verb) < self.max_batch and self._decoding > 0:
                 remaining = deadline - self._clock()
@@ -226,8 +209,17 @@ class Batcher:
             batch = [item for item in self._queue if item.verb == head.verb][: self.max_batch]
             taken = set(map(id, batch))
             self._queue = deque(item for item in self._queue if id(item) not in taken)
-            self._held[head.verb] -= len(batch)
             return batch
+
+    def _head(self) -> _Item:
+        """The oldest image of the verb the next pass runs (see the policy above)."""
+        oldest = self._queue[0]
+        first = next((item for item in self._queue if item.verb == CLASSIFY), None)
+        if first is None or first is oldest or self._passed_over >= SHARE:
+            self._passed_over = 0
+            return oldest
+        self._passed_over += 1
+        return first
 
     def _count(self, verb: str) -> int:
         return sum(item.verb == verb for item in self._queue)
@@ -242,7 +234,7 @@ class Batcher:
             self._report(BatchStats(0, (), 0.0, len(batch)))
             return
         try:
-            run = self._verbs[live[0].verb].run
+            run = self._verbs[live[0].verb]
             outputs = run(self._collate([item.tensor for item in live]))
             if len(outputs) != len(live):
                 raise RuntimeError(
@@ -302,5 +294,5 @@ class Reservation:
     def __exit__(self, *exc_info: object) -> None:
         # Images that failed to decode give their places back.
         if self._left:
-            self._batcher._release(self.verb, self._left)
+            self._batcher._release(self._left)
             self._left = 0

@@ -168,9 +168,10 @@ class Core:
         if reason is not None:
             raise errors.NotExplainable(f"Model {eng.classifier.name} cannot explain: {reason}.")
         pictures: list[torch.Tensor] = []
-        done = self._through(
-            eng, started, lambda: self._run(eng, uploads, started, batching.EXPLAIN, pictures)
-        )
+        with eng.explaining(len(uploads)):
+            done = self._through(
+                eng, started, lambda: self._run(eng, uploads, started, batching.EXPLAIN, pictures)
+            )
         spec = eng.classifier.input_spec
         return Explained(
             [probs for probs, _ in done.probs],

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from typing import Any
 
 from app import batcher as batching
 from app import errors, metrics, runtime
@@ -48,21 +49,20 @@ class Engine:
             queue_max=max(settings.queue_max, max_batch),
             on_batch=self._observe,
             collate=classifier.collate,
-            verbs=self._verbs(classifier, settings),
+            verbs=self._verbs(classifier),
         )
+        # Images being explained (admitted, queued, in a pass or being answered): at most
+        # WANWU_EXPLAIN_QUEUE_MAX, so explanations never hold every request thread.
+        self._explaining = 0
+        self._explain_max = min(settings.explain_queue_max, settings.queue_max)
         # The worker's queue-depth gauge sums its models: each engine adds what changed.
         self._depth_lock = threading.Lock()
         self._depth_reported = 0
 
     @staticmethod
-    def _verbs(
-        classifier: Classifier | TensorModel, settings: Settings
-    ) -> dict[str, batching.Verb]:
-        """An image classifier also explains, within WANWU_EXPLAIN_QUEUE_MAX places."""
-        if not isinstance(classifier, Classifier):
-            return {}  # a tensor model runs its rows, nothing else
-        limit = min(settings.explain_queue_max, settings.queue_max)
-        return {batching.EXPLAIN: batching.Verb(classifier.explain, limit)}
+    def _verbs(classifier: Classifier | TensorModel) -> dict[str, Callable[[Any], Any]]:
+        """An image classifier also explains; a tensor model runs its rows, nothing else."""
+        return {batching.EXPLAIN: classifier.explain} if isinstance(classifier, Classifier) else {}
 
     def start(self, slot: int = 0) -> None:
         """Settle the device, then warm up and serve on the batcher thread (after fork)."""
@@ -125,14 +125,35 @@ class Engine:
         except batching.Overloaded:
             labels = self.classifier.name, self.classifier.version
             metrics.REJECTED.labels(*labels, "overloaded").inc(n)
-            busy = "The service" if verb == batching.CLASSIFY else f"The {verb} queue"
             raise errors.Overloaded(
-                f"{busy} is at capacity; retry shortly.", retry_after=1
+                "The service is at capacity; retry shortly.", retry_after=1
             ) from None
         except batching.Stopped:
             raise errors.NotReady("The worker is shutting down; retry.", retry_after=1) from None
         self._report_depth()
         return reservation
+
+    @contextmanager
+    def explaining(self, n: int) -> Iterator[None]:
+        """Hold `n` of the WANWU_EXPLAIN_QUEUE_MAX places while a request explains, from its
+        admission to its answer; none left is a 503 with Retry-After."""
+        with self._depth_lock:
+            admitted = self._explaining + n <= self._explain_max
+            if admitted:
+                self._explaining += n
+        if not admitted:
+            labels = self.classifier.name, self.classifier.version
+            metrics.REJECTED.labels(*labels, "overloaded").inc(n)
+            raise errors.Overloaded(
+                f"Explanations are at capacity ({self._explain_max} images, "
+                "WANWU_EXPLAIN_QUEUE_MAX); retry shortly.",
+                retry_after=1,
+            )
+        try:
+            yield
+        finally:
+            with self._depth_lock:
+                self._explaining -= n
 
     @contextmanager
     def in_flight(self) -> Iterator[None]:

@@ -151,9 +151,9 @@ class Settings:
     )
     explain_queue_max: int = _setting(
         "WANWU_EXPLAIN_QUEUE_MAX",
-        8,
-        "Most images admitted per worker for explanations (WANWU_QUEUE_MAX if lower), so they "
-        "never hold all the places predictions need; beyond it 503 + Retry-After.",
+        4,
+        "Most images a worker explains at once, from admission to answer (WANWU_QUEUE_MAX if "
+        "lower); beyond it 503 + Retry-After, so explanations cannot crowd predictions out.",
         at_least(1),
     )
     timeout_ms: float = _setting(

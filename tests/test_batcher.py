@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from app.batcher import Batcher, BatchStats, DeadlineExceeded, Overloaded, Stopped, Verb
+from app.batcher import SHARE, Batcher, BatchStats, DeadlineExceeded, Overloaded, Stopped
 
 
 class FakeModel:
@@ -237,36 +237,27 @@ def test_bad_arguments_are_refused_with_the_value(kwargs, message):
         Batcher(lambda b: b, **options)  # type: ignore[arg-type]
 
 
-def test_a_pass_holds_one_verb_and_each_verb_has_its_own_limit(model):
-    explained: list[list[float]] = []
-
+def test_a_pass_holds_one_verb_and_classification_goes_first_for_its_share(model):
     def explain(batch: torch.Tensor) -> list[float]:
-        explained.append(batch[:, 0].tolist())
+        model.batches.append(["explain", *batch[:, 0].tolist()])
         return [-v for v in batch[:, 0].tolist()]
 
-    batcher = Batcher(
-        model,
-        max_batch=4,
-        max_wait_s=0.0,
-        queue_max=16,
-        verbs={"explain": Verb(explain, queue_max=2)},
-    )
+    batcher = Batcher(model, max_batch=1, max_wait_s=0.0, queue_max=16, verbs={"explain": explain})
     model.gate.clear()
     batcher.start()
     try:
-        first = submit(batcher, 0.0)
+        submit(batcher, 0.0)
         assert model.entered.wait(10)  # the model is busy: what follows queues up
         with batcher.reserve(2, 1e12, "explain") as reservation:
             explains = [reservation.submit(image(v)) for v in (1.0, 2.0)]
-        with pytest.raises(Overloaded, match="explain"):
-            batcher.reserve(1, 1e12, "explain")
-        classified = [submit(batcher, v) for v in (3.0, 4.0)]  # predictions still get places
+        classified = [submit(batcher, v) for v in (3.0, 4.0, 5.0, 6.0, 7.0)]
         model.gate.set()
-        assert [f.result(10).output.item() for f in [first, *classified]] == [0.0, 6.0, 8.0]
         assert [f.result(10).output for f in explains] == [-1.0, -2.0]
-        assert model.batches == [[0.0], [3.0, 4.0]] and explained == [[1.0, 2.0]]
-        with batcher.reserve(1, 1e12, "explain"):  # places given back once taken into a pass
-            pass
+        assert [f.result(10).output.item() for f in classified] == [6.0, 8.0, 10.0, 12.0, 14.0]
+        # The older explanations wait through SHARE classification passes, then get one.
+        assert SHARE == 3 and model.batches == [
+            [0.0], [3.0], [4.0], [5.0], ["explain", 1.0], [6.0], [7.0], ["explain", 2.0]
+        ]  # fmt: skip
     finally:
         model.gate.set()
         batcher.stop(timeout=10)

@@ -111,15 +111,12 @@ def test_models_that_cannot_explain_say_why_on_every_protocol(
 
 def test_explanations_have_their_own_queue_limit(start_app, explainable_path):
     app = start_app(explainable_path, explain_queue_max=1)
-    held = app.extensions["wanwu.core"].engine.batcher.reserve(1, 1e12, "explain")
-    try:
+    with app.extensions["wanwu.core"].engine.explaining(1):  # the one place is taken
         client = app.test_client()
         response = client.post("/explain", **jpeg())
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-        assert "explain queue" in response.get_json()["error"]["message"]
+        assert "WANWU_EXPLAIN_QUEUE_MAX" in response.get_json()["error"]["message"]
         assert client.post("/predict", **jpeg()).status_code == 200
-    finally:
-        held.__exit__(None, None, None)
     assert app.test_client().post("/explain", **jpeg()).status_code == 200
 
 

@@ -222,3 +222,21 @@ def test_make_serve_takes_torch_from_torch_index_alone_and_refuses_gpu_packages(
     assert "TORCH_INDEX still brought GPU-only packages" in plan  # checked after the install
     plain = make_serve_plan(tmp_path)
     assert "--index-url" not in plain and "GPU-only" not in plain, plain
+
+
+def test_make_serve_int8_adds_the_models_next_version_under_its_name(tmp_path):
+    """MODEL's int8 package goes into REPO as its next version, named as MODEL; REPO serves."""
+    repo = tmp_path / "repo"
+    plan = subprocess.run(
+        ["make", "-n", "serve-int8", "MODEL=pets", f"REPO={repo}", "CALIBRATE=p/"]
+        + ["FROM=--arch resnet50 --weights pets.pth"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "app.export --arch resnet50 --weights pets.pth --name pets --precision int8" in plan
+    assert f"--out {repo}/pets/$(( ${{last:-0}} + 1 ))/pets.pt2" in plan, plan
+    assert "--allow-untrained" not in plan
+    assert f"WANWU_MODEL_REPOSITORY={repo}" in plan

@@ -1,11 +1,11 @@
 """The HTTP protocol adapters, wired onto one Flask app, with the hooks they share.
 
-Each adapter (`rest`, `torchserve`, `oip`, `kserve_v1`) is a blueprint that parses its wire
-format, calls `app.core.Core` and renders answers. Here: the request hooks (metrics, request
-id, the access log, fed from the core's `Classified`), and one error handler that answers in
-the shape of the protocol that owns the path, so that a routing 404/405 or a body refused by
-the intake under `/v2` or `/predictions` reads like every other error of that protocol.
-/openapi.json merges the OpenAPI paths each adapter describes next to its routes.
+Each adapter (`rest`, `explanations`, `torchserve`, `oip`, `kserve_v1`) is a blueprint that
+parses its wire format, calls `app.core.Core` and renders answers. Here: the request hooks
+(metrics, request id, the access log, fed from the core's `Classified`), and one error handler
+that answers in the shape of the protocol that owns the path, so that a routing 404/405 or a
+body refused by the intake under `/v2` or `/predictions` reads like every other error of that
+protocol. /openapi.json merges the OpenAPI paths each adapter describes next to its routes.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from app import errors, metrics, openapi
-from app.adapters import common, kserve_v1, management, oip, rest, torchserve
+from app.adapters import common, explanations, kserve_v1, management, oip, rest, torchserve
 
-ADAPTERS = (rest, torchserve, oip, kserve_v1)
+ADAPTERS = (rest, explanations, torchserve, oip, kserve_v1)
 
 
 def error_body(path: str, error: errors.ApiError) -> dict[str, Any]:

@@ -1,5 +1,4 @@
-"""wanwu's own REST API: /predict, /explain, /healthz, /readyz, /v1/model, /metrics, and their
-OpenAPI."""
+"""wanwu's own REST API: /predict, /healthz, /readyz, /v1/model, /metrics, and their OpenAPI."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Any
 import torch
 from flask import Blueprint, Response, request
 
-from app import bounds, errors, explain, imaging, labels, memory, metrics, openapi
+from app import bounds, errors, imaging, labels, memory, metrics, openapi
 from app.adapters import common
 from app.core import Upload
 from app.model import Classifier
@@ -17,7 +16,7 @@ from app.model import Classifier
 bp = Blueprint("api", __name__)
 
 
-def _query_params(classifier: Classifier, default: int | None = None) -> tuple[int, str]:
+def query_params(classifier: Classifier, default: int | None = None) -> tuple[int, str]:
     low, high, usual = common.topk_range(classifier.num_classes)
     raw_k = request.args.get("topk", str(default or usual))
     try:
@@ -44,7 +43,7 @@ def _query_params(classifier: Classifier, default: int | None = None) -> tuple[i
     return k, lang
 
 
-def _uploads() -> list[Upload]:
+def uploads() -> list[Upload]:
     """Each image in the request body: multipart 'file' fields, or the raw body."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
@@ -72,41 +71,24 @@ def predict() -> Any:
     common.authorize()
     engine = common.lease(request.args.get("model"), request.args.get("version"))
     classifier = engine.classifier
-    k, lang = _query_params(classifier)
-    uploads = _uploads()
-    result = common.classify(uploads, engine)
+    k, lang = query_params(classifier)
+    images = uploads()
+    result = common.classify(images, engine)
     names = classifier.labels(lang)
     answers = [common.top_k(probs, k, names) for probs in result.probs]
-    return _answer("predictions", uploads, answers, classifier, result.timing_ms)
+    return answer("predictions", images, answers, classifier, result.timing_ms)
 
 
-@bp.post("/explain")
-def explain_images() -> Any:
-    """Explain one or more images, with /predict's bodies and parameters: each one's heatmap
-    of its top class, its top `topk`, or the class `target` names (app/explain.py)."""
-    common.authorize()
-    engine = common.lease(request.args.get("model"), request.args.get("version"))
-    classifier = engine.classifier
-    k, lang = _query_params(classifier, explain.TOPK_DEFAULT)
-    index = common.target(classifier)
-    if index is not None and "topk" in request.args:
-        raise errors.InvalidParameter("Give target (one class) or topk (the top k), not both.")
-    uploads = _uploads()
-    result = common.explained(uploads, engine)
-    answers = common.explanations(result, classifier, k, index, lang)
-    return _answer("explanations", uploads, answers, classifier, result.timing_ms)
-
-
-def _answer(
-    key: str, uploads: list[Upload], answers: list[Any], classifier: Classifier, timing: Any
+def answer(
+    key: str, images: list[Upload], answers: list[Any], classifier: Classifier, timing: Any
 ) -> dict[str, Any]:
     """One image's answer under `key`, or `results` naming each file's; the model; timing."""
-    if len(uploads) == 1:
+    if len(images) == 1:
         return {key: answers[0], "model": classifier.info(), "timing_ms": timing}
     return {
         "results": [
-            {"filename": upload.filename, key: answer}
-            for upload, answer in zip(uploads, answers, strict=True)
+            {"filename": upload.filename, key: item}
+            for upload, item in zip(images, answers, strict=True)
         ],
         "model": classifier.info(),
         "timing_ms": timing,
@@ -301,46 +283,12 @@ def openapi_paths(classifier: Classifier) -> tuple[openapi.Paths, openapi.Schema
             "504": error("The request waited longer than WANWU_TIMEOUT_MS."),
         },
     }
-    explanations = {"type": "array", "items": {"$ref": "#/components/schemas/Explanation"}}
-    explain_op = {
-        "summary": "Explain one or more images: a class heatmap (Grad-CAM) for each.",
-        "description": "The same bodies and parameters as /predict; `topk` defaults to 1, "
-        "and `target` names one class instead. `explanations` for one image, `results` "
-        "for several.",
-        "parameters": [
-            {
-                **predict["parameters"][0],
-                "schema": {**predict["parameters"][0]["schema"], "default": 1},
-            },
-            openapi.TARGET,
-            *predict["parameters"][1:],
-        ],
-        "requestBody": predict["requestBody"],
-        "responses": {
-            **predict["responses"],
-            "200": openapi.json_response(
-                "Each image's explanations.",
-                {
-                    "type": "object",
-                    "required": ["model", "timing_ms"],
-                    "properties": {
-                        "explanations": explanations,
-                        "results": {"type": "array", "items": openapi.OPEN},
-                        **result,
-                    },
-                },
-            ),
-            "422": error("topk, target or lang out of range, or both topk and target."),
-            "501": error("The model cannot be explained; the message says why."),
-        },
-    }
     metrics_text = {
         "description": "Prometheus text format.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
     paths = {
         "/predict": {"post": predict},
-        "/explain": {"post": explain_op},
         "/healthz": openapi.get("Process liveness and whether each model is trained.", {}),
         "/readyz": openapi.get(
             "Whether this worker is ready to serve.",

@@ -117,7 +117,7 @@ function showPredictions(upload, body) {
     item.append(row, bar);
     list.append(item);
   }
-  upload.card.note = el("p", "meta explained");
+  upload.card.note = el("p", "explained");
   upload.card.result.replaceChildren(list,
     el("p", "meta", `${t("latency")}: ${body.timing_ms.total.toFixed(0)} ms`), sentNote(upload),
     explainToggle(upload), upload.card.note);
