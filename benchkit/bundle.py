@@ -45,6 +45,9 @@ BUNDLE = {
     "protobuf": "6.33.6",
 }
 
+# Imports behind an option the check never passes, which need neither the image nor a wheel.
+OPTIONAL = frozenset({"mlflow"})  # `python -m app.train --mlflow URI`
+
 # The lent machine's image, every Python package it holds as read on 2026-11-17: what need not
 # travel (only the names are known; versions beside torch 2.11.0+cu130 were not all read).
 IMAGE = frozenset(
@@ -147,5 +150,5 @@ def third_party_imports(entries: Iterable[str] = ENTRIES) -> dict[str, set[str]]
 
 def unmet(imports: dict[str, set[str]]) -> dict[str, set[str]]:
     """The imports that neither the bundle nor the image provides."""
-    have = IMAGE | set(BUNDLE)
+    have = IMAGE | set(BUNDLE) | OPTIONAL
     return {name: files for name, files in imports.items() if distribution(name) not in have}

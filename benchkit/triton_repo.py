@@ -70,6 +70,21 @@ class Seeded(torch.nn.Module):
         return self.head(self.features(x))
 
 
+class Slow(Seeded):
+    """`Seeded` with two full-resolution convolutions in front: about half a billion
+    multiply-adds a row, so that requests sent together queue behind a pass on any machine,
+    however fast it parses them."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__(classes)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, padding=1),
+            torch.nn.Conv2d(32, 32, 3, padding=1),
+            torch.nn.Conv2d(32, 8, 7, stride=4),
+            *self.features[1:],
+        )
+
+
 def export_onnx(model: torch.nn.Module, out: Path, size: int = 224) -> Path:
     """`torch.onnx.export` as the seed team runs it: opset 13, `input`/`output`, a dynamic
     batch axis.
@@ -90,10 +105,11 @@ def export_onnx(model: torch.nn.Module, out: Path, size: int = 224) -> Path:
     return out
 
 
-def seed_team(root: Path, name: str = "wuwang") -> Path:
-    """The seed team's repository model: `root/wuwang/{config.pbtxt, 1/model.onnx}`."""
+def seed_team(root: Path, name: str = "wuwang", model: torch.nn.Module | None = None) -> Path:
+    """The seed team's repository model: `root/wuwang/{config.pbtxt, 1/model.onnx}`
+    (`model` in place of their network where a test needs another)."""
     folder = root / name
-    export_onnx(Seeded(), folder / "1" / "model.onnx")
+    export_onnx(model or Seeded(), folder / "1" / "model.onnx")
     (folder / "config.pbtxt").write_text(SEED_TEAM_CONFIG.replace('"wuwang"', f'"{name}"'))
     return folder
 

@@ -31,6 +31,7 @@ ROWS = 3
 def repository(tmp_path_factory):
     root = tmp_path_factory.mktemp("triton-repo")
     triton_repo.seed_team(root)
+    triton_repo.seed_team(root, "wuwang_slow", triton_repo.Slow())
     triton_repo.libtorch(root)
     triton_repo.datatypes(root)
     add_version(root, "tiny", 1, {"en": [f"c{i}" for i in range(10)]})  # a wanwu export
@@ -235,25 +236,31 @@ def test_images_go_to_image_models_and_tensors_to_tensor_models(server, http):
 
 
 def test_concurrent_clients_share_passes(http, grpc, batch):
-    """Single-row requests from many clients at once: fewer passes than rows."""
+    """Single-row requests from many clients at once: fewer passes than rows.
+
+    The seed team's config on a slower network: on a fast machine the tiny one answers a row
+    before the next client's request is parsed, which leaves nothing to batch.
+    """
 
     tensor = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
     tensor.set_data_from_numpy(batch[:1])
 
     def counts() -> tuple[int, int]:
-        stats = http.get_inference_statistics("wuwang")["model_stats"][0]
+        stats = http.get_inference_statistics("wuwang_slow")["model_stats"][0]
         return stats["inference_count"], stats["execution_count"]
 
     before = counts()
     for _ in range(50):  # rounds of 16 at once, until the queue held several rows together
-        pending = [http.async_infer("wuwang", [tensor]) for _ in range(16)]  # gevent, concurrent
+        pending = [
+            http.async_infer("wuwang_slow", [tensor]) for _ in range(16)
+        ]  # gevent, concurrent
         for request in pending:
             request.get_result()
         inferences, executions = (a - b for a, b in zip(counts(), before, strict=True))
         if executions < inferences:
             break
     assert executions < inferences
-    stats = grpc.get_inference_statistics("wuwang").model_stats[0]
+    stats = grpc.get_inference_statistics("wuwang_slow").model_stats[0]
     assert stats.inference_stats.success.count >= 16
     timed = stats.inference_stats
     assert min(timed.success.ns, timed.queue.ns, timed.compute_infer.ns) > 0
