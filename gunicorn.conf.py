@@ -112,7 +112,7 @@ ratelimit.install(settings.rate_limit)
 tokens.verifier(settings)  # an unreadable token key file stops start-up here, with its name
 metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 
-wsgi_app = "app:create_app()"
+wsgi_app = "app.web:create_app()"
 preload_app = True
 # The management API is a second listener of the same workers: the second, by position
 # (app.intake.listeners).
