@@ -92,7 +92,7 @@ _metrics_dir()
 # After the metrics directory is chosen:
 from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
 from app.control import ControlFolder, Follower  # noqa: E402
-from app.intake.listeners import management_bind  # noqa: E402
+from app.listeners import management_bind  # noqa: E402
 from app.management import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
@@ -115,7 +115,7 @@ metrics.WORKERS_CONFIGURED.set(settings.worker_processes)
 wsgi_app = "app:create_app()"
 preload_app = True
 # The management API is a second listener of the same workers: the second, by position
-# (app.intake.listeners).
+# (app.listeners).
 bind = [settings.bind] + ([management_bind(settings)] if management_bind(settings) else [])
 workers = settings.worker_processes
 # gthread that reads whole requests before a thread sees them, spreading connections evenly

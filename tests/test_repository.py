@@ -20,7 +20,8 @@ from app import batcher as batching
 from app import errors, snapshot
 from app.artifact import ArtifactError
 from app.control import ControlFolder, Follower
-from app.core import Core, Upload
+from app.core.types import Upload
+from app.core.verbs import Core
 from app.management import Management
 from app.repository import Plan, Registry, scan
 from app.settings import SettingsError
