@@ -91,9 +91,9 @@ _metrics_dir()
 
 # After the metrics directory is chosen:
 from app import balance, metrics, ratelimit, runtime, tokens  # noqa: E402
-from app.control import ControlFolder, Follower  # noqa: E402
 from app.intake.listeners import management_bind  # noqa: E402
-from app.management import Management  # noqa: E402
+from app.repository.control import ControlFolder, Follower  # noqa: E402
+from app.repository.operations import Management  # noqa: E402
 
 runtime.configure_logging(settings.log_level)
 log = logging.getLogger("wanwu")
@@ -139,7 +139,7 @@ def _registry(server_or_worker):
 
 
 def _control(server_or_worker):
-    """The control folder (app.control), once when_ready has made it."""
+    """The control folder (app.repository.control), once when_ready has made it."""
     management = server_or_worker.app.wsgi().extensions.get("wanwu.management")
     return management.folder if management else None
 
@@ -153,7 +153,7 @@ def when_ready(server):
     """Publish the preloaded models' plans, and give the app the management calls (before
     the fork: every worker inherits both)."""
     registry = _registry(server)
-    # Where the workers follow model changes (app.control); once, after the models loaded.
+    # Where the workers follow model changes (app.repository.control), once the models loaded.
     control = ControlFolder.create(registry.plans)
     app = server.app.wsgi()
     app.extensions["wanwu.management"] = Management(registry, control, settings)

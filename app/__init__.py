@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     from app import adapters, security, ui
     from app.core import Core
-    from app.repository import Registry
+    from app.repository.registry import Registry
     from app.settings import Settings
 
     settings = settings or Settings.from_env()

@@ -26,7 +26,7 @@ from app import batcher as batching
 from app import errors, imaging, metrics, ratelimit, tokens
 from app.engine import Engine
 from app.lockout import Lockout
-from app.repository import Registry
+from app.repository.registry import Registry
 from app.settings import Settings
 from app.tensor_model import Row
 

@@ -12,7 +12,7 @@ from app import errors
 from app.core import Core, Upload
 from app.engine import Engine
 from app.model import Classifier
-from app.repository import Registry
+from app.repository.registry import Registry
 from benchkit.images import image_bytes
 from tests.conftest import ROOT, make_settings
 

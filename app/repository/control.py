@@ -34,7 +34,7 @@ from pathlib import Path
 
 from app import errors
 from app.artifact import replace_json
-from app.repository import Plan, Plans, Registry, plans_from_json
+from app.repository.registry import Plan, Plans, Registry, plans_from_json
 
 log = logging.getLogger(__name__)
 

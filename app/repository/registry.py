@@ -3,11 +3,11 @@
 Policy:
 - `WANWU_MODEL_REPOSITORY=DIR`: each folder of DIR is a model, named for the folder; each of its
   numbered subfolders is a version holding one artifact (`.pt` or `.pt2`, manifest beside it),
-  as `python -m app.export` writes it, or a Triton model folder (`config.pbtxt`, app/triton.py)
-  beside them. The highest version serves (a Triton model's `version_policy` may pick another)
-  unless WANWU_PINNED_VERSIONS names one. Files and hidden folders in DIR are ignored; a model
-  folder without a version, or a version without exactly one artifact, stops start-up with
-  its path.
+  as `python -m app.export` writes it, or a Triton model folder (`config.pbtxt`,
+  app.repository.triton) beside them. The highest version serves (a Triton model's
+  `version_policy` may pick another) unless WANWU_PINNED_VERSIONS names one. Files and hidden
+  folders in DIR are ignored; a model folder without a version, or a version without exactly
+  one artifact, stops start-up with its path.
 - Without it, `WANWU_MODEL` is a one-model repository: the model answers to its manifest's name
   and version (the artifact hash, and an imported TorchServe archive's own version).
 - What a model serves is its `Plan`: a default version and, during a gray release, a newer
@@ -18,7 +18,7 @@ Policy:
   served. An unknown name or version is a 404 naming the served ones.
 - The start-time models are loaded in the Gunicorn master (shared copy-on-write); each worker
   gets one engine, with its own batcher, per loaded version. Versions loaded later
-  (app.control) are loaded by each worker itself. `switch()` changes every plan at once;
+  (app.repository.control) are loaded by each worker itself. `switch()` changes every plan at once;
   an engine no plan uses any more is retired: it finishes the requests that hold it, then stops.
 """
 
@@ -35,10 +35,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import errors, memory, metrics, runtime, snapshot, triton
+from app import errors, memory, metrics, runtime
 from app.artifact import ArtifactError, manifest_path
 from app.engine import Engine
 from app.model import Classifier
+from app.repository import snapshot, triton
 from app.settings import Settings
 from app.tensor_model import TensorModel
 
@@ -274,7 +275,7 @@ class Registry:
         self._credit[name] = credit % 100
         return plan.canary if credit >= 100 else plan.default
 
-    # -- changes (app.control, in each worker) ----------------------------------------------
+    # -- changes (app.repository.control, in each worker) -----------------------------------
 
     def missing(self, plans: Plans) -> list[tuple[str, str]]:
         """The (model, version) pairs `plans` route to that this process has not loaded."""
@@ -377,7 +378,7 @@ class Registry:
 
 def _restored(root: Path, plans: dict[str, Plan], path: Path) -> dict[str, Plan]:
     """`plans` (each model's pinned or highest version) as the snapshot at `path` left them
-    (app.snapshot); a snapshot that could not be written later stops start-up now."""
+    (app.repository.snapshot); a snapshot that could not be written later stops start-up now."""
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ArtifactError(f"WANWU_MODEL_SNAPSHOT {path} cannot be written (its folder must be)")
     kept = snapshot.read(path)
