@@ -23,7 +23,9 @@ from app.core import Core, Upload
 from app.repository import snapshot
 from app.repository.control import ControlFolder, Follower
 from app.repository.operations import Management
-from app.repository.registry import Plan, Registry, scan
+from app.repository.plans import Plan
+from app.repository.registry import Registry
+from app.repository.scan import scan
 from app.settings import SettingsError
 from benchkit.attacks import wait_until
 from benchkit.grpcload import reserved_port, wait_listening

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from app.artifact import ArtifactError
-from app.repository.registry import Plan, Registry, scan
+from app.repository.plans import Plan
+from app.repository.registry import Registry
+from app.repository.scan import scan
 from app.repository.triton import plan, read_config, serving_version
 from app.statistics import as_json
 from app.tensor_model import TensorModel

@@ -29,7 +29,7 @@ from app.engine import Engine
 from app.intake.listeners import LISTENER
 from app.repository.control import Report
 from app.repository.operations import Management
-from app.repository.registry import Plan
+from app.repository.plans import Plan
 
 bp = Blueprint("management", __name__)
 

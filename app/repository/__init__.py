@@ -1,7 +1,9 @@
 """The model repository: what serves, and how it changes without downtime.
 
-`registry` (folders -> versions and artifacts; routing by model and version), `triton` (a Triton
-model folder's config.pbtxt -> its spec), `snapshot` (the plans kept across restarts),
-`control` (a change staged and switched on every worker), `operations` (the management calls).
+Each module one step, the lower ones first: `triton` (a Triton model folder's config.pbtxt ->
+its spec), `scan` (folders -> versions and artifacts), `plans` (what each model serves),
+`snapshot` (the plans kept across restarts), `loading` (the plans a start serves; a version ->
+an engine), `registry` (routing by model and version, leases, gray-release shares), `control`
+(a change staged and switched on every worker), `operations` (the management calls).
 Nothing is imported here: each caller names the module it needs.
 """

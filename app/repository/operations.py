@@ -33,17 +33,9 @@ from app import errors
 from app.artifact import ArtifactError, manifest_path, sha256_file
 from app.repository import snapshot
 from app.repository.control import ControlFolder, Report, change
-from app.repository.registry import (
-    NAME,
-    NAME_RULE,
-    Plan,
-    Registry,
-    artifact,
-    model_folders,
-    not_served,
-    version_name,
-    versions,
-)
+from app.repository.plans import Plan, not_served
+from app.repository.registry import Registry
+from app.repository.scan import NAME, NAME_RULE, artifact, model_folders, version_name, versions
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from app.repository.registry import version_name
+from app.repository.scan import version_name
 
 TIMEOUT_S = 600  # a load waits for every worker to warm the version up (WANWU_LOAD_TIMEOUT_S)
 
