@@ -114,9 +114,9 @@ def test_overload_is_503_with_retry_after(start_app):
 
 
 def test_ping_and_an_unready_worker(tiny_model_path, client):
-    from app import create_app
     from app.engine import Engine
     from app.model import Classifier
+    from app.web import create_app
 
     assert client.get("/ping").get_json() == {"status": "Healthy"}
     settings = make_settings(tiny_model_path)

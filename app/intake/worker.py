@@ -74,7 +74,7 @@ def fenced(callback):  # noqa: ANN001, ANN201  (a method taking the connection f
 class IntakeWorker(ThreadWorker):
     """Gunicorn's gthread worker, with every request read whole on its main loop.
 
-    gunicorn.conf.py sets `wanwu_settings` on each worker before fork.
+    app.server sets `wanwu_settings` on each worker before fork.
     """
 
     wanwu_settings: Settings
