@@ -13,7 +13,7 @@ from app import security, ui
 from app.adapters import routes
 from app.core.verbs import Core
 from app.engine import Engine
-from app.repository import Registry
+from app.repository.registry import Registry
 from app.settings import Settings
 
 

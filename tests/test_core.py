@@ -13,7 +13,7 @@ from app.core.types import Upload
 from app.core.verbs import Core
 from app.engine import Engine
 from app.model import Classifier
-from app.repository import Registry
+from app.repository.registry import Registry
 from benchkit.images import image_bytes
 from tests.conftest import ROOT, make_settings
 

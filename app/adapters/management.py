@@ -11,8 +11,8 @@ Policy:
   `PUT /models/{name}/{version}/set-default`, and wanwu's gray release,
   `PUT /models/{name}/{version}/share?percent=P`.
 - OIP: `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`.
-What each call does is app.management's; every change answers with how long it took to load
-and warm everywhere (`staged_s`) and to switch everywhere (`switched_s`).
+What each call does is app.repository.operations'; every change answers with how long it took
+to load and warm everywhere (`staged_s`) and to switch everywhere (`switched_s`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app import bounds, errors
 from app.adapters import context
-from app.control import Report
 from app.core import ready
 from app.core.access import bearer_token, is_one_of
 from app.engine import Engine
 from app.listeners import LISTENER
-from app.management import Management
-from app.repository import Plan
+from app.repository.control import Report
+from app.repository.operations import Management
+from app.repository.plans import Plan
 
 bp = Blueprint("management", __name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from app import errors
 from app.engine import Engine
-from app.repository import Registry
+from app.repository.registry import Registry
 
 RETRY_AFTER_S = 1  # warming up takes seconds: ask again soon
 

@@ -25,7 +25,7 @@ from app.core import access, ready
 from app.core.types import Classified, Explained, Upload
 from app.engine import Engine
 from app.lockout import Lockout
-from app.repository import Registry
+from app.repository.registry import Registry
 from app.settings import Settings
 from app.tensor_model import Row
 
