@@ -16,9 +16,9 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
 from app import balance, boot, metrics, ratelimit, runtime, tokens
-from app.control import ControlFolder, Follower
-from app.intake.listeners import management_bind
-from app.management import Management
+from app.listeners import management_bind
+from app.repository.control import ControlFolder, Follower
+from app.repository.operations import Management
 from app.settings import Settings, short_keys
 
 log = logging.getLogger("wanwu")
@@ -45,7 +45,7 @@ def prepare_master(settings: Settings) -> None:
 
 def binds(settings: Settings) -> list[str]:
     """The inference listener, then the management API's when it has one: the second, by
-    position (app.intake.listeners)."""
+    position (app.listeners)."""
     return [settings.bind] + ([management_bind(settings)] if management_bind(settings) else [])
 
 
@@ -55,7 +55,7 @@ def _registry(server_or_worker):
 
 
 def _control(server_or_worker):
-    """The control folder (app.control), once when_ready has made it."""
+    """The control folder (app.repository.control), once when_ready has made it."""
     management = server_or_worker.app.wsgi().extensions.get("wanwu.management")
     return management.folder if management else None
 
@@ -69,7 +69,7 @@ def when_ready(server, settings: Settings) -> None:
     """Publish the preloaded models' plans, and give the app the management calls (before
     the fork: every worker inherits both)."""
     registry = _registry(server)
-    # Where the workers follow model changes (app.control); once, after the models loaded.
+    # Where the workers follow model changes (app.repository.control), once the models loaded.
     control = ControlFolder.create(registry.plans)
     app = server.app.wsgi()
     app.extensions["wanwu.management"] = Management(registry, control, settings)

@@ -2,7 +2,7 @@
 
 Policy:
 - The master makes a control folder (tmpfs) before the fork: the served plans (which version
-  of each model serves, app.repository.Plan), the workers that follow them, their answers,
+  of each model serves, app.repository.plans.Plan), the workers that follow them, their answers,
   and a lock so that one change runs at a time.
 - A change (a management call, in whichever worker took it) is staged, then switched:
   1. stage: every live worker loads and warms the versions the new plans need beside the
@@ -34,7 +34,8 @@ from pathlib import Path
 
 from app import errors
 from app.artifact import replace_json
-from app.repository import Plan, Plans, Registry, plans_from_json
+from app.repository.plans import Plan, Plans, plans_from_json
+from app.repository.registry import Registry
 
 log = logging.getLogger(__name__)
 
