@@ -185,7 +185,10 @@ class Batcher:
         with self._cond:
             self._decoding -= 1
             self._queue.append(item)
-            self._cond.notify_all()
+            # Wake the model thread only when it can act on this image: the first of an empty
+            # queue, a full batch, or the last one being decoded (the stragglers it waits for).
+            if len(self._queue) == 1 or len(self._queue) >= self.max_batch or not self._decoding:
+                self._cond.notify()
         return item.future
 
     def _release(self, n: int) -> None:
