@@ -21,7 +21,8 @@ from app import errors
 from app.artifact import ArtifactError
 from app.core import Core, Upload
 from app.repository import snapshot
-from app.repository.control import ControlFolder, Follower
+from app.repository.control import Follower
+from app.repository.folder import ControlFolder
 from app.repository.operations import Management
 from app.repository.plans import Plan
 from app.repository.registry import Registry
