@@ -16,7 +16,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 
 from app import balance, boot, metrics, ratelimit, runtime, tokens
-from app.intake.listeners import management_bind
+from app.listeners import management_bind
 from app.repository.control import Follower
 from app.repository.folder import ControlFolder
 from app.repository.operations import Management
@@ -46,7 +46,7 @@ def prepare_master(settings: Settings) -> None:
 
 def binds(settings: Settings) -> list[str]:
     """The inference listener, then the management API's when it has one: the second, by
-    position (app.intake.listeners)."""
+    position (app.listeners)."""
     return [settings.bind] + ([management_bind(settings)] if management_bind(settings) else [])
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app import adapters, security, ui
-from app.core import Core
+from app import security, ui
+from app.adapters import routes
+from app.core.verbs import Core
 from app.engine import Engine
 from app.repository.registry import Registry
 from app.settings import Settings
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.registry"] = registry
     app.extensions["wanwu.core"] = Core(registry, settings)
-    adapters.init_app(app)
+    routes.init_app(app)
     ui.init_app(app)
     security.init_app(app)
     return app

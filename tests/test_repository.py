@@ -19,7 +19,8 @@ from tritonclient.utils import InferenceServerException
 from app import batcher as batching
 from app import errors
 from app.artifact import ArtifactError
-from app.core import Core, Upload
+from app.core.types import Upload
+from app.core.verbs import Core
 from app.repository import snapshot
 from app.repository.control import Follower
 from app.repository.folder import ControlFolder

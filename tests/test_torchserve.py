@@ -129,7 +129,7 @@ def test_ping_and_an_unready_worker(tiny_model_path, client):
 
 def test_management_list_and_describe_on_the_management_listener(start_app):
     client = start_app(admin_keys=("admin",)).test_client()
-    # What the intake says of a connection on WANWU_MANAGEMENT_BIND (app.intake.listeners).
+    # What the intake says of a connection on WANWU_MANAGEMENT_BIND (app.listeners).
     on_management = {
         "environ_base": {"wanwu.listener": "management"},
         "headers": {"Authorization": "Bearer admin"},

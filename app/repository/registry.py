@@ -217,12 +217,11 @@ class Registry:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        """True once every routed version is warm in this process."""
+    def routed(self) -> list[Engine]:
+        """The engine of every version that requests are routed to (app.core.ready asks
+        whether they are warm)."""
         with self._lock:
-            routed = [self._engines[(n, v)] for n, p in self._plans.items() for v in p.versions]
-        return all(engine.ready for engine in routed)
+            return [self._engines[(n, v)] for n, p in self._plans.items() for v in p.versions]
 
     def start(self, slot: int = 0) -> None:
         """Start every engine (in the worker, after fork)."""
