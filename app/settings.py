@@ -489,7 +489,7 @@ class Settings:
 
 
 # WANWU_* variables that are not service settings: the tools' own, and the metrics directory
-# bookkeeping gunicorn.conf.py keeps across a reload.
+# bookkeeping app.boot keeps across a reload.
 TOOL_VARIABLES = frozenset(
     {
         "WANWU_LOADTEST_IMAGES",

@@ -18,7 +18,7 @@ from app.artifact import ArtifactError
 from app.backends import Reported
 from app.backends.libtorch import LibtorchBackend
 from app.backends.onnx import OnnxBackend
-from app.triton import TensorSpec, TritonModel
+from app.repository.triton import TensorSpec, TritonModel
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,12 @@ import pytest
 import requests
 import torch
 
-from app import aoti, create_app, imaging, pt2
+from app import aoti, imaging, pt2
 from app.artifact import read_manifest, write_manifest
 from app.engine import Engine
 from app.model import Classifier
 from app.settings import SettingsError
+from app.web import create_app
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
 from tests.conftest import INPUT_SPEC, ROOT, TinyNet, make_settings
