@@ -197,7 +197,7 @@ def test_in_process_app_serves_a_package(packages):
 
 
 def test_export_options_are_checked_before_any_work():
-    from app.export import main
+    from app.export.cli import main
 
     with pytest.raises(SystemExit):
         main(["--precision", "int8"])  # no --calibrate

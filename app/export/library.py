@@ -15,13 +15,13 @@ from typing import Any
 
 from app import pt2
 from app.artifact import manifest_path, write_artifact
-from app.export import formats, sources
+from app.export import files, formats, sources
 from app.export.request import ExportError, ExportRequest
 
 
 def export(
     request: ExportRequest,
-    loaded: sources.Loaded | None = None,
+    loaded: files.Loaded | None = None,
     record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the artifact `request` asks for at `request.out`; return its manifest.
@@ -79,7 +79,7 @@ def _source_option(request: ExportRequest) -> str:
     return f"--arch {request.arch}"
 
 
-def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any]) -> tuple:
+def _saver(request: ExportRequest, loaded: files.Loaded, spec: dict[str, Any]) -> tuple:
     """How the artifact is saved, its format name, and the format's own manifest fields."""
     if request.format == "pt2":
         if not isinstance(spec["crop"], int):
