@@ -59,5 +59,5 @@ EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ['WANWU_BIND'].rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 # Nothing is written outside /tmp: `--read-only --tmpfs /tmp` runs it (README, "Docker").
-# gunicorn.conf.py empties PROMETHEUS_MULTIPROC_DIR at start, a mount point (tmpfs) included.
+# app/boot.py empties PROMETHEUS_MULTIPROC_DIR at start, a mount point (tmpfs) included.
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

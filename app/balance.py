@@ -62,7 +62,7 @@ class BalancedThreadWorker(IntakeWorker):
     connection it holds, and a connection flood must not stall it 10 ms per accept. After a
     pause it takes a connection still waiting whatever the board says.
 
-    gunicorn.conf.py installs the board and sets `wanwu_slot` on each worker before fork.
+    app.server installs the board and sets `wanwu_slot` on each worker before fork.
     """
 
     yield_until = 0.0

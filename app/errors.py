@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+# Where a WSGI app hands its error shape to the intake, which answers before the app sees a
+# request: `app.extensions[ERROR_BODY](path, error)` is the JSON body in the shape of the
+# protocol that owns `path` (app/adapters/routes.py). The intake imports no adapter.
+ERROR_BODY = "wanwu.error_body"
 
 
 class ApiError(Exception):
@@ -27,6 +32,14 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """Return the JSON body for this error."""
         return {"error": {"code": self.code, "message": self.message}}
+
+
+ErrorBody = Callable[[str, ApiError], dict[str, Any]]
+
+
+def plain_body(path: str, error: ApiError) -> dict[str, Any]:
+    """wanwu's own error shape, whatever the path (for an app that hands in no other)."""
+    return error.body()
 
 
 def _error(name: str, status: int, code: str) -> type[ApiError]:
@@ -60,3 +73,8 @@ NotExplainable = _error("NotExplainable", 501, "not_explainable")
 def too_many_files(count: int, most: int) -> ApiError:
     """The 413 for a request of `count` images when WANWU_MAX_FILES is `most`."""
     return TooManyFiles(f"{count} files sent; at most {most} per request (WANWU_MAX_FILES).")
+
+
+def body_too_large(limit_mb: float) -> str:
+    """The 413 message for a body over the upload limit, naming the setting that raises it."""
+    return f"The request body is larger than {limit_mb:g} MB (WANWU_MAX_UPLOAD_MB)."

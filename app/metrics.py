@@ -1,7 +1,7 @@
 """Every Prometheus metric of the service, defined once.
 
-Gunicorn runs several workers, so gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before this
-module is imported; prometheus-client then keeps per-process files that /metrics sums up.
+Gunicorn runs several workers, so app.boot sets PROMETHEUS_MULTIPROC_DIR before this module
+is imported; prometheus-client then keeps per-process files that /metrics sums up.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ never be framed; on JSON it forbids everything, which changes nothing for API cl
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: the intake sends these headers without importing Flask
+    from flask import Flask, Response
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "

@@ -301,7 +301,8 @@ class Settings:
         "WANWU_DECODE",
         "fast",
         "fast decodes large photos scaled down (JPEG DCT scaling, else box reduction) to at "
-        "least twice the resize target; exact decodes every pixel, bit-exact to torchvision.",
+        "least twice the resize target and resamples only the crop's window; exact decodes "
+        "every pixel, bit-exact to torchvision.",
         one_of("fast", "exact"),
     )
     api_keys: tuple[str, ...] = _setting(
@@ -488,7 +489,7 @@ class Settings:
 
 
 # WANWU_* variables that are not service settings: the tools' own, and the metrics directory
-# bookkeeping gunicorn.conf.py keeps across a reload.
+# bookkeeping app.boot keeps across a reload.
 TOOL_VARIABLES = frozenset(
     {
         "WANWU_LOADTEST_IMAGES",

@@ -16,7 +16,7 @@ import torch
 
 from app import backends
 from app.backends.base import Backend, Reported
-from app.triton import TensorSpec, TritonModel
+from app.repository.triton import TensorSpec, TritonModel
 
 log = logging.getLogger(__name__)
 

@@ -120,8 +120,8 @@ def _verifier(
 def verifier(settings: Settings) -> Verifier | None:
     """The service's token verifier, or None when WANWU_JWT_* names no key.
 
-    Built once per process; gunicorn.conf.py calls this at start-up so that an unreadable
-    key file stops the server with its name instead of failing requests.
+    Built once per process; app.server calls this in the master at start-up so that an
+    unreadable key file stops the server with its name instead of failing requests.
     """
     return _verifier(
         settings.jwt_public_key,

@@ -7,7 +7,7 @@ import math
 from flask import Blueprint, Flask, current_app, render_template, request
 
 from app import imaging
-from app.core import require_images
+from app.core.verbs import require_images
 
 bp = Blueprint("ui", __name__)
 

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""Decode + preprocess per image: the served Pillow path against two faster candidates.
+"""Decode + resize/crop per image: the served `exact` and `fast` paths, and torchvision.io.
 
-The candidates: torchvision.io's tensor path, and Pillow resizing only the crop window
-(`Image.resize(box=...)`) instead of the whole picture before cropping. All use
-libjpeg-turbo. Reports the median ms per image (one thread, as in a request thread), each
-path's largest deviation from torchvision's reference transforms, and how many images
-deviate at all.
+`exact` is Pillow's whole-picture resize, then the crop; `fast` (WANWU_DECODE's default)
+resamples only the crop's window (`Image.resize(box=...)`); torchvision.io decodes and resizes
+on a uint8 tensor. All use libjpeg-turbo. Each path runs on one thread, as in a request thread,
+and stops at the 8-bit pixels the service queues. Reports the median CPU ms per image for
+decode + resize/crop and for resize/crop alone (timed around `app.imaging.pixels`), each path's
+largest difference from torchvision's reference transforms in 8-bit levels, and how many
+photos and pixels differ at all. The paths take turns on each photo, so a busy machine slows
+them alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import time
@@ -19,69 +21,102 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as F
-from PIL import Image
+from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image
-from torchvision.models import ResNet18_Weights
 from torchvision.transforms import InterpolationMode
 
 from app import imaging
+from app.artifact import read_manifest
 from benchkit.bench import header, load_images
 
-SPEC = ResNet18_Weights.IMAGENET1K_V1.transforms()
+MAX_PIXELS = 10**9
+RESNET = {"resize": 256, "crop": 224, "interpolation": "bilinear"}  # torchvision's ResNet-18
 
 
-def served(data: bytes) -> torch.Tensor:
-    """The service's path (app.imaging): Pillow decode, Pillow resize."""
-    return imaging.preprocess(imaging.decode(data, 10**9), 256, 224, SPEC.mean, SPEC.std)
+def served(spec: dict, policy: str):
+    """The service's path under `policy`: the CPU ms of resize/crop apart, and the pixels."""
+
+    def run(data: bytes) -> tuple[float, torch.Tensor]:
+        picture = imaging.decode(data, MAX_PIXELS, imaging.decoded_short(spec, policy))
+        started = time.thread_time()
+        out = imaging.pixels(
+            picture, spec["resize"], spec["crop"], MAX_PIXELS, spec["interpolation"],
+            policy == "fast",
+        )  # fmt: skip
+        return (time.thread_time() - started) * 1000, out
+
+    return run
 
 
-def tensor_path(data: bytes) -> torch.Tensor:
+def tensor_path(spec: dict):
     """torchvision.io decode, then resize on the uint8 tensor."""
-    x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
-    x = F.resize(x, [256], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return F.normalize(F.center_crop(x, [224]).float().div_(255), SPEC.mean, SPEC.std)
+    interpolation = InterpolationMode(spec["interpolation"])
 
+    def run(data: bytes) -> tuple[float, torch.Tensor]:
+        x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
+        started = time.thread_time()
+        x = F.resize(x, [spec["resize"]], interpolation=interpolation, antialias=True)
+        return (time.thread_time() - started) * 1000, F.center_crop(x, [spec["crop"]])
 
-def crop_box_path(data: bytes) -> torch.Tensor:
-    """Pillow decode, then resize only the part of the picture the centre crop keeps."""
-    img = imaging.decode(data, 10**9)
-    width, height = img.size  # torchvision's resized size: short side 256, long side truncated
-    short, long = sorted(img.size)
-    new_w, new_h = (256, int(256 * long / short))[:: 1 if width <= height else -1]
-    left, top = round((new_w - 224) / 2), round((new_h - 224) / 2)
-    sx, sy = width / new_w, height / new_h
-    box = (left * sx, top * sy, (left + 224) * sx, (top + 224) * sy)
-    cropped = img.resize((224, 224), Image.BILINEAR, box=box)
-    return F.normalize(F.pil_to_tensor(cropped).float().div_(255), SPEC.mean, SPEC.std)
+    return run
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
+    parser.add_argument("--model", type=Path, help="take the input spec from this export")
+    parser.add_argument("--reps", type=int, default=3, help="timed passes over the photos")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    spec = {**RESNET, **(read_manifest(args.model)["input"] if args.model else {})}
     images = load_images(args.images)
-    references = [SPEC(Image.open(io.BytesIO(d)).convert("RGB")) for _, d in images]
-    print(header("Decode + preprocess (scripts/bench_decode.py)"))
-    print(f"- {len(images)} images, one thread\n")
-    print("| path | ms/image (median) | max abs deviation from reference | images off it |")
-    print("|---|---:|---:|---:|")
-    paths = (
-        ("Pillow (served)", served),
-        ("torchvision.io + tensor resize", tensor_path),
-        ("Pillow, resizing the crop box only", crop_box_path),
+    reference = T.Compose(
+        [
+            T.Resize(spec["resize"], InterpolationMode(spec["interpolation"])),
+            T.CenterCrop(spec["crop"]),
+            T.PILToTensor(),
+        ]
     )
-    for name, fn in paths:
-        times, deviations = [], []
-        for (_, data), reference in zip(images, references, strict=True):
-            start = time.perf_counter()
-            out = fn(data)
-            times.append(time.perf_counter() - start)
-            deviations.append(float((out - reference).abs().max()))
-        off = sum(d > 1e-6 for d in deviations)
+    expected = [reference(imaging.decode(data, MAX_PIXELS)) for _, data in images]
+    paths = {
+        "Pillow, whole picture (`exact`)": served(spec, "exact"),
+        "Pillow, the crop's window only (`fast`)": served(spec, "fast"),
+        "torchvision.io + tensor resize": tensor_path(spec),
+    }
+    totals = {name: [] for name in paths}
+    resizes = {name: [] for name in paths}
+    worst = dict.fromkeys(paths, 0)
+    photos_off = dict.fromkeys(paths, 0)
+    pixels_off = dict.fromkeys(paths, 0)
+    for rep in range(args.reps):
+        for (_, data), reference_pixels in zip(images, expected, strict=True):
+            for name, run in paths.items():  # in turn on each photo: the same machine state
+                started = time.thread_time()
+                resize_ms, out = run(data)
+                totals[name].append((time.thread_time() - started) * 1000)
+                resizes[name].append(resize_ms)
+                if rep == 0:
+                    diff = (out.int() - reference_pixels.int()).abs()
+                    worst[name] = max(worst[name], int(diff.max()))
+                    photos_off[name] += bool(diff.any())
+                    pixels_off[name] += int((diff > 0).sum())
+    print(header("Decode + resize/crop (scripts/bench_decode.py)"))
+    print(
+        f"- {len(images)} images x {args.reps}, one thread; resize {spec['resize']}, crop "
+        f"{spec['crop']}, {spec['interpolation']}\n"
+    )
+    print(
+        "| path | CPU ms/image, decode + resize/crop | resize/crop | largest difference "
+        "from torchvision, 8-bit levels | photos off it | pixel values off it |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in paths:
         print(
-            f"| {name} | {statistics.median(times) * 1000:.2f} | {max(deviations):.2e} | "
-            f"{off}/{len(images)} |"
+            f"| {name} | {statistics.median(totals[name]):.2f} | "
+            f"{statistics.median(resizes[name]):.2f} | {worst[name]} | "
+            f"{photos_off[name]}/{len(images)} | {pixels_off[name]} |"
         )
     return 0
 

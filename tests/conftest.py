@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import create_app
 from app.artifact import write_manifest
 from app.engine import Engine
 from app.model import Classifier
 from app.settings import DEFAULT_MODEL, Settings
+from app.web import create_app
 from benchkit import digits, system
 
 ROOT = Path(__file__).resolve().parent.parent

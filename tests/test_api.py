@@ -158,9 +158,9 @@ def test_overload_is_503_with_retry_after(start_app):
 
 
 def test_unready_worker_says_503(tiny_model_path):
-    from app import create_app
     from app.engine import Engine
     from app.model import Classifier
+    from app.web import create_app
     from tests.conftest import make_settings
 
     settings = make_settings(tiny_model_path)

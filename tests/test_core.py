@@ -9,16 +9,28 @@ import time
 import pytest
 
 from app import errors
-from app.core import Core, Upload
+from app.core.types import Upload
+from app.core.verbs import Core
 from app.engine import Engine
 from app.model import Classifier
-from app.repository import Registry
+from app.repository.registry import Registry
 from benchkit.images import image_bytes
 from tests.conftest import ROOT, make_settings
 
 
 def test_the_core_imports_no_web_framework():
-    code = "import sys, app.core; print(sorted({'flask', 'werkzeug'} & set(sys.modules)))"
+    code = "import sys, app.core.verbs; print(sorted({'flask', 'werkzeug'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_grpc_adapter_and_the_intake_import_no_flask_and_no_blueprint():
+    code = (
+        "import sys, app.adapters.grpc, app.intake.worker; "
+        "print(sorted({'flask', 'werkzeug', 'app.adapters.routes'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from app import create_app
 from app.engine import Engine
 from app.model import Classifier
+from app.web import create_app
 from benchkit.images import image_bytes
 from tests.conftest import make_settings
 

@@ -23,6 +23,7 @@ from tritonclient.grpc import model_config_pb2 as model_config
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from benchkit.grpc_stubs import PROTO_DIR, STUBS, generate
 from benchkit.grpcload import (
     grpc_server,
     image_tensor,
@@ -33,7 +34,6 @@ from benchkit.grpcload import (
 )
 from benchkit.images import image_bytes, sample_photos
 from benchkit.server import GunicornServer
-from scripts.gen_grpc_stubs import PROTO_DIR, STUBS, generate
 
 pytestmark = pytest.mark.integration
 

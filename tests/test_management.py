@@ -18,7 +18,7 @@ import tritonclient.http as triton_http
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from app.intake.listeners import management_bind
+from app.listeners import management_bind
 from benchkit.attacks import wait_until
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer

@@ -45,10 +45,10 @@ def test_without_index_to_name_there_is_no_labels_file(tiny_model_path, tmp_path
 def test_export_from_mar_serves_the_archive_under_its_name_and_labels(
     tiny_model_path, labels_file, tmp_path
 ):
-    from app import create_app
     from app.engine import Engine
     from app.export.cli import main as export
     from app.model import Classifier
+    from app.web import create_app
     from tests.conftest import make_settings
 
     mar = archive(

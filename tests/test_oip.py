@@ -223,9 +223,9 @@ def test_keys_limits_and_overload(start_app):
 
 
 def test_an_unready_worker_is_503(tiny_model_path):
-    from app import create_app
     from app.engine import Engine
     from app.model import Classifier
+    from app.web import create_app
 
     settings = make_settings(tiny_model_path)
     cold = create_app(settings, Engine(Classifier.load(tiny_model_path), settings)).test_client()

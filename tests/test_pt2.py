@@ -18,7 +18,7 @@ import pytest
 import requests
 import torch
 
-from app import create_app, imaging
+from app import imaging
 from app.artifact import PT2_FORMAT, read_manifest, write_manifest
 from app.backends import aoti
 from app.backends import pt2 as served
@@ -26,6 +26,7 @@ from app.engine import Engine
 from app.export import pt2
 from app.model import Classifier
 from app.settings import SettingsError
+from app.web import create_app
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
 from tests.conftest import INPUT_SPEC, ROOT, TinyNet, make_settings

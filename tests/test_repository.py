@@ -17,12 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from app import batcher as batching
-from app import errors, snapshot
+from app import errors
 from app.artifact import ArtifactError
-from app.control import ControlFolder, Follower
-from app.core import Core, Upload
-from app.management import Management
-from app.repository import Plan, Registry, scan
+from app.core.types import Upload
+from app.core.verbs import Core
+from app.repository import snapshot
+from app.repository.control import Follower
+from app.repository.folder import ControlFolder
+from app.repository.operations import Management
+from app.repository.plans import Plan
+from app.repository.registry import Registry
+from app.repository.scan import scan
 from app.settings import SettingsError
 from benchkit.attacks import wait_until
 from benchkit.grpcload import reserved_port, wait_listening

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.snapshot import MAX_BYTES
+from app.repository.snapshot import MAX_BYTES
 from benchkit.attacks import wait_until
 from benchkit.server import GunicornServer
 from tests.conftest import add_version

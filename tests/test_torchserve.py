@@ -114,9 +114,9 @@ def test_overload_is_503_with_retry_after(start_app):
 
 
 def test_ping_and_an_unready_worker(tiny_model_path, client):
-    from app import create_app
     from app.engine import Engine
     from app.model import Classifier
+    from app.web import create_app
 
     assert client.get("/ping").get_json() == {"status": "Healthy"}
     settings = make_settings(tiny_model_path)
@@ -129,7 +129,7 @@ def test_ping_and_an_unready_worker(tiny_model_path, client):
 
 def test_management_list_and_describe_on_the_management_listener(start_app):
     client = start_app(admin_keys=("admin",)).test_client()
-    # What the intake says of a connection on WANWU_MANAGEMENT_BIND (app.intake.listeners).
+    # What the intake says of a connection on WANWU_MANAGEMENT_BIND (app.listeners).
     on_management = {
         "environ_base": {"wanwu.listener": "management"},
         "headers": {"Authorization": "Bearer admin"},

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from app.artifact import ArtifactError
-from app.repository import Plan, Registry, scan
+from app.repository.plans import Plan
+from app.repository.registry import Registry
+from app.repository.scan import scan
+from app.repository.triton import plan, read_config, serving_version
 from app.statistics import as_json
 from app.tensor_model import TensorModel
-from app.triton import plan, read_config, serving_version
 from benchkit import triton_repo
 from tests.conftest import add_version, make_settings
 

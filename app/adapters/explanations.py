@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from app import errors, explain, openapi
-from app.adapters import common, rest
+from app.adapters import common, context, rest
 from app.model import Classifier
 
 bp = Blueprint("explanations", __name__)
@@ -22,15 +22,15 @@ bp = Blueprint("explanations", __name__)
 def explain_images() -> Any:
     """Explain one or more images: each one's heatmap of its top class, its top `topk`, or
     the class `target` names."""
-    common.authorize()
-    engine = common.lease(request.args.get("model"), request.args.get("version"))
+    context.authorize()
+    engine = context.lease(request.args.get("model"), request.args.get("version"))
     classifier = engine.classifier
     k, lang = rest.query_params(classifier, explain.TOPK_DEFAULT)
-    index = common.target(classifier)
+    index = context.target(classifier)
     if index is not None and "topk" in request.args:
         raise errors.InvalidParameter("Give target (one class) or topk (the top k), not both.")
     images = rest.uploads()
-    result = common.explained(images, engine)
+    result = context.explained(images, engine)
     answers = common.explanations(result, classifier, k, index, lang)
     return rest.answer("explanations", images, answers, classifier, result.timing_ms)
 

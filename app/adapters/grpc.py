@@ -40,15 +40,16 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import grpc
-import torch
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics, statistics
-from app.adapters import common, oip, oip_explain, oip_tensors, tensor_io
+from app.adapters import common, oip_infer, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
-from app.core import Classified, Core, Upload
+from app.core import ready
+from app.core.types import Classified
+from app.core.verbs import Core
 from app.engine import Engine
 from app.grpc_proto import grpc_service_pb2 as pb
 from app.grpc_proto import grpc_service_pb2_grpc as pb_grpc
@@ -210,7 +211,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     def ServerReady(self, request: Any, call: _Call) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.core.registry.ready)
+        return pb.ServerReadyResponse(ready=ready.worker(self.core.registry))
 
     @_rpc
     def ModelReady(self, request: Any, call: _Call) -> pb.ModelReadyResponse:
@@ -218,11 +219,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             engine = self.core.model(request.name, request.version or None)
         except errors.ModelNotFound:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=engine.ready)
+        return pb.ModelReadyResponse(ready=ready.model(engine))
 
     @_rpc
     def ServerMetadata(self, request: Any, call: _Call) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**oip.server_metadata())
+        return pb.ServerMetadataResponse(**oip_infer.server_metadata())
 
     @_rpc
     def ModelMetadata(self, request: Any, call: _Call) -> pb.ModelMetadataResponse:
@@ -244,25 +245,21 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             if isinstance(model, TensorModel):
                 return self._infer_tensors(request, call, model, engine)
             images = _images(request, core.settings.max_files)
-            header, heatmaps = oip_explain.split(_outputs(request))
-            outputs = oip_tensors.outputs(header)
-            uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-            verb = core.classify if heatmaps is None else core.explain
-            call.classified = result = verb(uploads, call.started, engine)
-        probs = torch.stack(result.probs)
-        labels = model.labels("en")
-        tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
-        if heatmaps is not None:
-            tensors.append(heatmaps.tensor(result, model))
-        return _answer(request, model, tensors)
+            header = _outputs(request)
+            call.classified, described = oip_infer.classify(
+                core, engine, header, images, call.started
+            )
+        return _answer(request, model, described)
 
     def _infer_tensors(
         self, request: Any, call: _Call, model: TensorModel, engine: Engine
     ) -> pb.ModelInferResponse:
         rows = tensor_io.rows(model, *tensor_io.grpc_inputs(request))
-        outputs = tensor_io.requested(model, _outputs(request))
-        call.classified = self.core.infer(rows, call.started, engine)
-        return _answer(request, model, tensor_io.written(model, call.classified.probs, outputs))
+        header = _outputs(request)
+        call.classified, described = oip_infer.infer(
+            self.core, model, engine, header, rows, call.started
+        )
+        return _answer(request, model, described)
 
     @_rpc
     def ModelConfig(self, request: Any, call: _Call) -> pb.ModelConfigResponse:
@@ -281,9 +278,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return statistics.statistics([e for n in names for e in registry.loaded(n)[1].values()])
 
 
-def _answer(
-    request: Any, model: Any, described: list[tuple[dict[str, Any], bytes | None]]
-) -> pb.ModelInferResponse:
+def _answer(request: Any, model: Any, described: oip_infer.Described) -> pb.ModelInferResponse:
     """The infer response, every output in raw_output_contents."""
     answer = pb.ModelInferResponse(
         model_name=model.name, model_version=model.version, id=request.id

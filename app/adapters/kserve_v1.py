@@ -18,8 +18,8 @@ from typing import Any
 from flask import Blueprint, request
 
 from app import bounds, errors, openapi
-from app.adapters import common
-from app.core import Upload
+from app.adapters import common, context
+from app.core.types import Upload
 from app.model import Classifier
 
 bp = Blueprint("kserve_v1", __name__)
@@ -53,7 +53,7 @@ def _uploads() -> list[Upload]:
     instances = body.get("instances") if isinstance(body, dict) else None
     if not isinstance(instances, list) or not instances:
         raise errors.NoImage('Send {"instances": [...]}, each instance a base64 image.')
-    most = common.core().settings.max_files
+    most = context.core().settings.max_files
     if len(instances) > most:
         raise errors.too_many_files(len(instances), most)
     return [
@@ -65,10 +65,10 @@ def _uploads() -> list[Upload]:
 @bp.post("/v1/models/<model_name>:explain")
 def explain(model_name: str) -> Any:
     """Explain each instance: the heatmap of its top class, or of `target`."""
-    common.authorize()
-    engine = common.lease(model_name, None)
-    index = common.target(engine.classifier)
-    result = common.explained(_uploads(), engine)
+    context.authorize()
+    engine = context.lease(model_name, None)
+    index = context.target(engine.classifier)
+    result = context.explained(_uploads(), engine)
     answers = common.explanations(result, engine.classifier, 1, index)
     return {"explanations": [a[0] for a in answers]}
 

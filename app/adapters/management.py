@@ -2,7 +2,7 @@
 
 Policy:
 - Answered on WANWU_MANAGEMENT_BIND only, and only that is answered there
-  (app.intake.listeners); every call needs `Authorization: Bearer <key>` with a key of
+  (app.listeners); every call needs `Authorization: Bearer <key>` with a key of
   WANWU_ADMIN_KEYS (401 otherwise). Errors take the shape of the protocol of the path.
 - TorchServe: `GET /models`, `GET /models/{name}[/{version}|/all]`, `POST /models?url=`
   (a model folder, or a `.mar` inside the repository; `model_name`, `initial_workers` and
@@ -11,8 +11,8 @@ Policy:
   `PUT /models/{name}/{version}/set-default`, and wanwu's gray release,
   `PUT /models/{name}/{version}/share?percent=P`.
 - OIP: `POST /v2/repository/index`, `POST /v2/repository/models/{name}/load|unload`.
-What each call does is app.management's; every change answers with how long it took to load
-and warm everywhere (`staged_s`) and to switch everywhere (`switched_s`).
+What each call does is app.repository.operations'; every change answers with how long it took
+to load and warm everywhere (`staged_s`) and to switch everywhere (`switched_s`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from app import bounds, errors
-from app.adapters import common
-from app.control import Report
-from app.core import bearer_token, is_one_of
+from app.adapters import context
+from app.core import ready
+from app.core.access import bearer_token, is_one_of
 from app.engine import Engine
-from app.intake.listeners import LISTENER
-from app.management import Management
-from app.repository import Plan
+from app.listeners import LISTENER
+from app.repository.control import Report
+from app.repository.operations import Management
+from app.repository.plans import Plan
 
 bp = Blueprint("management", __name__)
 
@@ -57,8 +58,8 @@ def gate() -> None:
 @bp.before_request
 def _authorize() -> None:
     token = bearer_token(request.headers.get("Authorization"))
-    if token is None or not is_one_of(token, common.core().settings.admin_keys):
-        common.core().lockout.refuse(
+    if token is None or not is_one_of(token, context.core().settings.admin_keys):
+        context.core().lockout.refuse(
             "management",
             request.remote_addr,
             "The management API needs 'Authorization: Bearer <key>' with a WANWU_ADMIN_KEYS key.",
@@ -82,7 +83,7 @@ def list_models() -> Any:
     return {
         "models": [
             {"modelName": e.classifier.name, "modelUrl": os.path.basename(e.classifier.path)}
-            for e in common.core().registry.served()
+            for e in context.core().registry.served()
         ]
     }
 
@@ -91,7 +92,7 @@ def list_models() -> Any:
 @bp.get("/models/<name>/<version>")
 def describe(name: str, version: str | None = None) -> Any:
     """Each loaded version of a model (`all`: the same), or the one named, TorchServe's way."""
-    registry = common.core().registry
+    registry = context.core().registry
     plan, engines = registry.loaded(name)
     if version not in (None, "all"):  # by its number, or an imported archive's own
         engine = registry.find(name, version)
@@ -100,8 +101,8 @@ def describe(name: str, version: str | None = None) -> Any:
 
 
 def _description(engine: Engine, plan: Plan, version: str) -> dict[str, Any]:
-    classifier, settings = engine.classifier, common.core().settings
-    ready, depth = engine.ready, engine.batcher.depth
+    classifier, settings = engine.classifier, context.core().settings
+    warm, depth = ready.model(engine), engine.batcher.depth
     return {
         "modelName": classifier.name,
         "modelVersion": classifier.version,
@@ -115,13 +116,13 @@ def _description(engine: Engine, plan: Plan, version: str) -> dict[str, Any]:
         "maxBatchDelay": settings.max_wait_ms,
         "responseTimeout": settings.timeout_ms / 1000,
         "deviceType": "gpu" if classifier.device.type == "cuda" else "cpu",
-        "status": "Healthy" if ready else "Unhealthy",
+        "status": "Healthy" if warm else "Unhealthy",
         # This worker only: each Gunicorn worker answers for itself.
         "workers": [
             {
                 "id": str(os.getpid()),
                 "pid": os.getpid(),
-                "status": "READY" if ready else "UNLOADING",
+                "status": "READY" if warm else "UNLOADING",
                 "gpu": classifier.device.type == "cuda",
             }
         ],
@@ -146,7 +147,7 @@ def register() -> Any:
     if not url:
         raise errors.BadRequest("url is required: a model folder's name or a .mar in it.")
     name, report = _management().register(url, request.args.get("model_name"))
-    version = common.core().registry.plans[name].default
+    version = context.core().registry.plans[name].default
     return _status(f'Model "{name}" Version: {version} registered with every worker', report)
 
 

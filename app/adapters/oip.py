@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from app import bounds, errors, openapi, statistics
-from app.adapters import common, oip_explain, oip_tensors, tensor_io
-from app.adapters.oip_tensors import INPUT
-from app.core import Upload
+from app.adapters import context, oip_infer, oip_tensors, tensor_io
+from app.core import ready
 from app.engine import Engine
 from app.model import Classifier
 from app.tensor_model import TensorModel
@@ -31,9 +29,7 @@ bp = Blueprint("oip", __name__)
 
 PATH_PREFIXES = ("/v2",)  # errors here answer in OIP's shape
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
-SERVER_VERSION = "1"
 
 
 def read_body() -> tuple[dict[str, Any] | None, memoryview]:
@@ -64,7 +60,7 @@ def _read() -> tuple[dict[str, Any], list[bytes]]:
     header, binary = read_body()
     if header is None:  # a raw binary request: the whole body is the one image
         return {}, [bytes(binary)]
-    return header, oip_tensors.images(header, binary, common.core().settings.max_files)
+    return header, oip_tensors.images(header, binary, context.core().settings.max_files)
 
 
 def _json(data: bytes | memoryview) -> dict[str, Any]:
@@ -88,7 +84,7 @@ def error_body(error: errors.ApiError) -> dict[str, Any]:
 @bp.get("/v2")
 def server_metadata() -> Any:
     """Name the server and the protocol extensions it implements."""
-    return {"name": "wanwu", "version": SERVER_VERSION, "extensions": EXTENSIONS}
+    return oip_infer.server_metadata()
 
 
 @bp.get("/v2/health/live")
@@ -98,9 +94,9 @@ def live() -> Any:
 
 
 @bp.get("/v2/health/ready")
-def ready() -> Any:
-    """200 once this worker's model is warm, else 503."""
-    common.core().require_ready()
+def server_ready() -> Any:
+    """200 once this worker's models are warm, else 503."""
+    ready.require_worker(context.core().registry)
     return {"ready": True}
 
 
@@ -108,16 +104,14 @@ def ready() -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>")
 def model_metadata(model_name: str, version: str | None = None) -> Any:
     """Describe the model's input and output tensors."""
-    return tensor_io.metadata(common.core().model(model_name, version).classifier)
+    return tensor_io.metadata(context.core().model(model_name, version).classifier)
 
 
 @bp.get("/v2/models/<model_name>/ready")
 @bp.get("/v2/models/<model_name>/versions/<version>/ready")
 def model_ready(model_name: str, version: str | None = None) -> Any:
     """200 once the model is warm in this worker, else 503."""
-    engine = common.core().model(model_name, version)
-    if not engine.ready:
-        raise errors.NotReady("The model is still warming up.", retry_after=1)
+    ready.require_model(context.core().model(model_name, version))
     return {"name": model_name, "ready": True}
 
 
@@ -126,24 +120,13 @@ def model_ready(model_name: str, version: str | None = None) -> Any:
 def infer(model_name: str, version: str | None = None) -> Response:
     """Classify a BYTES tensor of encoded images and answer PROBS as requested; a Triton
     model's tensors run as its config says (app/adapters/tensor_io.py)."""
-    common.authorize()
-    engine = common.lease(model_name, version)
+    context.authorize()
+    engine = context.lease(model_name, version)
     if isinstance(engine.classifier, TensorModel):
         return _infer_tensors(engine.classifier, engine)
     header, images = _read()
-    header, heatmaps = oip_explain.split(header)
-    outputs = oip_tensors.outputs(header)
-    uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
-    if heatmaps is None:
-        result = common.classify(uploads, engine)
-    else:
-        result = common.explained(uploads, engine)
-    probs = torch.stack(result.probs)
-    labels = engine.classifier.labels("en")
-    tensors = [oip_tensors.tensor(probs, o, labels) for o in outputs]
-    if heatmaps is not None:
-        tensors.append(heatmaps.tensor(result, engine.classifier))
-    return _answer(header, engine, tensors)
+    g.classified, described = oip_infer.classify(context.core(), engine, header, images, g.started)
+    return _answer(header, engine, described)
 
 
 def _infer_tensors(model: TensorModel, engine: Engine) -> Response:
@@ -154,14 +137,12 @@ def _infer_tensors(model: TensorModel, engine: Engine) -> Response:
     if not isinstance(inputs, list):
         raise errors.BadRequest("'inputs' must be a list of input tensors.")
     rows = tensor_io.rows(model, inputs, binary)
-    outputs = tensor_io.requested(model, header)
-    result = common.infer(rows, engine)
-    return _answer(header, engine, tensor_io.written(model, result.probs, outputs))
+    core = context.core()
+    g.classified, described = oip_infer.infer(core, model, engine, header, rows, g.started)
+    return _answer(header, engine, described)
 
 
-def _answer(
-    header: dict[str, Any], engine: Engine, described: list[tuple[dict[str, Any], bytes | None]]
-) -> Response:
+def _answer(header: dict[str, Any], engine: Engine, described: oip_infer.Described) -> Response:
     """The infer response: JSON, with the binary outputs' bytes after it when there are any."""
     model = engine.classifier
     answer: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
@@ -185,7 +166,7 @@ def _answer(
 @bp.get("/v2/models/<model_name>/versions/<version>/config")
 def model_config(model_name: str, version: str | None = None) -> Any:
     """Triton's model configuration extension (app/statistics.py)."""
-    return statistics.as_json(statistics.config(common.core().model(model_name, version)))
+    return statistics.as_json(statistics.config(context.core().model(model_name, version)))
 
 
 @bp.get("/v2/models/stats")
@@ -193,13 +174,13 @@ def model_config(model_name: str, version: str | None = None) -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>/stats")
 def model_stats(model_name: str | None = None, version: str | None = None) -> Any:
     """Triton's statistics extension: every served model's, or one model's versions'."""
-    registry = common.core().registry
+    registry = context.core().registry
     if model_name is None:
         engines = [e for name in registry.plans for e in registry.loaded(name)[1].values()]
     elif version is None:
         engines = list(registry.loaded(model_name)[1].values())
     else:
-        engines = [common.core().model(model_name, version)]
+        engines = [context.core().model(model_name, version)]
     return statistics.as_json(statistics.statistics(engines))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from app import errors, explain
 from app.adapters import oip_tensors
-from app.core import Explained
+from app.core.types import Explained
 from app.model import Classifier
 
 HEATMAP = "HEATMAP"

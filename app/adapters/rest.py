@@ -9,8 +9,9 @@ import torch
 from flask import Blueprint, Response, request
 
 from app import bounds, errors, imaging, labels, memory, metrics, openapi
-from app.adapters import common
-from app.core import Upload
+from app.adapters import common, context
+from app.core import ready
+from app.core.types import Upload
 from app.model import Classifier
 
 bp = Blueprint("api", __name__)
@@ -47,7 +48,7 @@ def uploads() -> list[Upload]:
     """Each image in the request body: multipart 'file' fields, or the raw body."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        uploads = common.files(["file"])
+        uploads = context.files(["file"])
         if not uploads:
             raise errors.NoImage("The multipart body has no file under the field 'file'.")
         return uploads
@@ -68,12 +69,12 @@ def uploads() -> list[Upload]:
 def predict() -> Any:
     """Classify one or more images with `?model=NAME[&version=V]` (the default model when
     absent) and return the top-k labels of each; `model` names the version that answered."""
-    common.authorize()
-    engine = common.lease(request.args.get("model"), request.args.get("version"))
+    context.authorize()
+    engine = context.lease(request.args.get("model"), request.args.get("version"))
     classifier = engine.classifier
     k, lang = query_params(classifier)
     images = uploads()
-    result = common.classify(images, engine)
+    result = context.classify(images, engine)
     names = classifier.labels(lang)
     answers = [common.top_k(probs, k, names) for probs in result.probs]
     return answer("predictions", images, answers, classifier, result.timing_ms)
@@ -99,7 +100,7 @@ def answer(
 def healthz() -> Any:
     """Say the process is alive, and whether its models are real ones: `model` is the
     default model, `models` each served model's default version."""
-    registry = common.core().registry
+    registry = context.core().registry
     return {
         "status": "ok",
         "model": registry.default.classifier.info(),
@@ -114,8 +115,8 @@ def readyz() -> Any:
     The body also counts the server's warm workers, so that a client can wait for all of
     them: a worker takes no connection before it is warm, so this one cannot tell it alone.
     """
-    core = common.core()
-    core.require_ready()
+    core = context.core()
+    ready.require_worker(core.registry)
     return {
         "status": "ready",
         "workers_ready": metrics.workers_ready(),
@@ -127,7 +128,7 @@ def readyz() -> Any:
 def model_info() -> Any:
     """Describe the model (`?model=NAME[&version=V]`, the default model when absent), its
     device and precision, and the batching settings."""
-    core = common.core()
+    core = context.core()
     engine = core.model(request.args.get("model"), request.args.get("version"))
     settings = core.settings
     classifier = engine.classifier
@@ -145,7 +146,7 @@ def model_info() -> Any:
         "device": str(classifier.device),
         "precision": classifier.precision,
         "precision_reason": engine.precision_reason,
-        "ready": engine.ready,
+        "ready": ready.model(engine),
         "batching": {  # the engine's: a Triton model's come from its config.pbtxt
             "max_batch": engine.batcher.max_batch,
             "max_wait_ms": engine.batcher.max_wait_s * 1000,
@@ -164,9 +165,9 @@ def model_info() -> Any:
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
     """Expose Prometheus metrics, summed over all workers."""
-    if not common.core().settings.metrics_public:
-        common.authorize()
-    body, content_type = metrics.exposition(common.core().registry.loaded_versions())
+    if not context.core().settings.metrics_public:
+        context.authorize()
+    body, content_type = metrics.exposition(context.core().registry.loaded_versions())
     return Response(body, content_type=content_type)
 
 

@@ -22,8 +22,8 @@ from app import errors
 from app.adapters import oip_tensors
 from app.adapters.oip_tensors import deserialize_bytes, serialize_bytes
 from app.model import Classifier
+from app.repository.triton import DTYPES, TensorSpec
 from app.tensor_model import Row, TensorModel
-from app.triton import DTYPES, TensorSpec
 
 
 @dataclass(frozen=True)

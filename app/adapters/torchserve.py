@@ -24,8 +24,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app import bounds, errors, openapi
-from app.adapters import common
-from app.core import Upload
+from app.adapters import common, context
+from app.core import ready
+from app.core.types import Upload
 from app.model import Classifier
 
 bp = Blueprint("torchserve", __name__)
@@ -68,7 +69,7 @@ def _uploads() -> list[Upload]:
     """Each image, read the ways TorchServe's handler reads them."""
     mimetype = request.mimetype
     if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        uploads = common.files(FIELDS)
+        uploads = context.files(FIELDS)
         uploads += [
             Upload(common.base64_image(v, _NOT_BASE64))
             for name in FIELDS
@@ -104,9 +105,9 @@ def _uploads() -> list[Upload]:
 @bp.route("/predictions/<model_name>/<version>", methods=["POST", "PUT"])
 def predictions(model_name: str, version: str | None = None) -> Any:
     """Classify the request's images; answer top-5 {label: probability} per image."""
-    common.authorize()
-    engine = common.lease(model_name, version)
-    result = common.classify(_uploads(), engine)
+    context.authorize()
+    engine = context.lease(model_name, version)
+    result = context.classify(_uploads(), engine)
     names = engine.classifier.labels("en")
     k = min(TOPK, len(names))  # every class of a model with fewer
     answers = [
@@ -121,10 +122,10 @@ def predictions(model_name: str, version: str | None = None) -> Any:
 @bp.post("/explanations/<model_name>/<version>")
 def explanations(model_name: str, version: str | None = None) -> Any:
     """Explain the request's images: each one's heatmap of its top class, or of `target`."""
-    common.authorize()
-    engine = common.lease(model_name, version)
-    index = common.target(engine.classifier)
-    result = common.explained(_uploads(), engine)
+    context.authorize()
+    engine = context.lease(model_name, version)
+    index = context.target(engine.classifier)
+    result = context.explained(_uploads(), engine)
     answers = [e[0] for e in common.explanations(result, engine.classifier, 1, index)]
     return jsonify(answers[0] if len(answers) == 1 else answers)
 
@@ -132,7 +133,7 @@ def explanations(model_name: str, version: str | None = None) -> Any:
 @bp.get("/ping")
 def ping() -> Any:
     """Healthy once this worker's model is warm; Unhealthy (503) before."""
-    if common.core().engine.ready:
+    if ready.worker(context.core().registry):
         return {"status": "Healthy"}
     response = jsonify({"status": "Unhealthy"})
     response.status_code, response.headers["Retry-After"] = 503, "1"

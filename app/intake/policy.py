@@ -26,8 +26,7 @@ from http import HTTPStatus
 
 from gunicorn.workers.gthread import TConn
 
-from app import adapters, errors, metrics
-from app.adapters.common import body_too_large
+from app import errors, metrics
 from app.security import HEADERS
 from app.settings import Settings
 
@@ -48,7 +47,7 @@ class Conn(TConn):
         self.idle = True  # no byte of the next request yet
         self.closing = False  # answered and half-closed: input is discarded until EOF
         self.closed = False
-        self.listener = "inference"  # or "management" (app.intake.listeners)
+        self.listener = "inference"  # or "management" (app.listeners)
 
 
 def quiet(conn: Conn) -> bool:
@@ -98,9 +97,15 @@ def is_trusted(address: str, trusted: list) -> bool:
     return any(ip in network for network in trusted)
 
 
-def answer(error: errors.ApiError, request_id: str | None = None, path: str = "/") -> bytes:
-    """A complete HTTP response in the JSON error shape of `path`'s protocol, closing."""
-    body = json.dumps(adapters.error_body(path, error), separators=(",", ":")).encode()
+def answer(
+    error: errors.ApiError,
+    request_id: str | None = None,
+    path: str = "/",
+    error_body: errors.ErrorBody = errors.plain_body,
+) -> bytes:
+    """A complete HTTP response in the JSON error shape of `path`'s protocol (as the app's
+    `error_body` renders it), closing."""
+    body = json.dumps(error_body(path, error), separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
         "Content-Type: application/json",
@@ -175,7 +180,7 @@ class Policy:
     def admit_request(self, conn: Conn, length: int, forwarded_for: str | None):  # noqa: ANN201
         """Refuse a framed request from its head alone: (error, reason), or None to read it."""
         if length > self.settings.max_upload_bytes:
-            message = body_too_large(self.settings.max_upload_mb)
+            message = errors.body_too_large(self.settings.max_upload_mb)
             return errors.PayloadTooLarge(message), "too_large"
         if forwarded_for and is_trusted(conn.peer, self.trusted):
             # Behind a proxy the cap counts each client's requests in progress: the proxy's

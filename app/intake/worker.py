@@ -40,8 +40,8 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
 
 from app import errors, metrics
 from app.intake import framing
-from app.intake.listeners import LISTENER, management_listeners
 from app.intake.policy import Conn, Policy, answer, quiet, raise_fd_limit, unsupported_settings
+from app.listeners import LISTENER, management_listeners
 from app.settings import Settings
 
 RECV_SIZE = 256 * 1024  # large reads: each recv() also re-takes the GIL
@@ -74,7 +74,7 @@ def fenced(callback):  # noqa: ANN001, ANN201  (a method taking the connection f
 class IntakeWorker(ThreadWorker):
     """Gunicorn's gthread worker, with every request read whole on its main loop.
 
-    gunicorn.conf.py sets `wanwu_settings` on each worker before fork.
+    app.server sets `wanwu_settings` on each worker before fork.
     """
 
     wanwu_settings: Settings
@@ -118,11 +118,14 @@ class IntakeWorker(ThreadWorker):
         self.next_sweep = 0.0
         self.management = management_listeners(self.sockets, self.wanwu_settings)
         self.serving = threading.local()  # the listener of the request a thread serves
+        self.error_body = errors.plain_body  # until the app hands in its own (load_wsgi)
 
     def load_wsgi(self) -> None:
-        """Tell the app which listener each request came in on (app.intake.listeners)."""
+        """Tell the app which listener each request came in on (app.listeners); take the
+        error shape it hands in (errors.ERROR_BODY) for the answers written here."""
         super().load_wsgi()
         app = self.wsgi
+        self.error_body = getattr(app, "extensions", {}).get(errors.ERROR_BODY, errors.plain_body)
 
         def tagged(environ, start_response):  # noqa: ANN001, ANN202  (WSGI)
             environ[LISTENER] = self.serving.listener
@@ -208,7 +211,7 @@ class IntakeWorker(ThreadWorker):
         """Answer with an error and close; the client's input is discarded meanwhile."""
         self.policy.count(reason, conn.peer)
         try:
-            conn.sock.send(answer(error, rid, framing.request_path(conn.buf)))
+            conn.sock.send(answer(error, rid, framing.request_path(conn.buf), self.error_body))
         except OSError:
             pass
         self.linger(conn)

@@ -1,7 +1,7 @@
 """`--load URL [--share PERCENT]`: the new version served by a running service.
 
 The artifact must sit in that service's model repository as `NAME/VERSION/NAME.pt`; the
-management API (app.management) then loads it on every worker and switches to it
+management API (app.repository.operations) then loads it on every worker and switches to it
 (`set-default`), or, with a share, sends that percent of the requests naming no version to it
 (a gray release), the version serving now keeping the rest. The admin key comes from
 `WANWU_ADMIN_KEY`, never from the command line (where `ps` shows it).
@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from app.repository import version_name
+from app.repository.scan import version_name
 
 TIMEOUT_S = 600  # a load waits for every worker to warm the version up (WANWU_LOAD_TIMEOUT_S)
 

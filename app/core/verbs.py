@@ -1,51 +1,33 @@
-"""The request core every protocol shares: authorize, admit, decode, batch, wait. No web framework.
+"""The core's verbs: classify (images → top-k), infer (tensors → tensors), explain.
 
 Policy: /predict, TorchServe's /predictions, OIP's /v2 infer (and any other adapter) differ only
 in how they read a request and shape an answer. Between those, a request goes through `Core`,
-so every protocol gets the same API keys and signed tokens, per-caller rate limit (429),
-file-count, byte and pixel limits, queue admission (503 + Retry-After when full), deadline (504)
-and batcher: images from different protocols share forward passes. Explanations (`explain`)
-take the same path as a verb of their own, with their own share of the queue
-(WANWU_EXPLAIN_QUEUE_MAX), so that they cannot crowd predictions out. Errors are raised as
-`errors.ApiError`; each adapter renders them in its own shape. The core returns what it did
-(`Classified`); it writes no request state anywhere.
+so every protocol gets the same API keys and signed tokens, per-caller rate limit (429; both
+in `access`), readiness (`ready`), file-count, byte and pixel limits, queue admission (503 +
+Retry-After when full), deadline (504) and batcher: images from different protocols share
+forward passes. Explanations (`explain`) take the same path as a verb of their own, with their
+own share of the queue (WANWU_EXPLAIN_QUEUE_MAX), so that they cannot crowd predictions out.
+Errors are raised as `errors.ApiError`; each adapter renders them in its own shape. The core
+returns what it did (`app.core.types`); it writes no request state anywhere.
 """
 
 from __future__ import annotations
 
-import hmac
-import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import torch
 
 from app import batcher as batching
-from app import errors, imaging, metrics, ratelimit, tokens
+from app import errors, imaging, metrics, ratelimit
+from app.core import access, ready
+from app.core.types import Classified, Explained, Upload
 from app.engine import Engine
 from app.lockout import Lockout
-from app.repository import Registry
+from app.repository.registry import Registry
 from app.settings import Settings
 from app.tensor_model import Row
-
-log = logging.getLogger(__name__)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value, None for any other scheme."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
-def is_one_of(token: str, keys: Sequence[str]) -> bool:
-    """Whether `token` is one of `keys`, compared with every key so that the time taken does
-    not reveal which one matched."""
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(token.encode(), key.encode())
-    return matched
 
 
 def require_images(engine: Engine) -> None:
@@ -55,34 +37,6 @@ def require_images(engine: Engine) -> None:
         raise errors.BadRequest(
             f"Model {name} takes tensors, not images: send them to /v2/models/{name}/infer."
         )
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One image as a protocol received it: encoded bytes, and its name when it has one."""
-
-    data: bytes
-    filename: str | None = None
-
-
-@dataclass(frozen=True)
-class Classified:
-    """Probability rows in upload order (a tensor model's: each row's outputs), where the
-    request's time went, the largest batch."""
-
-    probs: list[torch.Tensor]
-    timing_ms: dict[str, float]
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class Explained(Classified):
-    """Also, per image: every class's activation map, the crop as the model saw it (uint8
-    pixels, `imaging.load_pixels`) and where it lies in the upload (`imaging.crop_box`)."""
-
-    cams: list[torch.Tensor]
-    pictures: list[torch.Tensor]
-    boxes: list[list[float]]
 
 
 class Core:
@@ -99,38 +53,13 @@ class Core:
         return self.registry.default
 
     def authorize(self, authorization: str | None, client: str | None) -> ratelimit.Decision | None:
-        """Require a bearer API key (WANWU_API_KEYS) or signed token (WANWU_JWT_*) when either
-        is set, raising Unauthorized; then count the call against the caller's WANWU_RATE_LIMIT
-        and return where the caller stands (None without a limit).
-
-        `authorization` is the header's (or gRPC metadata's) value; `client` is the peer's
-        address, which names the caller when no key or token does.
-        """
-        conf = self.settings
-        keys, verifier = conf.api_keys, tokens.verifier(conf)
-        caller = ratelimit.address_caller(client)
-        if keys or verifier:
-            token = bearer_token(authorization)
-            if token is not None and is_one_of(token, keys):
-                caller = f"key {token}"
-            elif token is not None and verifier and tokens.looks_like_jwt(token):
-                try:
-                    caller = f"subject {verifier.subject(token)}"
-                except errors.Unauthorized as exc:
-                    self.lockout.refuse("inference", client, exc.message)
-            else:
-                log.debug("refused a request without a valid key or token from %s", client)
-                self.lockout.refuse(
-                    "inference",
-                    client,
-                    "A valid 'Authorization: Bearer <key or token>' header is required.",
-                )
-        return ratelimit.check(conf.rate_limit, caller)
+        """Check a call's key or token and count it against its caller's rate limit
+        (`app.core.access.authorize`, with this server's failure counts)."""
+        return access.authorize(self.settings, self.lockout, authorization, client)
 
     def require_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) until every model of this worker is warm."""
-        if not self.registry.ready:
-            raise errors.NotReady("The model is still warming up.", retry_after=1)
+        ready.require_worker(self.registry)
 
     def model(self, name: str | None = None, version: str | None = None) -> Engine:
         """The engine serving `name` at `version` (the default model when None), or a 404

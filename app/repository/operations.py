@@ -2,8 +2,8 @@
 
 Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
 - Every change needs a model repository (WANWU_MODEL_REPOSITORY) and goes through
-  app.control: loaded and warmed on every worker while the served versions keep answering,
-  then switched everywhere at once; a version that fails to load changes nothing.
+  app.repository.control: loaded and warmed on every worker while the served versions keep
+  answering, then switched everywhere at once; a version that fails to load changes nothing.
 - `load(name)` serves the model's pinned (WANWU_PINNED_VERSIONS) or highest version as its
   default, and ends a gray release; `load(name, v)` serves version v. A model not served yet
   is added.
@@ -14,8 +14,8 @@ Policy (app.adapters.management speaks TorchServe's and OIP's HTTP for it):
   `unload(name, v)` ends v's gray release; a default version is replaced, not unloaded.
 - `register(url)` (TorchServe's `POST /models?url=`): `url` names a model folder, or a `.mar`
   archive inside the repository, imported as the model's next version and then loaded.
-- With WANWU_MODEL_SNAPSHOT, every change that switched is written there (app.snapshot) before
-  the next change starts, so that a restart serves it again.
+- With WANWU_MODEL_SNAPSHOT, every change that switched is written there
+  (app.repository.snapshot) before the next change starts, so that a restart serves it again.
 """
 
 from __future__ import annotations
@@ -29,20 +29,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from app import errors, snapshot
+from app import errors
 from app.artifact import ArtifactError, manifest_path, sha256_file
-from app.control import ControlFolder, Report, change
-from app.repository import (
-    NAME,
-    NAME_RULE,
-    Plan,
-    Registry,
-    artifact,
-    model_folders,
-    not_served,
-    version_name,
-    versions,
-)
+from app.repository import snapshot
+from app.repository.control import Report, change
+from app.repository.folder import ControlFolder
+from app.repository.plans import Plan, not_served
+from app.repository.registry import Registry
+from app.repository.scan import NAME, NAME_RULE, artifact, model_folders, version_name, versions
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -170,7 +164,7 @@ class Management:
         return change(self.folder, self.settings.load_timeout_s, edit, self._keep)
 
     def _keep(self, plans: dict[str, Plan]) -> None:
-        """Write the switched plans to WANWU_MODEL_SNAPSHOT, when set (app.snapshot)."""
+        """Write the switched plans to WANWU_MODEL_SNAPSHOT, when set (app.repository.snapshot)."""
         path = self.settings.model_snapshot
         if not path:
             return

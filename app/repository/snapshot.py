@@ -3,7 +3,7 @@ the models registered at runtime.
 
 Policy:
 - Off unless WANWU_MODEL_SNAPSHOT names a file; it needs a model repository. After every
-  change the management API makes, the plans then served (app.repository.Plan, a gray release
+  change the management API makes, the plans then served (app.repository.plans.Plan, a gray release
   included) and the repository's models left unloaded are written to it, replacing it at once.
 - At start, with the file present, a model it names serves the versions it names instead of
   its pinned or highest one, and a model it lists as unloaded is not loaded. A model folder it
@@ -28,7 +28,7 @@ from app import bounds
 from app.artifact import ArtifactError, replace_json
 
 MAX_BYTES = 1 << 20  # a plan per model is under 100 bytes
-# A plan as app.repository.Plan writes it (asdict): the fields and what each must hold.
+# A plan as app.repository.plans.Plan writes it (asdict): the fields and what each must hold.
 _PLAN = {
     "default": lambda v: isinstance(v, str),
     "canary": lambda v: v is None or isinstance(v, str),

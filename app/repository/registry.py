@@ -1,150 +1,39 @@
-"""The served models: a model repository, each model's plan, and the registry requests ask.
+"""The registry requests ask: each process's engines by model and version, and the plans
+that route to them.
 
 Policy:
-- `WANWU_MODEL_REPOSITORY=DIR`: each folder of DIR is a model, named for the folder; each of its
-  numbered subfolders is a version holding one artifact (`.pt` or `.pt2`, manifest beside it),
-  as `python -m app.export` writes it, or a Triton model folder (`config.pbtxt`, app/triton.py)
-  beside them. The highest version serves (a Triton model's `version_policy` may pick another)
-  unless WANWU_PINNED_VERSIONS names one. Files and hidden folders in DIR are ignored; a model
-  folder without a version, or a version without exactly one artifact, stops start-up with
-  its path.
-- Without it, `WANWU_MODEL` is a one-model repository: the model answers to its manifest's name
-  and version (the artifact hash, and an imported TorchServe archive's own version).
-- What a model serves is its `Plan`: a default version and, during a gray release, a newer
-  version that gets `percent` of the requests naming no version (spread evenly: every
-  100/percent-th one, counted per worker). A request naming a version gets that version
-  while it is loaded. The first model by name at start is the default model, what `/predict`
-  without `?model=` classifies (the first image model, beside Triton models), while it is
-  served. An unknown name or version is a 404 naming the served ones.
-- The start-time models are loaded in the Gunicorn master (shared copy-on-write); each worker
-  gets one engine, with its own batcher, per loaded version. Versions loaded later
-  (app.control) are loaded by each worker itself. `switch()` changes every plan at once;
-  an engine no plan uses any more is retired: it finishes the requests that hold it, then stops.
+- What a model serves is its `Plan` (app.repository.plans). A request naming no version is
+  routed by its model's plan: during a gray release every (100/percent)-th one, counted per
+  worker, goes to the newer version. A request naming a version gets that version while it is
+  loaded (an imported TorchServe archive's own version too). The first model by name at start is
+  the default model, what `/predict` without `?model=` classifies (the first image model,
+  beside Triton models), while it is served. An unknown name or version is a 404 naming the
+  served ones.
+- The start-time models are loaded in the Gunicorn master (shared copy-on-write,
+  app.repository.loading); each worker gets one engine, with its own batcher, per loaded
+  version. Versions loaded later (app.repository.control) are loaded by each worker itself.
+  `switch()` changes every plan at once; an engine no plan uses any more is retired: it finishes
+  the requests that hold it, then stops.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from app import errors, memory, metrics, runtime, snapshot, triton
-from app.artifact import ArtifactError, manifest_path
+from app import errors, memory, metrics
+from app.artifact import ArtifactError
 from app.engine import Engine
-from app.model import Classifier
+from app.repository import loading
+from app.repository.plans import Plan, Plans, not_served
 from app.settings import Settings
-from app.tensor_model import TensorModel
 
 log = logging.getLogger(__name__)
-
-ARTIFACT_SUFFIXES = (".pt", ".pt2", ".onnx")
-# A model name is a URL path segment in every protocol, and a folder name: bounded here, a
-# client's longer name is refused before the file system sees it (ENAMETOOLONG).
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-NAME_RULE = "letters, digits, '.', '_' or '-' (at most 128, the first a letter or digit)"
-
-
-def version_name(text: str) -> str | None:
-    """A version number as it is named ("07" is "7"), or None if `text` is not one: ASCII
-    digits, compared as text (a client's may be long; it is never converted)."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    return text.lstrip("0") or "0"
-
-
-def versions(folder: Path) -> dict[str, Path]:
-    """The numbered version folders of one model folder, by version, in numeric order."""
-    found = {version_name(p.name): p for p in folder.iterdir() if p.is_dir()}
-    found.pop(None, None)
-    return dict(sorted(found.items(), key=lambda item: (len(item[0]), item[0])))
-
-
-def model_folders(root: Path) -> list[Path]:
-    """The folders of the repository at `root` that name a model, by name."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
-
-
-def scan(root: str | Path) -> dict[str, tuple[str, Path]]:
-    """Map each model of the repository at `root` to (its highest version, that artifact)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ArtifactError(f"WANWU_MODEL_REPOSITORY={root} is not a folder")
-    found = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not NAME.fullmatch(folder.name):
-            raise ArtifactError(f"{folder}: a model folder's name must be {NAME_RULE}")
-        numbered = versions(folder)
-        if not numbered:
-            raise ArtifactError(
-                f"{folder} has no version folder: put what `python -m app.export` wrote "
-                f"(the artifact and its manifest) in {folder}/1/"
-            )
-        newest = list(numbered)[-1]
-        if triton.is_triton(folder):
-            newest = triton.serving_version(folder, triton.read_config(folder), numbered)
-        found[folder.name] = (newest, artifact(numbered[newest]))
-    if not found:
-        raise ArtifactError(f"WANWU_MODEL_REPOSITORY={root} holds no model folder")
-    return found
-
-
-def artifact(version_dir: Path) -> Path:
-    """The one artifact (with its manifest beside it) in a version folder; in a Triton model
-    folder, the model file its config names."""
-    if triton.is_triton(version_dir.parent):
-        config = triton.read_config(version_dir.parent)
-        return triton.model_file(version_dir.parent, version_dir.name, config)
-    candidates = [
-        p
-        for p in sorted(version_dir.iterdir())
-        if p.suffix in ARTIFACT_SUFFIXES and manifest_path(p).is_file()
-    ]
-    if len(candidates) != 1:
-        raise ArtifactError(
-            f"{version_dir} must hold exactly one .pt, .pt2 or .onnx artifact with its .json "
-            f"manifest beside it; found {len(candidates)}"
-        )
-    return candidates[0]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one model serves: its default version, and a gray release's version and share."""
-
-    default: str
-    canary: str | None = None
-    percent: int = 0  # of the requests that name no version, to `canary`
-
-    @property
-    def versions(self) -> tuple[str, ...]:
-        return (self.default,) if self.canary is None else (self.default, self.canary)
-
-    def share(self, version: str) -> float:
-        """The part (0-1) of the requests naming no version that `version` gets."""
-        if version == self.canary:
-            return self.percent / 100
-        return 1 - self.percent / 100 if version == self.default else 0.0
-
-
-Plans = Mapping[str, Plan]
-
-
-def not_served(name: str, plans: Plans) -> errors.ApiError:
-    """The 404 for a model `plans` do not serve, naming the ones they do."""
-    return errors.ModelNotFound(
-        f"Model not found: {name}. Served models: {', '.join(sorted(plans))}."
-    )
-
-
-def plans_from_json(data: Mapping[str, Mapping[str, object]]) -> dict[str, Plan]:
-    return {name: Plan(**fields) for name, fields in data.items()}  # type: ignore[arg-type]
 
 
 class Registry:
@@ -174,20 +63,11 @@ class Registry:
     def load(cls, settings: Settings) -> Registry:
         """Load every model the settings name, without running any (safe before fork)."""
         if not settings.model_repository:
-            classifier = Classifier.load(settings.model)
-            return cls([_engine(classifier, settings, settings.model)], settings)
-        root, pins = Path(settings.model_repository), settings.pins
-        found = scan(root)
-        if set(pins) - set(found):
-            raise ArtifactError(
-                f"WANWU_PINNED_VERSIONS names {', '.join(sorted(set(pins) - set(found)))}, not "
-                f"a model of {root} ({', '.join(found)})"
-            )
-        plans = {name: Plan(pins.get(name, newest)) for name, (newest, _) in found.items()}
-        if settings.model_snapshot:
-            plans = _restored(root, plans, Path(settings.model_snapshot))
+            return cls([loading.load_model(settings)], settings)
+        root = Path(settings.model_repository)
+        plans = loading.start_plans(root, settings)
         engines = [
-            load_version(root, name, version, settings)
+            loading.load_version(root, name, version, settings)
             for name, plan in plans.items()
             for version in plan.versions
         ]
@@ -274,7 +154,7 @@ class Registry:
         self._credit[name] = credit % 100
         return plan.canary if credit >= 100 else plan.default
 
-    # -- changes (app.control, in each worker) ----------------------------------------------
+    # -- changes (app.repository.control, in each worker) -----------------------------------
 
     def missing(self, plans: Plans) -> list[tuple[str, str]]:
         """The (model, version) pairs `plans` route to that this process has not loaded."""
@@ -285,7 +165,7 @@ class Registry:
         beside the served ones (which keep answering); raise ArtifactError if it cannot."""
         if self.root is None:
             raise ArtifactError("only a model repository (WANWU_MODEL_REPOSITORY) loads models")
-        engine = load_version(self.root, name, version, self.settings)
+        engine = loading.load_version(self.root, name, version, self.settings)
         try:
             self._start(engine)
             deadline = time.monotonic() + self.settings.load_timeout_s
@@ -337,12 +217,11 @@ class Registry:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        """True once every routed version is warm in this process."""
+    def routed(self) -> list[Engine]:
+        """The engine of every version that requests are routed to (app.core.ready asks
+        whether they are warm)."""
         with self._lock:
-            routed = [self._engines[(n, v)] for n, p in self._plans.items() for v in p.versions]
-        return all(engine.ready for engine in routed)
+            return [self._engines[(n, v)] for n, p in self._plans.items() for v in p.versions]
 
     def start(self, slot: int = 0) -> None:
         """Start every engine (in the worker, after fork)."""
@@ -375,56 +254,6 @@ class Registry:
             metrics.TRAFFIC_SHARE.labels(name, version).set(self._plans[name].share(version))
 
 
-def _restored(root: Path, plans: dict[str, Plan], path: Path) -> dict[str, Plan]:
-    """`plans` (each model's pinned or highest version) as the snapshot at `path` left them
-    (app.snapshot); a snapshot that could not be written later stops start-up now."""
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ArtifactError(f"WANWU_MODEL_SNAPSHOT {path} cannot be written (its folder must be)")
-    kept = snapshot.read(path)
-    if kept is None:
-        return plans
-    kept_plans, restored = plans_from_json(kept.plans), {}
-    for name, plan in plans.items():
-        if name in kept.unloaded:
-            continue
-        restored[name] = kept_plans.get(name, plan)  # a model folder added since: as it is
-        if not set(restored[name].versions) <= set(versions(root / name)):
-            log.warning(
-                "%s: %s serves version %s, not %s, which is gone from %s",
-                path,
-                name,
-                plan.default,
-                restored[name],
-                root,
-            )
-            restored[name] = plan
-    if not restored:
-        raise ArtifactError(
-            f"WANWU_MODEL_SNAPSHOT {path} leaves none of the models of {root} served: delete "
-            "it to start from the repository"
-        )
-    log.info("restored the served versions from %s: %s", path, restored)
-    return restored
-
-
-def load_version(root: Path, name: str, version: str, settings: Settings) -> Engine:
-    """Load version `version` of repository model `name` (not started)."""
-    folder = root / name / version
-    numbered = versions(root / name) if (root / name).is_dir() else {}
-    if version not in numbered:
-        raise ArtifactError(
-            f"{folder} does not exist: {name} has versions {', '.join(numbered) or 'none'}"
-        )
-    path = artifact(numbered[version])
-    if triton.is_triton(root / name):
-        device = runtime.planned_device(settings.device).type
-        spec = triton.plan(root / name, version, triton.read_config(root / name), device)
-        return Engine(TensorModel.load(spec), settings)
-    classifier = Classifier.load(path)
-    classifier.serve_as(name, version)
-    return _engine(classifier, settings, path)
-
-
 def _images(engine: Engine) -> bool:
     """Whether the engine classifies images (a Triton model takes tensors instead)."""
     return engine.classifier.input_spec is not None
@@ -437,11 +266,3 @@ def _key(engine: Engine) -> tuple[str, str]:
 def _archive(engine: Engine) -> str | None:
     """An imported TorchServe archive keeps answering to its own version ("1.0") too."""
     return engine.classifier.manifest.get("weights", {}).get("archive_version")
-
-
-def _engine(classifier: Classifier, settings: Settings, path: str | Path) -> Engine:
-    if not classifier.trained:
-        log.warning(
-            "UNTRAINED MODEL: %s holds seeded random weights; predictions are meaningless", path
-        )
-    return Engine(classifier, settings)
