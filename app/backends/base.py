@@ -6,8 +6,8 @@ each. Where each step runs is the same rule for every backend:
 - opening (`load`, `load_tensors`) runs in the Gunicorn master before the fork, or in a worker
   for a model loaded through the management API: it reads and checks the file, and runs no
   forward pass, starts no thread and touches no CUDA;
-- `prepare` runs in the master for the CPU, so that the workers share what it placed
-  copy-on-write, and in each worker after the fork for CUDA;
+- `prepare` runs where the model was opened for the CPU (in the master, the workers then
+  share what it placed copy-on-write), and in each worker after the fork for CUDA;
 - the first call runs in a worker (its warm-up): what cannot cross a fork opens then (ONNX
   Runtime's session, the .pt2 GIL-free runner's self-check).
 
