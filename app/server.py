@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from app import balance, boot, metrics, ratelimit, runtime, tokens
 from app.listeners import management_bind
-from app.repository.control import ControlFolder, Follower
+from app.repository.control import Follower
+from app.repository.folder import ControlFolder
 from app.repository.operations import Management
 from app.settings import Settings, short_keys
 
@@ -55,7 +56,7 @@ def _registry(server_or_worker):
 
 
 def _control(server_or_worker):
-    """The control folder (app.repository.control), once when_ready has made it."""
+    """The control folder (app.repository.folder), once when_ready has made it."""
     management = server_or_worker.app.wsgi().extensions.get("wanwu.management")
     return management.folder if management else None
 

@@ -22,7 +22,8 @@ from app.artifact import ArtifactError
 from app.core.types import Upload
 from app.core.verbs import Core
 from app.repository import snapshot
-from app.repository.control import ControlFolder, Follower
+from app.repository.control import Follower
+from app.repository.folder import ControlFolder
 from app.repository.operations import Management
 from app.repository.plans import Plan
 from app.repository.registry import Registry

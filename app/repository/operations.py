@@ -32,7 +32,8 @@ from typing import Any
 from app import errors
 from app.artifact import ArtifactError, manifest_path, sha256_file
 from app.repository import snapshot
-from app.repository.control import ControlFolder, Report, change
+from app.repository.control import Report, change
+from app.repository.folder import ControlFolder
 from app.repository.plans import Plan, not_served
 from app.repository.registry import Registry
 from app.repository.scan import NAME, NAME_RULE, artifact, model_folders, version_name, versions
