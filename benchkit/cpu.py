@@ -28,9 +28,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "logging": ("logging/",),
     "JSON": ("json/", "jsonify", "orjson"),
     "framing": ("app/intake/framing.py", "gunicorn/http/"),
-    "connections": ("app/intake/", "gunicorn/workers/"),
+    "connections": ("app/intake/", "gunicorn/workers/", "concurrent/futures/thread.py"),
     "web framework": ("flask/", "werkzeug/"),
-    "batching hand-offs": ("app/batcher.py", "concurrent/futures/", "threading.py"),
+    "batching hand-offs": ("app/batcher.py", "app/turns.py", "concurrent/futures/", "threading.py"),
 }
 REST = "rest (adapters, core, sockets)"
 # A sample whose innermost frame is one of these is a thread blocked, not spending CPU.

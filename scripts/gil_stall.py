@@ -13,7 +13,6 @@ last row of each artifact measures them alone, with a thread hashing as long as 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import statistics
@@ -27,6 +26,7 @@ import torch
 
 from app.artifact import read_manifest
 from app.model import Classifier
+from benchkit import options
 from benchkit.timing import load
 
 
@@ -67,10 +67,9 @@ def runners(path: Path) -> list[tuple[str, Callable[[torch.Tensor], object]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = options.parser(__doc__, reps=5)
     parser.add_argument("models", type=Path, nargs="+", help="artifacts (.pt, .pt2)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=5, help="passes measured; medians shown")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for path in args.models:

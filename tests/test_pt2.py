@@ -28,7 +28,6 @@ from app.model import Classifier
 from app.settings import SettingsError
 from app.web import create_app
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 from tests.conftest import INPUT_SPEC, ROOT, TinyNet, make_settings
 
 MAX_BATCH = 4
@@ -212,8 +211,8 @@ def test_export_options_are_checked_before_any_work():
 
 
 @pytest.mark.integration
-def test_gunicorn_serves_an_int8_package_from_the_master(packages, tmp_path):
-    with GunicornServer(tmp_path, workers=2, model=packages["int8"], max_batch=MAX_BATCH) as srv:
+def test_gunicorn_serves_an_int8_package_from_the_master(packages, gunicorn):
+    with gunicorn(workers=2, model=packages["int8"], max_batch=MAX_BATCH) as srv:
         infos = {}
         for _ in range(40):
             info = requests.get(f"{srv.url}/v1/model", timeout=10).json()
@@ -260,10 +259,8 @@ def test_a_cuda_package_is_opened_by_the_worker_and_matches_the_cpu(packages, tm
 
 
 @pytest.mark.integration
-def test_a_conflicting_precision_stops_start_up_with_the_fix(packages, tmp_path):
-    srv = GunicornServer(
-        tmp_path, workers=1, model=packages["int8"], max_batch=MAX_BATCH, precision="bf16"
-    )
+def test_a_conflicting_precision_stops_start_up_with_the_fix(packages, gunicorn):
+    srv = gunicorn(workers=1, model=packages["int8"], max_batch=MAX_BATCH, precision="bf16")
     with pytest.raises(RuntimeError, match="WANWU_PRECISION=bf16 conflicts"):
         srv.start(timeout=60)
 
