@@ -7,7 +7,9 @@ real JPEGs to /predict, and splits every worker thread's CPU time (/proc) into s
 py-spy's samples of the same thread (benchkit/cpu.py): decode, resize/crop, normalise, framing,
 connections, web framework, JSON, metrics, logging, batching hand-offs, forward, the rest. It
 prints CPU ms per image for each, the throughput, the clients' mean latency and its p99 over
-the mean beside the mean wait in the batcher's queue (/metrics), and the share of the CPU time
+the mean, where a request's time went by the server's own `timing_ms` (the wait in the
+batcher's queue, the handler's total, and the rest: the intake's loop and the wait for a
+request thread), and the share of the CPU time
 that went to the forward pass and decoding: on CPUs the service has to itself, the throughput
 over the limit those two set, `CPUs / (forward + decode per image)`.
 Then --lone requests one at a time: their median latency over the median forward pass (the
@@ -33,19 +35,16 @@ import requests
 from app import imaging
 from app.artifact import read_manifest
 from app.engine import MODEL_THREAD_NAME
-from benchkit import cpu
+from benchkit import cpu, options
 from benchkit.bench import (
     ROOT,
-    add_server_arguments,
     batch_stats,
     header,
     histogram,
     load_images,
     percentile,
-    server_settings,
-    start_server,
 )
-from benchkit.loadgen import closed_loop, raw_jpeg
+from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
 
 ROWS = [*cpu.STAGES, cpu.REST]
 
@@ -54,11 +53,13 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
     """One server from `checkout` at `precision`: CPU ms per image by stage, rate, lone latency."""
     items = [*args.set, f"PRECISION={precision}"]
     spy_dir = Path(tempfile.mkdtemp(prefix="wanwu-cost-"))
-    server = start_server(args.model, items)
+    server = options.start_server(args.model, items)
     server.cwd = checkout  # `python -m gunicorn` there imports that checkout's `app`
     with server as srv:
-        make = raw_jpeg(srv.url, images)
+        timings: list[dict] = []
+        make = recording(raw_jpeg(srv.url, images), timings)
         closed_loop(make, 4, 3)  # settle
+        timings.clear()
         pids = srv.worker_pids()
         before = {pid: cpu.thread_cpu(pid) for pid in pids}
         images_before, passes_before = batch_stats(srv.url)
@@ -89,7 +90,29 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
         "batch": (images_after - images_before) / max(1.0, passes_after - passes_before),
         "latency": (statistics.mean(latencies), percentile(latencies, 99)),
         "queue": 1000 * (waits_after[0] - waits_before[0]) / (waits_after[1] - waits_before[1]),
+        "spread": spread(timings),
         "lone": lone,
+    }
+
+
+def recording(make: MakeRequest, timings: list[dict]) -> MakeRequest:
+    """`make`, keeping each answer's `timing_ms` (list.append is atomic: clients share it)."""
+
+    def make_and_keep(session: requests.Session, n: int) -> requests.Response:
+        response = make(session, n)
+        if response.status_code == 200:
+            timings.append(response.json()["timing_ms"])
+        return response
+
+    return make_and_keep
+
+
+def spread(timings: list[dict]) -> dict[str, tuple[float, float]]:
+    """Mean and p99 (ms) of the queue wait and of the handler's total, from `timing_ms`."""
+    return {
+        key: (statistics.mean(values), percentile(values, 99))
+        for key in ("queue", "total")
+        for values in [[t[key] for t in timings]]
     }
 
 
@@ -125,21 +148,16 @@ def row(name: str, values: list[float], form: str = "{:.2f}") -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
+    parser = options.parser(__doc__, server=True, clients=16, seconds=20)
     parser.add_argument("--checkout", type=Path, action="append", help="default: this one")
     parser.add_argument("--precision", action="append", help="default: fp32 and bf16")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--lone", type=int, default=100, help="lone requests to time")
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         parser.error("needs py-spy on the PATH (pip install py-spy)")
     checkouts = [c.resolve() for c in args.checkout or [ROOT]]
     precisions = args.precision or ["fp32", "bf16"]
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     images = load_images(args.images)
     print(header("What one image costs (scripts/request_cost.py)"))
     print(
@@ -166,6 +184,17 @@ def main() -> int:
     row("latency: mean, ms", [r["latency"][0] for r in runs.values()], "{:.1f}")
     row("latency: p99 / mean", [r["latency"][1] / r["latency"][0] for r in runs.values()])
     row("mean queue wait, ms", [r["queue"] for r in runs.values()], "{:.1f}")
+    for key, name in (("queue", "queue wait"), ("total", "handler total")):
+        row(f"{name} (timing_ms): mean, ms", [r["spread"][key][0] for r in runs.values()], "{:.1f}")
+        row(
+            f"{name}: p99 / mean",
+            [r["spread"][key][1] / r["spread"][key][0] for r in runs.values()],
+        )
+    row(
+        "outside the handler (intake, request thread): mean, ms",
+        [r["latency"][0] - r["spread"]["total"][0] for r in runs.values()],
+        "{:.1f}",
+    )
     # On CPUs the service has to itself, throughput / (CPUs / (forward + decode)) is this.
     row(
         "(forward + decode) / total",
