@@ -8,5 +8,6 @@
 - `digits`: a really trained classifier, offline (scikit-learn's digits), exported with app.export;
 - `hostile`: malformed and hostile requests with their documented answers;
 - `loadgen`: closed- and open-loop load generators;
-- `bench`: machine description, percentiles and the options of the benchmark scripts.
+- `bench`: machine description, percentiles, photos;
+- `options`: the benchmark scripts' command line, each shared flag declared once.
 """

@@ -1,8 +1,8 @@
-"""Shared pieces of the benchmark scripts: machine description, percentiles, corpus loading."""
+"""Shared pieces of the benchmark scripts: machine description, percentiles, corpus loading
+(their command line is benchkit.options)."""
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import platform
@@ -18,8 +18,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.runtime import cpu_supports_bf16
-from app.settings import DEFAULT_MODEL, Settings, usable_cpus
-from benchkit.server import GunicornServer
+from app.settings import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = ROOT.parent / "shared" / "imagenet-samples"
@@ -93,40 +92,6 @@ def histogram(url: str, name: str) -> tuple[float, float]:
 def batch_stats(url: str) -> tuple[float, float]:
     """(images, passes) served so far: sum and count of the wanwu_batch_size histogram."""
     return histogram(url, "wanwu_batch_size")
-
-
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of scripts that start the service: artifact, photos, WANWU_* settings."""
-    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
-    parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a WANWU_* setting for the server, e.g. --set MAX_BATCH=8",
-    )
-
-
-def _overrides(items: list[str]) -> dict[str, str]:
-    pairs = dict(item.split("=", 1) for item in items)
-    return {k.upper().removeprefix("WANWU_"): v for k, v in pairs.items()}
-
-
-def server_settings(items: list[str]) -> Settings:
-    """The settings a server started with these --set items runs with."""
-    overrides = _overrides(items)
-    return Settings.from_env({**os.environ, **{f"WANWU_{k}": v for k, v in overrides.items()}})
-
-
-def start_server(model: Path, items: list[str]) -> GunicornServer:
-    """Real Gunicorn from gunicorn.conf.py with these --set items (a context manager)."""
-    settings = server_settings(items)
-    overrides = {k.lower(): v for k, v in _overrides(items).items()}
-    overrides.setdefault("threads", str(settings.torch_threads))
-    overrides.pop("workers", None)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    return GunicornServer(log_dir, workers=settings.worker_processes, model=model, **overrides)
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:

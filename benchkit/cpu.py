@@ -23,7 +23,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "decode": ("decode (app/imaging.py", "to_rgb (app/imaging.py"),
     "resize/crop": ("torchvision/transforms/", "resize_crop (app/imaging.py"),
     "normalise": ("preprocess (app/imaging.py", "normalise (app/imaging.py"),
-    "forward": ("app/model.py", "app/pt2.py", "app/aoti.py", "app/backends/", "torch/"),
+    "forward": ("app/model.py", "app/backends/", "torch/"),
     "metrics": ("prometheus_client/", "app/metrics.py"),
     "logging": ("logging/",),
     "JSON": ("json/", "jsonify", "orjson"),

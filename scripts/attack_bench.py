@@ -13,7 +13,6 @@ attack connections ended.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -22,8 +21,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from app.memory import smaps_rollup
+from benchkit import options
 from benchkit.attacks import Attack, intake_metrics, spread, wait_until
-from benchkit.bench import add_server_arguments, header, load_images, percentile, start_server
+from benchkit.bench import header, load_images, percentile
 from benchkit.loadgen import Record, closed_loop, raw_jpeg
 from benchkit.nginx import NginxProxy
 
@@ -39,11 +39,7 @@ def summary(records: list[Record]) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.add_argument("--seconds", type=float, default=30, help="length of each phase")
+    parser = options.parser(__doc__, server=True, seconds=30)
     parser.add_argument("--idle", type=int, default=1000, help="idle keep-alive connections")
     parser.add_argument("--slowloris", type=int, default=200)
     parser.add_argument("--slow-post", type=int, default=50)
@@ -52,7 +48,7 @@ def main() -> int:
     args = parser.parse_args()
     images = load_images(args.images, limit=16)
     print(header("Slow and idle clients (scripts/attack_bench.py)"))
-    with start_server(args.model, args.set) as server:
+    with options.start_server(args.model, args.set) as server:
         proxy = NginxProxy(Path("/tmp"), [f"127.0.0.1:{server.port}"]) if args.nginx else None
         with proxy or nullcontext():
             front = proxy or server

@@ -13,11 +13,9 @@ them alike.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as F
@@ -27,6 +25,7 @@ from torchvision.transforms import InterpolationMode
 
 from app import imaging
 from app.artifact import read_manifest
+from benchkit import options
 from benchkit.bench import header, load_images
 
 MAX_PIXELS = 10**9
@@ -62,12 +61,7 @@ def tensor_path(spec: dict):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--images", type=Path, help="directory of JPEGs (default ../shared)")
-    parser.add_argument("--model", type=Path, help="take the input spec from this export")
-    parser.add_argument("--reps", type=int, default=3, help="timed passes over the photos")
+    parser = options.parser(__doc__, images=None, model=None, reps=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = {**RESNET, **(read_manifest(args.model)["input"] if args.model else {})}

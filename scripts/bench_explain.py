@@ -11,20 +11,17 @@ get a 503; explanations past WANWU_EXPLAIN_QUEUE_MAX do, with Retry-After.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
 
 import requests
 
+from benchkit import options
 from benchkit.bench import (
     ROOT,
-    add_server_arguments,
     header,
     load_images,
-    server_settings,
-    start_server,
 )
 from benchkit.loadgen import MakeRequest, closed_loop, post_images
 from benchkit.measure import Row, failures, measure, settle
@@ -33,17 +30,10 @@ DEMO_MODEL = ROOT / "models" / "efficientnet_lite0.pt"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.set_defaults(model=DEMO_MODEL)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=4, help="/predict clients in the flood")
+    parser = options.parser(__doc__, server=True, model=DEMO_MODEL, seconds=10, rounds=3, clients=4)
     parser.add_argument("--flood", type=int, default=16, help="/explain clients in the flood")
     args = parser.parse_args()
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     images = load_images(args.images)
     jpeg = {"Content-Type": "image/jpeg"}
     print(header("Explanations (scripts/bench_explain.py)"))
@@ -53,7 +43,7 @@ def main() -> int:
         f"queue_max={settings.queue_max} explain_queue_max={settings.explain_queue_max}; "
         f"{len(images)} photos, {args.seconds:g} s per measurement\n"
     )
-    with start_server(args.model, args.set) as srv:
+    with options.start_server(args.model, args.set) as srv:
         routes = {
             "/predict": post_images(f"{srv.url}/predict", images, **jpeg),
             "/explain": post_images(f"{srv.url}/explain", images, **jpeg),

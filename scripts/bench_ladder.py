@@ -11,12 +11,12 @@ speed-up over rung a) and writes a PNG chart.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL, usable_cpus
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import MakeRequest, raw_jpeg
 from benchkit.measure import ProcessTarget, Target, cpu_seconds, measure, settle
@@ -72,13 +72,9 @@ def target(rung: str, out: Path) -> Target:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=20)
+    parser = options.parser(__doc__, seconds=20, images=None)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rungs", default="abcdefg")
-    parser.add_argument("--images", type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "ladder")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

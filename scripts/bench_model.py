@@ -24,12 +24,9 @@ from app import imaging, memory
 from app.artifact import read_manifest
 from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, device_name, header, in_fresh_process, load_images
 from benchkit.timing import load, time_batches
-
-
-def ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")]
 
 
 def package_precision(path: Path) -> str:
@@ -75,19 +72,17 @@ def rows(args: argparse.Namespace, threads: int, model: Path, precision: str, fu
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", type=Path, default=ROOT / DEFAULT_MODEL, help="any exported artifact"
+    parser = options.parser(
+        __doc__, model=ROOT / DEFAULT_MODEL, threads="1,2", reps=10, images=None
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--batch-sizes", type=ints, help="default 1..16 (CPU), 1..128 (CUDA)")
-    parser.add_argument("--threads", type=ints, default=[1, 2])
+    parser.add_argument(
+        "--batch-sizes", type=options.ints, help="default 1..16 (CPU), 1..128 (CUDA)"
+    )
     parser.add_argument("--precisions", help="default: every precision the device supports")
-    parser.add_argument("--fusion", type=ints, default=[0, 1], help="0: plain, 1: oneDNN fused")
-    parser.add_argument("--reps", type=int, default=10, help="timed passes per cell")
-    parser.add_argument("--images", type=Path, help="photos for the top-1 agreement check")
+    parser.add_argument(
+        "--fusion", type=options.ints, default=[0, 1], help="0: plain, 1: oneDNN fused"
+    )
     parser.add_argument(
         "--package", type=Path, action="append", default=[], help=".pt2 package to measure too"
     )

@@ -21,6 +21,7 @@ import requests
 from app import memory
 from app.artifact import manifest_path
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
@@ -61,10 +62,8 @@ def measure(root: Path, artifact: Path, models: int, args: argparse.Namespace) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=str(ROOT / DEFAULT_MODEL), help="artifact to copy")
+    parser = options.parser(__doc__, model=ROOT / DEFAULT_MODEL, workers=2)
     parser.add_argument("--models", type=int, default=3, help="measure 1..N models")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpu-fusion", type=int, choices=(0, 1), default=1, help="0 or 1")
     args = parser.parse_args()
     print(header("Memory per served model"))
@@ -79,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         previous = None
         for n in range(1, args.models + 1):
-            row = measure(Path(tmp), Path(args.model), n, args)
+            row = measure(Path(tmp), args.model, n, args)
             growth = f"{row['pss'] - previous:.0f}" if previous is not None else "-"
             previous = row["pss"]
             print(

@@ -12,7 +12,6 @@ agreement of each against TorchScript fp32 on every photo.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from app.export.library import export
 from app.export.request import ExportRequest
 from app.model import Classifier
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header, in_fresh_process, load_images
 from benchkit.onnx_int8 import quantize
 from benchkit.timing import load, time_batches
@@ -49,21 +49,12 @@ def medians(threads: int, kind: str, path: Path, batches: list[int], reps: int) 
     return [statistics.median(time_batches(classifier, batch, reps)) for batch in batches]
 
 
-def ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")]
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = options.parser(
+        __doc__, model=ROOT / DEFAULT_MODEL, images=None, threads="1,2", reps=10, rounds=3
     )
-    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL, help="a .pt artifact")
-    parser.add_argument("--images", type=Path, help="photos (default ../shared/imagenet-samples)")
     parser.add_argument("--calibration", type=int, default=32, help="photos that calibrate int8")
-    parser.add_argument("--threads", type=ints, default=[1, 2])
-    parser.add_argument("--batch-sizes", type=ints, default=[1, 8])
-    parser.add_argument("--reps", type=int, default=10, help="timed passes per cell")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine")
+    parser.add_argument("--batch-sizes", type=options.ints, default=[1, 8])
     args = parser.parse_args()
     print(header("ONNX Runtime vs TorchScript (scripts/bench_onnx.py)"))
     manifest = read_manifest(args.model)

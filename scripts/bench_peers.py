@@ -12,7 +12,6 @@ and writes throughput and latency plots.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import requests
 from app.artifact import read_manifest
 from app.labels import names
 from app.settings import DEFAULT_MODEL, usable_cpus
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import MakeRequest, torchserve
 from benchkit.measure import ProcessTarget, Target, measure, settle, wait_until_up
@@ -208,18 +208,14 @@ def wanwu(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = options.parser(
+        __doc__, concurrency="1,8,32", seconds=20, images=None, model=ROOT / DEFAULT_MODEL
     )
     # wanwu-unfused: WANWU_CPU_FUSION=0, to show how much of the difference fusion makes.
     # wanwu-torchserve: wanwu through its TorchServe route, with TorchServe's own requests.
     parser.add_argument(
         "--peers", default="wanwu,wanwu-torchserve,wanwu-unfused,torchserve,litserve"
     )
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--images", type=Path)
-    parser.add_argument("--model", type=Path, default=ROOT / DEFAULT_MODEL)
     parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache/wanwu-peers")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "peers")
     parser.add_argument(
@@ -230,7 +226,7 @@ def main() -> int:
     WORKERS, THREADS = args.workers, max(1, CORES // args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     images = load_images(args.images)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = args.concurrency
     print(header("Peers (scripts/bench_peers.py)"))
     print(
         f"- fp32, max batch {MAX_BATCH}, wait {WAIT_MS} ms, {WORKERS} worker(s) x {THREADS} "

@@ -11,32 +11,27 @@ few seconds apart on the same server, and each worker's peak RSS (VmHWM) after e
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from app import memory
-from benchkit.bench import add_server_arguments, header, load_images, percentile, start_server
+from benchkit import options
+from benchkit.bench import header, load_images, percentile
 from benchkit.loadgen import closed_loop, raw_jpeg
 
 CORPORA = ("12mp", "mixed", "heif")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
+    parser = options.parser(__doc__, server=True, concurrency="1,8", seconds=10)
     parser.add_argument("--phones", type=Path, required=True, help="benchkit.phones --out DIR")
     parser.add_argument("--corpora", default="12mp", help=f"phone folders, from {CORPORA}")
     parser.add_argument("--policies", default="fast,exact", help="WANWU_DECODE values")
-    parser.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
-    parser.add_argument("--seconds", type=float, default=10, help="load per corpus and level")
     args = parser.parse_args()
     corpora = {"imagenet": load_images(args.images)}
     corpora |= {name: load_images(args.phones / name) for name in args.corpora.split(",")}
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = args.concurrency
     print(header("Phone photos vs ImageNet-sized photos (scripts/bench_photos.py)"))
     for name, images in corpora.items():
         mib = sum(len(d) for _, d in images) / len(images) / 2**20
@@ -47,7 +42,7 @@ def main() -> int:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for policy in args.policies.split(","):
-        with start_server(args.model, [*args.set, f"DECODE={policy}"]) as srv:
+        with options.start_server(args.model, [*args.set, f"DECODE={policy}"]) as srv:
             closed_loop(raw_jpeg(srv.url, corpora["imagenet"]), 4, 3)  # settle
             baseline: dict[int, tuple[float, float]] = {}
             for name, images in corpora.items():

@@ -13,30 +13,24 @@ Prints req/s and latency per route and round, and each route's total answers rel
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 
 from app.artifact import read_manifest
-from benchkit.bench import add_server_arguments, header, load_images, server_settings, start_server
+from benchkit import options
+from benchkit.bench import header, load_images
 from benchkit.grpcload import grpc_infer, reserved_port, wait_listening
 from benchkit.loadgen import oip, raw_jpeg, torchserve
 from benchkit.measure import measure, settle
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.add_argument("--concurrency", default="8,32")
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = options.parser(__doc__, server=True, concurrency="8,32", seconds=10, rounds=3)
     parser.add_argument(
         "--routes", help="comma-separated routes to run (default: all); ratios need /predict"
     )
     args = parser.parse_args()
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     images = load_images(args.images)
     name = read_manifest(args.model)["name"]
     print(header("Routes (scripts/bench_routes.py)"))
@@ -50,7 +44,7 @@ def main() -> int:
     answered: dict[tuple[int, str], int] = defaultdict(int)
     with (
         reserved_port() as port,
-        start_server(args.model, [*args.set, f"GRPC_BIND=127.0.0.1:{port}"]) as srv,
+        options.start_server(args.model, [*args.set, f"GRPC_BIND=127.0.0.1:{port}"]) as srv,
     ):
         wait_listening(srv.worker_pids(), port)
         routes = {
@@ -65,7 +59,7 @@ def main() -> int:
             routes = {route: routes[route] for route in args.routes.split(",")}
         for make in routes.values():
             settle(make)
-        for clients in [int(c) for c in args.concurrency.split(",")]:
+        for clients in args.concurrency:
             for n in range(1, args.rounds + 1):
                 for route, make in routes.items():
                     row = measure(make, clients, args.seconds)

@@ -15,7 +15,6 @@ all-CPUs figure can fall below what the workers' layout does.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import statistics
@@ -28,15 +27,13 @@ from app import imaging, memory, runtime
 from app.artifact import read_manifest
 from app.model import Classifier
 from app.settings import Settings, usable_cpus
+from benchkit import options
 from benchkit.bench import (
-    add_server_arguments,
     batch_stats,
     header,
     histogram,
     in_fresh_process,
     load_images,
-    server_settings,
-    start_server,
 )
 from benchkit.measure import cpu_seconds, measure, settle
 from benchkit.timing import best_rate
@@ -80,12 +77,7 @@ def generator_cpu() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.add_argument("--concurrency", default="1,16", help="comma-separated client counts")
-    parser.add_argument("--seconds", type=float, default=20, help="load per concurrency level")
+    parser = options.parser(__doc__, server=True, concurrency="1,16", seconds=20)
     parser.add_argument(
         "--client-processes",
         type=int,
@@ -94,7 +86,7 @@ def main() -> int:
         "sends a few thousand requests/s at most)",
     )
     args = parser.parse_args()
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     images = load_images(args.images)
     # The artifact has its say: a .pt2 package runs in the precision it was compiled for.
     classifier = Classifier.load(args.model)
@@ -124,10 +116,10 @@ def main() -> int:
         "| server CPU ms/image | pass ms/image | load generator CPU | errors |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    with start_server(args.model, args.set) as srv:
+    with options.start_server(args.model, args.set) as srv:
         make = srv.make(images)
         settle(make)
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+        for concurrency in args.concurrency:
             before, client_cpu = batch_stats(srv.url), generator_cpu()
             server_cpu, passes = cpu_seconds(srv.pid), histogram(srv.url, PASS)[0]
             row = measure(make, concurrency, args.seconds, args.client_processes)

@@ -28,6 +28,7 @@ import requests
 from app import memory
 from app.artifact import manifest_path
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header
 from benchkit.images import image_bytes, sample_photos
 from benchkit.loadgen import Record, closed_loop, post_images
@@ -66,12 +67,9 @@ def memory_mib(server: GunicornServer) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=str(ROOT / DEFAULT_MODEL), help="artifact served")
-    parser.add_argument("--clients", type=int, default=8)
+    parser = options.parser(__doc__, model=ROOT / DEFAULT_MODEL, clients=8, workers=2)
     parser.add_argument("--rounds", type=int, default=4, help="switches, alternating 2 and 1")
     parser.add_argument("--quiet-s", type=float, default=5.0, help="load between switches")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpu-fusion", type=int, choices=(0, 1), default=1, help="0 or 1")
     args = parser.parse_args()
     photos = [p.read_bytes() for p in sample_photos(32)] or [image_bytes(size=(500, 375))]
@@ -82,7 +80,7 @@ def main() -> None:
         f"{len(photos)} images, {args.quiet_s:g} s of load between switches\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        root = repository(Path(tmp) / "repository", Path(args.model))
+        root = repository(Path(tmp) / "repository", args.model)
         settings = {
             "model_repository": root,
             "admin_keys": KEY,

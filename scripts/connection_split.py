@@ -10,7 +10,6 @@ Gunicorn's stock gthread workers instead of app/balance.py's, to compare.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images
 from benchkit.loadgen import closed_loop, raw_jpeg
 from benchkit.server import GunicornServer
@@ -38,14 +38,9 @@ def connections_per_worker(pids: list[int], port: int) -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--clients", type=int, default=32)
+    parser = options.parser(__doc__, workers=2, clients=32, images=None)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--plain", action="store_true", help="stock gthread workers")
-    parser.add_argument("--images", type=Path)
     args = parser.parse_args()
     if args.plain:
         os.environ["GUNICORN_CMD_ARGS"] = "--worker-class gthread"  # overrides the config file

@@ -13,17 +13,16 @@ model's agreement measures the preprocessing only, not accuracy).
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from app import imaging
 from app.artifact import read_manifest
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images
 
 
@@ -36,11 +35,7 @@ def preprocessed(data: bytes, spec: dict, min_short: int | None) -> tuple[torch.
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--images", type=Path, help="directory of images (default ../shared)")
-    parser.add_argument("--model", type=Path, default=ROOT / "models/resnet18.pt")
+    parser = options.parser(__doc__, images=None, model=ROOT / "models/resnet18.pt")
     parser.add_argument("--margins", default="1,1.5,2,3", help="comma-separated fast margins")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -19,7 +19,6 @@ failures (must be 0).
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import threading
@@ -27,8 +26,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from benchkit import options
 from benchkit.attacks import intake_metrics, peak_memory, reset_peak_memory
-from benchkit.bench import add_server_arguments, header, load_images, start_server
+from benchkit.bench import header, load_images
 from benchkit.loadgen import closed_loop, raw_jpeg
 from benchkit.wire import WireCase, exchange, wire_cases
 
@@ -99,12 +99,7 @@ def fuzz(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--clients", type=int, default=4, help="normal closed-loop clients")
+    parser = options.parser(__doc__, server=True, seconds=30, clients=4)
     parser.add_argument("--senders", type=int, default=8, help="fuzzing threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--case", choices=sorted(CASES), help="send only this case, unmutated")
@@ -120,7 +115,7 @@ def main() -> int:
     only = CASES[args.case] if args.case else None
     images = load_images(args.images, limit=16)
     print(header("Socket-level fuzzing of the front door (scripts/fuzz_http.py)"))
-    with start_server(args.model, args.set) as server:
+    with options.start_server(args.model, args.set) as server:
         client = raw_jpeg(server.url, images)
         closed_loop(client, 1, 2)  # warm-up
         pids = sorted(server.worker_pids())

@@ -6,14 +6,13 @@ pass holds the GIL they wait for it, and decoding no longer overlaps inference. 
 artifact: batches on a model thread (the service's Classifier, one torch thread) while the
 main thread spins, recording the longest gap between two of its loop iterations; the median of
 --reps passes. A .pt2 package is measured twice: called through torch's own loader (which holds
-the GIL) and as served (app.pt2 picks its runner: `ctypes`, app/aoti.py, when its self-check
-passes). On a loaded machine the scheduler's own pauses show up as gaps too: the last row
-of each artifact measures them alone, with a thread hashing as long as the pass took.
+the GIL) and as served (app.backends.pt2 picks its runner: `ctypes`, app/backends/aoti.py, when
+its self-check passes). On a loaded machine the scheduler's own pauses show up as gaps too: the
+last row of each artifact measures them alone, with a thread hashing as long as the pass took.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import statistics
@@ -27,6 +26,7 @@ import torch
 
 from app.artifact import read_manifest
 from app.model import Classifier
+from benchkit import options
 from benchkit.timing import load
 
 
@@ -67,10 +67,9 @@ def runners(path: Path) -> list[tuple[str, Callable[[torch.Tensor], object]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = options.parser(__doc__, reps=5)
     parser.add_argument("models", type=Path, nargs="+", help="artifacts (.pt, .pt2)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=5, help="passes measured; medians shown")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for path in args.models:

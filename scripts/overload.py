@@ -9,7 +9,6 @@ failures, the server's RSS before and after, and latency once the load drops.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from app.memory import smaps_rollup
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import closed_loop, open_loop, raw_jpeg
 from benchkit.server import GunicornServer
@@ -32,12 +32,8 @@ def ms(values: list[float], q: float) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=60)
+    parser = options.parser(__doc__, seconds=60, images=None)
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
-    parser.add_argument("--images", type=Path)
     parser.add_argument("--queue-max", default="32", help="WANWU_QUEUE_MAX for the server")
     parser.add_argument("--timeout-ms", default="5000", help="WANWU_TIMEOUT_MS for the server")
     args = parser.parse_args()

@@ -16,7 +16,6 @@ the workers' Python stacks and shows which functions the request threads spend t
 
 from __future__ import annotations
 
-import argparse
 import collections
 import shutil
 import statistics
@@ -31,15 +30,12 @@ import requests
 from app import runtime
 from app.engine import MODEL_THREAD_NAME
 from app.settings import usable_cpus
-from benchkit import cpu
+from benchkit import cpu, options
 from benchkit.bench import (
-    add_server_arguments,
     batch_stats,
     header,
     in_fresh_process,
     load_images,
-    server_settings,
-    start_server,
 )
 from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
 from benchkit.timing import best_rate
@@ -96,18 +92,13 @@ def lone_request_split(make: MakeRequest, n: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser = options.parser(__doc__, server=True, clients=16, seconds=20)
     parser.add_argument("--py-spy", action="store_true", help="sample Python stacks too")
     parser.add_argument("--lone", type=int, default=200, help="lone requests to time")
     args = parser.parse_args()
     if args.py_spy and shutil.which("py-spy") is None:
         parser.error("--py-spy needs py-spy on PATH (pip install py-spy)")
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     device = runtime.planned_device(settings.device)
     if device.type != "cpu":
         parser.error("this profile reads CPU time; run it with a CPU device")
@@ -120,7 +111,7 @@ def main() -> int:
         f"{args.clients} clients for {args.seconds:g} s{' under py-spy' if args.py_spy else ''}"
     )
     spy_dir = Path(tempfile.mkdtemp(prefix="wanwu-spy-"))
-    with start_server(args.model, args.set) as srv:
+    with options.start_server(args.model, args.set) as srv:
         make = raw_jpeg(srv.url, images)
         closed_loop(make, 4, 3)  # settle
         pids = srv.worker_pids()

@@ -35,17 +35,14 @@ import requests
 from app import imaging
 from app.artifact import read_manifest
 from app.engine import MODEL_THREAD_NAME
-from benchkit import cpu
+from benchkit import cpu, options
 from benchkit.bench import (
     ROOT,
-    add_server_arguments,
     batch_stats,
     header,
     histogram,
     load_images,
     percentile,
-    server_settings,
-    start_server,
 )
 from benchkit.loadgen import MakeRequest, closed_loop, raw_jpeg
 
@@ -56,7 +53,7 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
     """One server from `checkout` at `precision`: CPU ms per image by stage, rate, lone latency."""
     items = [*args.set, f"PRECISION={precision}"]
     spy_dir = Path(tempfile.mkdtemp(prefix="wanwu-cost-"))
-    server = start_server(args.model, items)
+    server = options.start_server(args.model, items)
     server.cwd = checkout  # `python -m gunicorn` there imports that checkout's `app`
     with server as srv:
         timings: list[dict] = []
@@ -151,21 +148,16 @@ def row(name: str, values: list[float], form: str = "{:.2f}") -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_server_arguments(parser)
+    parser = options.parser(__doc__, server=True, clients=16, seconds=20)
     parser.add_argument("--checkout", type=Path, action="append", help="default: this one")
     parser.add_argument("--precision", action="append", help="default: fp32 and bf16")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--lone", type=int, default=100, help="lone requests to time")
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         parser.error("needs py-spy on the PATH (pip install py-spy)")
     checkouts = [c.resolve() for c in args.checkout or [ROOT]]
     precisions = args.precision or ["fp32", "bf16"]
-    settings = server_settings(args.set)
+    settings = options.server_settings(args.set)
     images = load_images(args.images)
     print(header("What one image costs (scripts/request_cost.py)"))
     print(

@@ -9,7 +9,6 @@ the server's memory (master + workers PSS). Not part of CI.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import requests
 
 from app.memory import smaps_rollup
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header, load_images, percentile
 from benchkit.loadgen import closed_loop
 from benchkit.server import GunicornServer
@@ -47,13 +47,9 @@ def mixed(url: str, images: list[tuple[str, bytes]]):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options.parser(__doc__, clients=8, images=None)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--every", type=float, default=60, help="seconds per report line")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--images", type=Path)
     args = parser.parse_args()
     images = load_images(args.images)
     print(header("Soak (scripts/soak.py)"))

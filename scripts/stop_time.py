@@ -9,7 +9,6 @@ every one must still be answered (200), and the time then includes answering tho
 
 from __future__ import annotations
 
-import argparse
 import signal
 import tempfile
 import time
@@ -20,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.settings import DEFAULT_MODEL
+from benchkit import options
 from benchkit.bench import ROOT, header, percentile
 from benchkit.images import image_bytes
 from benchkit.server import GunicornServer
@@ -58,10 +58,7 @@ def stop_once(workers: int, load: int, log_dir: Path) -> tuple[float, list[int]]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workers", type=int, default=2)
+    parser = options.parser(__doc__, workers=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--load", type=int, default=0, help="requests in flight at SIGTERM")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from app.model import Classifier
 from app.settings import DEFAULT_MODEL, Settings
 from app.web import create_app
 from benchkit import digits, system
+from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # Answers are compared with fp32 references on every CPU, and `auto`, the default, serves bf16
@@ -135,6 +136,23 @@ def real_model_path() -> Path:
     if not REAL_MODEL.is_file():
         pytest.fail(f"{REAL_MODEL} is missing: run `make test`, which exports it")
     return REAL_MODEL
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory):
+    """Return a factory for real Gunicorn servers (benchkit.server.GunicornServer, not yet
+    started), logging into one folder per test module; stops any still running after it."""
+    log_dir = tmp_path_factory.mktemp("gunicorn")
+    servers: list[GunicornServer] = []
+
+    def factory(**options: object) -> GunicornServer:
+        servers.append(GunicornServer(log_dir, **options))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        if server.proc is not None:  # launched: stop() also closes its log
+            server.stop()
 
 
 @dataclass

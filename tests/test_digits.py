@@ -16,7 +16,6 @@ import torch
 from app.model import Classifier
 from app.runtime import cpu_supports_bf16
 from benchkit.digits import LABELS_EN, LABELS_ZH
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +47,8 @@ def served_probabilities(url: str, images: list[bytes]) -> torch.Tensor:
     return probs
 
 
-def test_the_trained_digits_model_answers_right_over_http(digits_model, tmp_path):
-    with GunicornServer(tmp_path, workers=2, model=digits_model.path, precision="fp32") as server:
+def test_the_trained_digits_model_answers_right_over_http(digits_model, gunicorn):
+    with gunicorn(workers=2, model=digits_model.path, precision="fp32") as server:
         served = served_probabilities(server.url, digits_model.images)
         zh = requests.post(
             f"{server.url}/predict?lang=zh",

@@ -14,9 +14,8 @@ from PIL import Image
 
 from app import imaging
 from app.artifact import read_manifest
-from app.export import main as export
+from app.export.cli import main as export
 from benchkit.images import image_bytes, sample_photos
-from benchkit.server import GunicornServer
 
 timm = pytest.importorskip("timm", reason="timm is not installed: pip install 'wanwu[models]'")
 transformers = pytest.importorskip(
@@ -69,7 +68,7 @@ def save_vit(folder, **config) -> None:
 
 
 @pytest.mark.integration
-def test_a_hugging_face_checkpoint_answers_over_http_like_its_pipeline(tmp_path):
+def test_a_hugging_face_checkpoint_answers_over_http_like_its_pipeline(tmp_path, gunicorn):
     folder, out = tmp_path / "vit-pets", tmp_path / "pets.pt"
     save_vit(folder, problem_type="multi_label_classification")
     assert export(["--from-hf", str(folder), "--out", str(out)]) == 0
@@ -78,7 +77,7 @@ def test_a_hugging_face_checkpoint_answers_over_http_like_its_pipeline(tmp_path)
     assert manifest["input"]["resize"] == [32, 48] and manifest["input"]["crop"] == [32, 48]
     assert manifest["input"]["interpolation"] == "bicubic"
     images = pictures()
-    with GunicornServer(tmp_path, workers=1, model=out, precision="fp32", decode="exact") as server:
+    with gunicorn(workers=1, model=out, precision="fp32", decode="exact") as server:
         served = served_scores(server.url, images, topk=len(LABELS))
     pipe = transformers.pipeline("image-classification", model=str(folder), device="cpu")
     for data, scores in zip(images, served, strict=True):
@@ -123,7 +122,7 @@ def test_hugging_face_preprocessing_is_reproduced(processor):
 
 
 @pytest.mark.integration
-def test_a_timm_fine_tune_answers_like_timms_eval_transform_and_model(tmp_path):
+def test_a_timm_fine_tune_answers_like_timms_eval_transform_and_model(tmp_path, gunicorn):
     torch.manual_seed(1)
     model = timm.create_model("test_vit", num_classes=len(LABELS)).eval()
     weights, names = tmp_path / "pets-timm.pth", tmp_path / "labels.txt"
@@ -140,7 +139,7 @@ def test_a_timm_fine_tune_answers_like_timms_eval_transform_and_model(tmp_path):
         "interpolation": "bicubic",
     }  # fmt: skip
     images = pictures()
-    with GunicornServer(tmp_path, workers=1, model=out, precision="fp32", decode="exact") as server:
+    with gunicorn(workers=1, model=out, precision="fp32", decode="exact") as server:
         served = served_scores(server.url, images, topk=len(LABELS))
     config = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**config)

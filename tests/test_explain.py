@@ -25,7 +25,6 @@ from app.artifact import read_manifest
 from app.export import cli, zoo
 from benchkit.grpcload import reserved_port, wait_listening
 from benchkit.images import sample_photos
-from benchkit.server import GunicornServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -109,10 +108,9 @@ def eager(tmp_path_factory) -> dict[str, Eager]:
 
 
 @pytest.fixture(scope="module")
-def server(eager, tmp_path_factory):
+def server(eager, gunicorn):
     with reserved_port() as port:
-        srv = GunicornServer(
-            tmp_path_factory.mktemp("explain"),
+        srv = gunicorn(
             workers=1,
             model_repository=eager["repo"],
             grpc_bind=f"127.0.0.1:{port}",

@@ -14,7 +14,6 @@ import requests
 from benchkit.images import image_bytes
 from benchkit.loadgen import Record, closed_loop, raw_jpeg
 from benchkit.nginx import NginxProxy
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 IMAGE = image_bytes()
@@ -31,9 +30,8 @@ def hammer(url: str, clients: int, seconds: float) -> list[Record]:
     return closed_loop(raw_jpeg(url, [("image.jpg", IMAGE)]), clients, seconds)
 
 
-def test_overload_gets_fast_503s_and_accepted_requests_stay_bounded(real_model_path, tmp_path):
-    with GunicornServer(
-        tmp_path,
+def test_overload_gets_fast_503s_and_accepted_requests_stay_bounded(real_model_path, gunicorn):
+    with gunicorn(
         workers=1,
         model=real_model_path,
         max_batch=4,
@@ -52,8 +50,8 @@ def test_overload_gets_fast_503s_and_accepted_requests_stay_bounded(real_model_p
         assert post(server.url).status_code == 200  # back to normal once the load stops
 
 
-def test_a_killed_worker_is_replaced_without_reloading_the_model(real_model_path, tmp_path):
-    with GunicornServer(tmp_path, workers=2, model=real_model_path, max_batch=4) as server:
+def test_a_killed_worker_is_replaced_without_reloading_the_model(real_model_path, gunicorn):
+    with gunicorn(workers=2, model=real_model_path, max_batch=4) as server:
         victim = server.worker_pids()[0]
         outcome: dict[str, list] = {}
 
@@ -85,8 +83,8 @@ def _request_head() -> bytes:
     ).encode()
 
 
-def test_slow_and_vanishing_clients_do_not_block_others(real_model_path, tmp_path):
-    with GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=4) as server:
+def test_slow_and_vanishing_clients_do_not_block_others(real_model_path, gunicorn):
+    with gunicorn(workers=1, model=real_model_path, max_batch=4) as server:
         address = ("127.0.0.1", server.port)
         slow = socket.create_connection(address)
         slow.sendall(_request_head() + IMAGE[:100])  # then trickles, a byte at a time
@@ -108,8 +106,10 @@ def test_slow_and_vanishing_clients_do_not_block_others(real_model_path, tmp_pat
 
 
 @pytest.mark.needs("nginx")
-def test_idle_connection_flood_behind_nginx_does_not_block_others(real_model_path, tmp_path):
-    with GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=4) as server:
+def test_idle_connection_flood_behind_nginx_does_not_block_others(
+    real_model_path, tmp_path, gunicorn
+):
+    with gunicorn(workers=1, model=real_model_path, max_batch=4) as server:
         with NginxProxy(tmp_path, [f"127.0.0.1:{server.port}"]) as proxy:
             idle = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(200)]
             try:
@@ -121,12 +121,10 @@ def test_idle_connection_flood_behind_nginx_does_not_block_others(real_model_pat
                     s.close()
 
 
-def test_idle_connection_flood_straight_at_gunicorn_recovers(real_model_path, tmp_path):
+def test_idle_connection_flood_straight_at_gunicorn_recovers(real_model_path, gunicorn):
     """Idle sockets wait on the worker's event loop (app/intake/), not in request threads;
     stock gthread held a thread up to 5 s for each, and this request waited ~15 s."""
-    with GunicornServer(
-        tmp_path, workers=1, model=real_model_path, max_batch=4, http_threads=8
-    ) as server:
+    with gunicorn(workers=1, model=real_model_path, max_batch=4, http_threads=8) as server:
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
         try:
             started = time.monotonic()

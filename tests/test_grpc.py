@@ -33,7 +33,6 @@ from benchkit.grpcload import (
     wait_listening,
 )
 from benchkit.images import image_bytes, sample_photos
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 
@@ -173,11 +172,9 @@ def test_every_worker_serves_the_port(server):
     assert sum(held.values()) >= 24 and all(held.values()), held
 
 
-def test_reload_hands_the_port_to_new_workers(tiny_model_path, tmp_path):
+def test_reload_hands_the_port_to_new_workers(tiny_model_path, gunicorn):
     with reserved_port() as port:
-        with GunicornServer(
-            tmp_path, workers=1, model=tiny_model_path, grpc_bind=f"127.0.0.1:{port}"
-        ) as srv:
+        with gunicorn(workers=1, model=tiny_model_path, grpc_bind=f"127.0.0.1:{port}") as srv:
             [old] = srv.worker_pids()
             srv.signal(signal.SIGHUP)  # new workers start beside the old, which then exit
             wait_until(lambda: srv.worker_pids() not in ([], [old]), "no new worker started")

@@ -20,9 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def server(real_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("gunicorn"),
+def server(real_model_path, gunicorn):
+    with gunicorn(
         workers=2,
         model=real_model_path,
         max_batch=4,
@@ -134,9 +133,9 @@ def test_untrained_model_is_labelled(server, real_model_path):
         assert "Untrained model" in requests.get(server.url, timeout=10).text
 
 
-def test_a_worker_takes_connections_only_once_warm(real_model_path, tmp_path):
+def test_a_worker_takes_connections_only_once_warm(real_model_path, gunicorn):
     """A request that reaches the socket while the worker warms up waits; it never gets 503."""
-    server = GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=8).launch()
+    server = gunicorn(workers=1, model=real_model_path, max_batch=8).launch()
     try:
         deadline = time.monotonic() + 120
         while True:  # the socket listens from the start: the request waits in its backlog
@@ -154,10 +153,10 @@ def test_a_worker_takes_connections_only_once_warm(real_model_path, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_workers_initialise_cuda_after_fork_and_match_the_reference(real_model_path, tmp_path):
+def test_cuda_workers_initialise_cuda_after_fork_and_match_the_reference(real_model_path, gunicorn):
     """On a GPU: the master never opens the GPU (a CUDA context does not survive fork); the
     worker does, serves on it in fp32, and answers like the reference pipeline."""
-    with GunicornServer(tmp_path, workers=1, model=real_model_path, device="cuda") as srv:
+    with gunicorn(workers=1, model=real_model_path, device="cuda") as srv:
         assert requests.get(f"{srv.url}/v1/model", timeout=10).json()["device"].startswith("cuda")
         items = corpus()
         with ThreadPoolExecutor(8) as pool:

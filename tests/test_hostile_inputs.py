@@ -15,10 +15,8 @@ CASES = cases()
 
 
 @pytest.fixture(scope="module")
-def server(real_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("hostile"), workers=2, model=real_model_path, max_batch=4
-    ) as srv:
+def server(real_model_path, gunicorn):
+    with gunicorn(workers=2, model=real_model_path, max_batch=4) as srv:
         srv.pids_before = sorted(srv.worker_pids())
         srv.rss_before = sum(smaps_rollup(p)["rss"] for p in srv.pids_before)
         yield srv

@@ -16,7 +16,6 @@ import requests
 from benchkit.attacks import Attack, intake_metrics, spread, wait_until
 from benchkit.images import image_bytes
 from benchkit.nginx import NginxProxy
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 IMAGE = image_bytes()
@@ -24,9 +23,8 @@ THREADS = 4  # request threads: every attack below holds many more connections t
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("intake"),
+def server(tiny_model_path, gunicorn):
+    with gunicorn(
         workers=1,
         model=tiny_model_path,
         http_threads=THREADS,
@@ -146,9 +144,8 @@ def test_past_the_worker_cap_the_longest_idle_connection_makes_room(server):
         assert [post(server.url) for _ in range(5)] == [200] * 5
 
 
-def test_a_trusted_proxy_is_not_capped_its_clients_are(tiny_model_path, tmp_path):
-    with GunicornServer(
-        tmp_path,
+def test_a_trusted_proxy_is_not_capped_its_clients_are(tiny_model_path, gunicorn):
+    with gunicorn(
         workers=1,
         model=tiny_model_path,
         max_connections_per_address=5,
@@ -178,9 +175,11 @@ def test_a_trusted_proxy_is_not_capped_its_clients_are(tiny_model_path, tmp_path
 
 
 @pytest.mark.parametrize("proxy", [False, pytest.param(True, marks=pytest.mark.needs("nginx"))])
-def test_normal_requests_succeed_during_all_attacks_at_once(tiny_model_path, tmp_path, proxy):
+def test_normal_requests_succeed_during_all_attacks_at_once(
+    tiny_model_path, tmp_path, proxy, gunicorn
+):
     """Default settings; the attacks spread over many addresses, as a botnet's would."""
-    with GunicornServer(tmp_path, workers=1, model=tiny_model_path, http_threads=THREADS) as srv:
+    with gunicorn(workers=1, model=tiny_model_path, http_threads=THREADS) as srv:
         front = NginxProxy(tmp_path, [f"127.0.0.1:{srv.port}"]) if proxy else None
         with front or contextlib.nullcontext():
             target = front or srv
@@ -199,11 +198,11 @@ def test_normal_requests_succeed_during_all_attacks_at_once(tiny_model_path, tmp
                     attack.stop()
 
 
-def test_tls_settings_stop_start_up_with_one_line(tiny_model_path, tmp_path):
+def test_tls_settings_stop_start_up_with_one_line(tiny_model_path, tmp_path, gunicorn):
     """The intake reads plain HTTP/1.1 off the socket: TLS would silently break it."""
     for name in ("cert.pem", "key.pem"):
         (tmp_path / name).write_text("not used: start-up stops first\n")
-    server = GunicornServer(tmp_path, workers=1, model=tiny_model_path)
+    server = gunicorn(workers=1, model=tiny_model_path)
     server.env["GUNICORN_CMD_ARGS"] = f"--certfile {tmp_path}/cert.pem --keyfile {tmp_path}/key.pem"
     server.launch()
     assert server.proc.wait(timeout=120) != 0

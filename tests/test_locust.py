@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchkit.server import GunicornServer
 from loadtest import headless
 
 pytestmark = pytest.mark.integration
 
 
-def test_locust_mix_runs_without_unexpected_failures(real_model_path, tmp_path):
-    with GunicornServer(tmp_path, workers=1, model=real_model_path, max_batch=4) as server:
+def test_locust_mix_runs_without_unexpected_failures(real_model_path, tmp_path, gunicorn):
+    with gunicorn(workers=1, model=real_model_path, max_batch=4) as server:
         result = headless.run(server.url, tmp_path)
     rows = headless.stats(tmp_path)
     total = rows["Aggregated"]

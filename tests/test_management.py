@@ -31,12 +31,6 @@ V2 = {"en": ["two-a", "two-b", "two-c", "two-d"]}
 JPEG = image_bytes()
 
 
-def serve(root: Path, log_dir: Path, **settings: object) -> GunicornServer:
-    return GunicornServer(
-        log_dir, workers=2, management=True, model_repository=root, admin_keys=KEY, **settings
-    )
-
-
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     """alpha and beta, each at version 1."""
@@ -44,6 +38,18 @@ def repository(tmp_path: Path) -> Path:
     add_version(root, "alpha", 1, V1)
     add_version(root, "beta", 1, V1)
     return root
+
+
+@pytest.fixture
+def serve(gunicorn, repository: Path):
+    """Return a factory for servers of the repository with the management API and its key."""
+
+    def factory(**settings: object) -> GunicornServer:
+        return gunicorn(
+            workers=2, management=True, model_repository=repository, admin_keys=KEY, **settings
+        )
+
+    return factory
 
 
 def predict(
@@ -65,8 +71,8 @@ def manage(server: GunicornServer, method: str, path: str, **kwargs: object) -> 
     )
 
 
-def test_management_has_its_own_port_and_keys(repository, tmp_path):
-    with serve(repository, tmp_path, api_keys="inference-key") as server:
+def test_management_has_its_own_port_and_keys(serve):
+    with serve(api_keys="inference-key") as server:
         url = server.management_url
         for headers in ({}, {"Authorization": "Bearer inference-key"}, {"Authorization": KEY}):
             refused = requests.get(f"{url}/models", headers=headers, timeout=10)
@@ -89,10 +95,10 @@ def test_without_admin_keys_there_is_no_management_listener(tiny_model_path):
     assert management_bind(with_keys) == "127.0.0.1:8081"
 
 
-def test_a_new_version_loads_under_load_without_a_failed_request(repository, tmp_path):
+def test_a_new_version_loads_under_load_without_a_failed_request(repository, serve):
     """8 clients classify while version 2 is dropped in and loaded: none fails, and every
     request sent after the load answers from version 2, with version 2's labels."""
-    with serve(repository, tmp_path) as server:
+    with serve() as server:
         results: list[tuple[str, int, str, set[str]]] = []  # (phase, status, version, labels)
         phase, lock = ["before"], threading.Lock()
         warmed = threading.Barrier(9)
@@ -139,9 +145,9 @@ def test_a_new_version_loads_under_load_without_a_failed_request(repository, tmp
         assert labels <= set((V1 if version == "1" else V2)["en"])
 
 
-def test_a_gray_release_sends_its_share_and_says_so(repository, tmp_path):
+def test_a_gray_release_sends_its_share_and_says_so(repository, serve):
     add_version(repository, "beta", 2, V2)
-    with serve(repository, tmp_path, pinned_versions="beta=1") as server:
+    with serve(pinned_versions="beta=1") as server:
         assert answered(predict(server, "?model=beta"))[0] == "1"  # pinned, not the highest
         shared = manage(server, "PUT", "/models/beta/2/share", params={"percent": "10"})
         assert shared.status_code == 200, shared.text
@@ -185,16 +191,16 @@ def test_a_gray_release_sends_its_share_and_says_so(repository, tmp_path):
             assert ("beta", "2") in series and ("beta", "1") not in series, name
 
 
-def test_a_snapshot_serves_the_changed_versions_again_after_a_restart(repository, tmp_path):
+def test_a_snapshot_serves_the_changed_versions_again_after_a_restart(repository, tmp_path, serve):
     add_version(repository, "alpha", 2, V2)
     kept = tmp_path / "snapshot.json"
-    with serve(repository, tmp_path, model_snapshot=kept) as server:
+    with serve(model_snapshot=kept) as server:
         assert answered(predict(server, "?model=alpha"))[0] == "2"  # the highest
         assert manage(server, "PUT", "/models/alpha/1/set-default").status_code == 200
         assert manage(server, "DELETE", "/models/beta").status_code == 200
         assert not (repository / "gamma").exists()
     add_version(repository, "gamma", 1, V1)  # while it was stopped
-    with serve(repository, tmp_path, model_snapshot=kept) as server:
+    with serve(model_snapshot=kept) as server:
         assert {answered(predict(server, "?model=alpha"))[0] for _ in range(10)} == {"1"}
         assert predict(server, "?model=beta").status_code == 404
         assert answered(predict(server, "?model=gamma"))[0] == "1"
@@ -216,8 +222,8 @@ def _model_requests(server: GunicornServer) -> dict[tuple[str, str], float]:
     return _metric(server, "wanwu_model_requests_total")
 
 
-def test_unload_answers_404_and_load_brings_the_model_back(repository, tmp_path):
-    with serve(repository, tmp_path) as server:
+def test_unload_answers_404_and_load_brings_the_model_back(repository, serve):
+    with serve() as server:
         assert manage(server, "POST", "/v2/repository/models/alpha/unload").json() == {}
         gone = predict(server, "?model=alpha")
         assert gone.status_code == 404 and "Served models: beta" in gone.text
@@ -245,8 +251,8 @@ def test_unload_answers_404_and_load_brings_the_model_back(repository, tmp_path)
         assert unknown.status_code == 404 and "error" in unknown.json()
 
 
-def test_a_broken_version_leaves_the_served_one(repository, tmp_path):
-    with serve(repository, tmp_path) as server:
+def test_a_broken_version_leaves_the_served_one(repository, serve):
+    with serve() as server:
         broken = add_version(repository, "alpha", 2, V2)
         broken.write_bytes(b"not a TorchScript archive")
         failed = manage(server, "POST", "/v2/repository/models/alpha/load")
@@ -260,8 +266,8 @@ def test_a_broken_version_leaves_the_served_one(repository, tmp_path):
         assert {answered(predict(server, "?model=alpha"))[0] for _ in range(10)} == {"1"}
 
 
-def test_a_replacement_worker_serves_the_switched_version(repository, tmp_path):
-    with serve(repository, tmp_path) as server:
+def test_a_replacement_worker_serves_the_switched_version(repository, serve):
+    with serve() as server:
         add_version(repository, "alpha", 2, V2)
         add_version(repository, "beta", 2, V2)
         # Two changes at once: one waits for the other, both are made.
@@ -299,10 +305,10 @@ def test_a_replacement_worker_serves_the_switched_version(repository, tmp_path):
 
 
 def test_a_torchserve_archive_in_the_repository_registers_as_a_version(
-    repository, tmp_path, tiny_model_path
+    repository, tmp_path, tiny_model_path, serve
 ):
     archive(repository, "--serialized-file", str(tiny_model_path), name="resnet-18")
-    with serve(repository, tmp_path) as server:
+    with serve() as server:
         registered = manage(
             server, "POST", "/models", params={"url": "resnet-18.mar", "initial_workers": "1"}
         )
@@ -326,9 +332,9 @@ def test_a_torchserve_archive_in_the_repository_registers_as_a_version(
         assert odd.status_code == 400 and "WANWU_MAX_BATCH" in odd.json()["message"]
 
 
-def test_tritonclient_manages_the_repository(repository, tmp_path):
+def test_tritonclient_manages_the_repository(serve):
     """Triton's own HTTP client, pointed at the management port, with the admin key."""
-    with serve(repository, tmp_path) as server:
+    with serve() as server:
         manager = triton_http.InferenceServerClient(server.management_url.removeprefix("http://"))
         inference = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
         index = manager.get_model_repository_index(headers=ADMIN)

@@ -26,7 +26,7 @@ from app.metrics import EARLY_CLOSES
 from benchkit import system
 from benchkit.grpcload import image_tensor, reserved_port, wait_listening
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer, free_port
+from benchkit.server import free_port
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -165,11 +165,10 @@ class Prometheus:
 
 @pytest.mark.integration
 @pytest.mark.needs("prometheus")
-def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_path):
+def test_a_real_prometheus_answers_every_panel_and_rule(tiny_model_path, tmp_path, gunicorn):
     held = ExitStack()  # the gRPC port, until the server is gone
     port = held.enter_context(reserved_port())
-    server = GunicornServer(
-        tmp_path,
+    server = gunicorn(
         workers=2,
         model=tiny_model_path,
         max_batch=2,

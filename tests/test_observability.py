@@ -13,7 +13,6 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +30,9 @@ def total(text: str, name: str) -> float:
     return sum(s.value for f in families for s in f.samples if s.name == name)
 
 
-def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path, tmp_path):
+def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path, gunicorn):
     image = image_bytes()
-    with GunicornServer(tmp_path, workers=2, model=real_model_path, max_batch=4) as server:
+    with gunicorn(workers=2, model=real_model_path, max_batch=4) as server:
 
         def good(i: int) -> int:
             files = [("file", (f"{i}-{n}.jpg", image)) for n in range(1 + i % 2)]
@@ -69,11 +68,10 @@ def test_scraped_counts_equal_what_was_sent_summed_over_workers(real_model_path,
     assert len(pids) >= 1
 
 
-def test_sigterm_drains_every_accepted_request(real_model_path, tmp_path):
+def test_sigterm_drains_every_accepted_request(real_model_path, gunicorn):
     """SIGTERM once the workers hold all 32 requests (4 images each): every one is answered."""
     files = [("file", (f"{n}.jpg", image_bytes(seed=n))) for n in range(4)]
-    server = GunicornServer(
-        tmp_path,
+    server = gunicorn(
         workers=2,
         model=real_model_path,
         max_batch=4,

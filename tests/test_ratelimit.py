@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.ratelimit import Limiter, Rate
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 
 
 class Clock:
@@ -146,13 +145,13 @@ def test_each_api_key_has_its_own_allowance(start_app):
 
 
 @pytest.mark.integration
-def test_two_gunicorn_workers_count_together(tiny_model_path, tmp_path):
+def test_two_gunicorn_workers_count_together(tiny_model_path, gunicorn):
     """2x the limit through two real workers gets exactly `limit` 429s: key a's calls through
     one worker use its allowance up for the other; key b's race through both at once."""
     limit = 12
     image = image_bytes(size=(64, 64))
-    with GunicornServer(
-        tmp_path, workers=2, model=tiny_model_path, rate_limit=f"{limit}/day", api_keys="a,b"
+    with gunicorn(
+        workers=2, model=tiny_model_path, rate_limit=f"{limit}/day", api_keys="a,b"
     ) as server:
         by_worker: dict[int, requests.Session] = {}
         sessions = []

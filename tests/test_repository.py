@@ -51,11 +51,10 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(repository: Path, gunicorn):
     with (
         reserved_port() as port,
-        GunicornServer(
-            tmp_path_factory.mktemp("logs"),
+        gunicorn(
             workers=1,
             model_repository=repository,
             management=True,

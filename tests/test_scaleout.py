@@ -15,17 +15,14 @@ import requests
 
 from benchkit.images import image_bytes
 from benchkit.nginx import NginxProxy
-from benchkit.server import GunicornServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs("nginx")]
 IMAGE = image_bytes()
 
 
-def test_killing_an_instance_mid_load_fails_no_request(real_model_path, tmp_path):
+def test_killing_an_instance_mid_load_fails_no_request(real_model_path, tmp_path, gunicorn):
     instances = [
-        GunicornServer(
-            tmp_path, workers=1, model=real_model_path, max_batch=4, threads=1, pin_cpus=0
-        )
+        gunicorn(workers=1, model=real_model_path, max_batch=4, threads=1, pin_cpus=0)
         for _ in range(3)
     ]
     for instance in instances:

@@ -89,8 +89,8 @@ STOP_BOUND_S = 5.0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_stop_signal_during_warm_up_ends_the_service_at_once(real_model_path, tmp_path, sig):
-    server = GunicornServer(tmp_path, workers=2, model=real_model_path, max_batch=32)
+def test_a_stop_signal_during_warm_up_ends_the_service_at_once(real_model_path, sig, gunicorn):
+    server = gunicorn(workers=2, model=real_model_path, max_batch=32)
     server.launch()
     try:
         deadline = time.monotonic() + 120
@@ -122,7 +122,9 @@ atexit.register(lambda: open(os.path.join(os.environ["TEARDOWN_MARKS"], str(os.g
 """
 
 
-def test_sigterm_on_a_warm_idle_server_skips_every_interpreter_teardown(tiny_model_path, tmp_path):
+def test_sigterm_on_a_warm_idle_server_skips_every_interpreter_teardown(
+    tiny_model_path, tmp_path, gunicorn
+):
     """The master and each worker end at once after their exit hooks: no process runs Python's
     teardown (seconds of freeing a torch heap object by object; scripts/stop_time.py times it)."""
     (tmp_path / "site").mkdir()
@@ -134,7 +136,7 @@ def test_sigterm_on_a_warm_idle_server_skips_every_interpreter_teardown(tiny_mod
     plain = subprocess.run([sys.executable, "-c", "pass"], env={**os.environ, **env}, timeout=60)
     assert plain.returncode == 0 and len(list(marks.iterdir())) == 1
     (next(marks.iterdir())).unlink()
-    server = GunicornServer(tmp_path, workers=2, model=tiny_model_path)
+    server = gunicorn(workers=2, model=tiny_model_path)
     server.env.update(env)
     with server:
         workers = server.worker_pids()
@@ -145,15 +147,13 @@ def test_sigterm_on_a_warm_idle_server_skips_every_interpreter_teardown(tiny_mod
     assert server.log().count("Worker exiting") == 2 and "Traceback" not in server.log()
 
 
-def test_counts_settings_and_a_non_default_model(tmp_path, monkeypatch):
+def test_counts_settings_and_a_non_default_model(tmp_path, monkeypatch, gunicorn):
     """Default worker count, TorchServe's view, and the load-test mix against an English-only
     four-class model."""
     model = save_tiny_model(
         tmp_path / "shapes.pt", {"en": ["circle", "square", "star", "line"]}, trained=True
     )
-    server = GunicornServer(
-        tmp_path, workers=2, model=model, max_batch=4, management=True, admin_keys="k"
-    )
+    server = gunicorn(workers=2, model=model, max_batch=4, management=True, admin_keys="k")
     # The service chooses the count itself (one per usable CPU): give it two CPUs to count.
     del server.env["WANWU_WORKERS"]
     cpus = sorted(os.sched_getaffinity(0))

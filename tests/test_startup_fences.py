@@ -14,7 +14,6 @@ import pytest
 
 from app.repository.snapshot import MAX_BYTES
 from benchkit.attacks import wait_until
-from benchkit.server import GunicornServer
 from tests.conftest import add_version
 
 pytestmark = pytest.mark.integration
@@ -57,20 +56,22 @@ def plant(kind: str, path: Path) -> None:
         ("another-user", "owned by uid 65534"),
     ],
 )
-def test_a_snapshot_that_is_not_ours_stops_start_up_and_leaves_nothing(tmp_path, kind, says):
+def test_a_snapshot_that_is_not_ours_stops_start_up_and_leaves_nothing(
+    tmp_path, kind, says, gunicorn
+):
     root = tmp_path / "repository"
     add_version(root, "alpha", 1, {"en": ["a", "b", "c"]})
     snapshot = tmp_path / "snapshot.json"
     plant(kind, snapshot)
-    server = GunicornServer(tmp_path, workers=1, model_repository=root, model_snapshot=snapshot)
+    server = gunicorn(workers=1, model_repository=root, model_snapshot=snapshot)
     with pytest.raises(RuntimeError, match=f"WANWU_MODEL_SNAPSHOT {snapshot}.*{re.escape(says)}"):
         server.start(timeout=60)
     assert server.proc.returncode not in (None, 0)
     assert shm_folders(server.pid) == []
 
 
-def test_a_sigterm_early_in_start_up_leaves_nothing(tmp_path, real_model_path):
-    server = GunicornServer(tmp_path, workers=1, model=real_model_path).launch()
+def test_a_sigterm_early_in_start_up_leaves_nothing(real_model_path, gunicorn):
+    server = gunicorn(workers=1, model=real_model_path).launch()
     try:
         wait_until(lambda: shm_folders(server.pid) != [], 60, "the metrics folder")
         server.signal(signal.SIGTERM)

@@ -28,7 +28,6 @@ from app.artifact import read_manifest
 from app.train import data as dataset
 from app.train import report
 from benchkit import folders
-from benchkit.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--arch", "benchkit.folders:backbone", *folders.BACKBONE_INPUT]
@@ -163,7 +162,7 @@ def test_the_figures_are_scikit_learns():
 
 
 @pytest.mark.integration
-def test_a_trained_model_is_served_as_its_report_says(digits_folder, tmp_path):
+def test_a_trained_model_is_served_as_its_report_says(digits_folder, tmp_path, gunicorn):
     (digits_folder / dataset.LABELS_ZH).write_text("\n".join("八五四九一七六三二零") + "\n")
     out = tmp_path / "digits.pt"
     try:
@@ -179,7 +178,7 @@ def test_a_trained_model_is_served_as_its_report_says(digits_folder, tmp_path):
     assert found["classes"][:2] == ["eight", "five"]
     assert (tmp_path / "digits-report" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Most confused" in (tmp_path / "digits-report" / "report.md").read_text()
-    with GunicornServer(tmp_path, workers=1, model=out) as server:
+    with gunicorn(workers=1, model=out) as server:
         named = served_top1(server.url, digits_folder, found["predictions"])
         zh = served_top1(server.url, digits_folder, found["predictions"][:1], "?lang=zh")
     assert named == [p[2] for p in found["predictions"]]
@@ -224,12 +223,10 @@ def test_ctrl_c_leaves_nothing_half_written(digits_folder, tmp_path):
 
 
 @pytest.mark.integration
-def test_load_rolls_the_new_version_out_as_a_gray_release(digits_folder, tmp_path):
+def test_load_rolls_the_new_version_out_as_a_gray_release(digits_folder, tmp_path, gunicorn):
     repo = tmp_path / "repo"
     train(digits_folder, "--name", "digits", "--out", repo / "digits" / "1" / "digits.pt", *SMALL)
-    server = GunicornServer(
-        tmp_path, workers=1, management=True, model_repository=repo, admin_keys=KEY
-    )
+    server = gunicorn(workers=1, management=True, model_repository=repo, admin_keys=KEY)
     with server:
         env = {**os.environ, "WANWU_ADMIN_KEY": KEY}
         out = repo / "digits" / "2" / "digits.pt"
@@ -255,7 +252,7 @@ def test_load_rolls_the_new_version_out_as_a_gray_release(digits_folder, tmp_pat
 
 
 @pytest.mark.integration
-def test_the_default_recipe_trains_lite0_features_on_textures(tmp_path):
+def test_the_default_recipe_trains_lite0_features_on_textures(tmp_path, gunicorn):
     folders.textures(tmp_path / "textures", per_class=12)
     out = tmp_path / "textures.pt"
     train(tmp_path / "textures", "--name", "textures", "--out", out)
@@ -264,7 +261,7 @@ def test_the_default_recipe_trains_lite0_features_on_textures(tmp_path):
     assert manifest["arch"] == "app.export.zoo:efficientnet_lite0"
     assert manifest["weights"]["backbone"]["trained"] is True
     assert manifest["input"]["crop"] == 224 and manifest["input"]["interpolation"] == "bicubic"
-    with GunicornServer(tmp_path, workers=1, model=out) as server:
+    with gunicorn(workers=1, model=out) as server:
         named = served_top1(server.url, tmp_path / "textures", found["predictions"])
     assert named == [p[2] for p in found["predictions"]]
     assert found["test"]["top1"] >= 0.75, found["test"]

@@ -9,14 +9,13 @@ import pytest
 import requests
 import torch
 
-from app import backends, pt2, trust
-from app.artifact import read_manifest, write_manifest
+from app import backends, trust
+from app.artifact import PT2_FORMAT, read_manifest, write_manifest
 from app.export.library import export
 from app.export.request import ExportError, ExportRequest
 from app.model import Classifier
 from benchkit import rogue
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 from tests.conftest import add_version, archive
 
 KEY = "admin-key-for-trust"
@@ -90,22 +89,22 @@ def test_the_export_refuses_a_rogue_archive(tmp_path, marker):
     assert not (tmp_path / "rogue-out.pt").exists() and not marker.exists()
 
 
-def test_a_rogue_wanwu_model_stops_start_up(tmp_path, marker, tiny_model_path):
+def test_a_rogue_wanwu_model_stops_start_up(tmp_path, marker, tiny_model_path, gunicorn):
     path = artifact_like(tiny_model_path, rogue.save("reader", tmp_path / "rogue.pt", marker))
-    server = GunicornServer(tmp_path, workers=1, model=path)
+    server = gunicorn(workers=1, model=path)
     with pytest.raises(RuntimeError, match="aten::from_file, which reaches the file system"):
         server.start(timeout=60)
     assert server.proc.returncode not in (None, 0) and not marker.exists()
 
 
-def test_management_refuses_rogue_archives_and_versions(tmp_path, marker, tiny_model_path):
+def test_management_refuses_rogue_archives_and_versions(
+    tmp_path, marker, tiny_model_path, gunicorn
+):
     root = tmp_path / "repository"
     add_version(root, "alpha", 1, V1)
     rogue.save("wrapper", tmp_path / "model.pt", marker)
     archive(root, "--serialized-file", str(tmp_path / "model.pt"), name="rogue")
-    with GunicornServer(
-        tmp_path, workers=1, management=True, model_repository=root, admin_keys=KEY
-    ) as server:
+    with gunicorn(workers=1, management=True, model_repository=root, admin_keys=KEY) as server:
         version = root / "alpha" / "2"  # added while version 1 serves
         version.mkdir()
         artifact_like(tiny_model_path, rogue.save("foreign", version / "alpha.pt", marker))
@@ -135,7 +134,7 @@ def package(tmp_path: Path, **changes: object) -> tuple[Path, dict]:
     """A file with a .pt2 manifest written here (signed), then `changes` made to it."""
     path = tmp_path / "model.pt2"
     path.write_bytes(b"not a real package: opening it would fail differently")
-    manifest = write_manifest(path, format=pt2.FORMAT, precision="fp32", device="cpu")
+    manifest = write_manifest(path, format=PT2_FORMAT, precision="fp32", device="cpu")
     return path, {**manifest, **changes}
 
 

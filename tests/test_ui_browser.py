@@ -10,7 +10,6 @@ from app import labels
 from app.export import cli, zoo
 from benchkit.digits import LABELS_EN, LABELS_ZH
 from benchkit.images import image_bytes, sample_photos
-from benchkit.server import GunicornServer
 from benchkit.system import find
 from tests.conftest import add_version, save_tiny_model
 
@@ -28,10 +27,8 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def server(real_model_path, tmp_path_factory):
-    with GunicornServer(
-        tmp_path_factory.mktemp("ui"), workers=1, model=real_model_path, max_batch=4
-    ) as srv:
+def server(real_model_path, gunicorn):
+    with gunicorn(workers=1, model=real_model_path, max_batch=4) as srv:
         yield srv
 
 
@@ -140,7 +137,7 @@ def top_labels(page, names: list[str]) -> dict[str, str]:
     }
 
 
-def test_the_digits_model_names_uploaded_digits_in_both_languages(digits_model, tmp_path):
+def test_the_digits_model_names_uploaded_digits_in_both_languages(digits_model, tmp_path, gunicorn):
     """What `make demo` shows a person: upload digits, read their names, switch to Chinese."""
     files, expected = [], {}
     for png, digit, probs in zip(
@@ -154,7 +151,7 @@ def test_the_digits_model_names_uploaded_digits_in_both_languages(digits_model, 
         if len(files) == 3:
             break
     with (
-        GunicornServer(tmp_path, workers=1, model=digits_model.path, max_batch=4) as server,
+        gunicorn(workers=1, model=digits_model.path, max_batch=4) as server,
         open_page(server.url) as page,
     ):
         assert page.locator("#untrained").count() == 0
@@ -176,12 +173,12 @@ def test_the_digits_model_names_uploaded_digits_in_both_languages(digits_model, 
         page.screenshot(path=str(tmp_path / "digits.png"), full_page=True)
 
 
-def test_a_model_without_chinese_labels_shows_english_ones_with_a_note(tmp_path):
+def test_a_model_without_chinese_labels_shows_english_ones_with_a_note(tmp_path, gunicorn):
     model = save_tiny_model(tmp_path / "catdog.pt", {"en": ["cat", "dog"]})
     image = tmp_path / "a.png"
     image.write_bytes(image_bytes("PNG"))
     with (
-        GunicornServer(tmp_path, workers=1, model=model, max_batch=2) as server,
+        gunicorn(workers=1, model=model, max_batch=2) as server,
         open_page(server.url) as page,
     ):
         page.click("button[data-lang=zh]")
@@ -194,14 +191,16 @@ def test_a_model_without_chinese_labels_shows_english_ones_with_a_note(tmp_path)
         page.screenshot(path=str(tmp_path / "catdog.png"), full_page=True)
 
 
-def test_with_several_models_the_page_offers_each_and_classifies_with_the_chosen_one(tmp_path):
+def test_with_several_models_the_page_offers_each_and_classifies_with_the_chosen_one(
+    tmp_path, gunicorn
+):
     repository = tmp_path / "repository"
     add_version(repository, "catdog", 1, {"en": ["cat", "dog"]})
     add_version(repository, "fishbird", 1, {"en": ["fish", "bird"], "zh": ["鱼", "鸟"]})
     image = tmp_path / "a.png"
     image.write_bytes(image_bytes("PNG"))
     with (
-        GunicornServer(tmp_path, workers=1, model_repository=repository, max_batch=2) as server,
+        gunicorn(workers=1, model_repository=repository, max_batch=2) as server,
         open_page(server.url) as page,
     ):
         picker = page.locator("#model-pick")
@@ -232,14 +231,16 @@ def explainable_model(tmp_path_factory):
     return out
 
 
-def test_explain_lays_each_heatmap_over_its_photo_at_the_crop_box(explainable_model, tmp_path):
+def test_explain_lays_each_heatmap_over_its_photo_at_the_crop_box(
+    explainable_model, tmp_path, gunicorn
+):
     photos = []
     for n, source in enumerate(sample_photos()[:2] or [None, None]):
         photos.append(tmp_path / (source.name if source else f"generated-{n}.jpg"))
         photos[-1].write_bytes(source.read_bytes() if source else image_bytes(seed=n))
     console: list[str] = []
     with (
-        GunicornServer(tmp_path, workers=1, model=explainable_model, max_batch=2) as server,
+        gunicorn(workers=1, model=explainable_model, max_batch=2) as server,
         open_page(server.url) as page,
     ):
         page.on("console", lambda message: console.append(message.text))

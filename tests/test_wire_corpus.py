@@ -12,7 +12,6 @@ import requests
 
 from benchkit.attacks import intake_metrics
 from benchkit.images import image_bytes
-from benchkit.server import GunicornServer
 from benchkit.wire import WireCase, exchange, wire_cases
 
 pytestmark = pytest.mark.integration
@@ -44,10 +43,9 @@ class NormalClient(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model_path, tmp_path_factory):
+def run(tiny_model_path, gunicorn):
     """Every case sent, eight at a time, while a normal client runs; the server's state after."""
-    with GunicornServer(
-        tmp_path_factory.mktemp("wire"),
+    with gunicorn(
         workers=2,
         model=tiny_model_path,
         http_threads=4,
