@@ -1,4 +1,4 @@
-"""The model artifact on disk: a TorchScript file plus a JSON manifest beside it."""
+"""The model artifact on disk: a model file of one kind plus a JSON manifest beside it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ from app import sniff, trust
 # 2: labels embedded (by language), arch and preprocessing; 1 (`"labels": "imagenet-1k"`)
 # still loads.
 MANIFEST_VERSION = 2
+
+# The artifact kinds, each served by its backend (the table in app/backends/__init__.py).
+# LIBTORCH is TorchScript in a Triton model folder, named by its config, not by a manifest.
+TORCHSCRIPT, PT2, ONNX, LIBTORCH = "torchscript", "pt2", "onnx", "libtorch"
+PT2_FORMAT = "pt2-aoti"  # a .pt2 package's manifest `format`
 
 
 class ArtifactError(RuntimeError):
@@ -49,12 +54,19 @@ def replace_json(path: Path, data: object) -> None:
     os.replace(temporary, path)
 
 
+def kind(manifest: dict[str, Any]) -> str:
+    """The artifact kind a manifest names by its `format`: a package, ONNX, else TorchScript
+    (traced, copied, or a manifest from before other formats, which names none)."""
+    return {PT2_FORMAT: PT2, ONNX: ONNX}.get(manifest.get("format"), TORCHSCRIPT)
+
+
 def write_manifest(model_path: str | Path, **fields: Any) -> dict[str, Any]:
     """Write the manifest for an already-saved artifact, recording its SHA-256 (and, for a
     .pt2 package, that this installation built it: app.trust)."""
-    manifest = trust.seal(
-        {"manifest_version": MANIFEST_VERSION, **fields, "artifact_sha256": sha256_file(model_path)}
-    )
+    manifest = {"manifest_version": MANIFEST_VERSION, **fields}
+    manifest["artifact_sha256"] = sha256_file(model_path)
+    if kind(manifest) == PT2:  # native code: served only where it was signed
+        manifest = trust.seal(manifest)
     manifest_path(model_path).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

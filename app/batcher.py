@@ -7,12 +7,6 @@ Policy (docs/BENCHMARKS.md has the measurements behind it):
   other admitted images are still being decoded, since only those can join it.
 - Admission is bounded: queued + decoding images never exceed `queue_max`; beyond that
   `reserve` raises `Overloaded` at once instead of growing the queue.
-- Oldest first: at most `decoders` images (the worker's CPUs) are decoded at once, and the
-  next turn goes to the oldest reservation waiting (`Reservation.turn`, app/turns.py).
-  Images then reach the queue in the order their requests were admitted, and the model
-  thread shares its CPU with a few decoders, not with every request thread: with all of
-  them decoding at once, each decode took as long as all of them, they finished in no
-  order, and a request could miss the pass it arrived in time for (docs/BENCHMARKS.md).
 - An image whose deadline passed while queued gets `DeadlineExceeded` and never reaches
   the model. A failing pass fails only the images in that pass.
 - Other verbs (explanations) run on the same thread, in passes of their own kind. While
@@ -22,20 +16,16 @@ Policy (docs/BENCHMARKS.md has the measurements behind it):
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from app.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +111,13 @@ class Batcher:
         self._accepting = False
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
-        self.turns = Turns()  # decode turns; a lock of their own, never the model thread's
-        self._admitted = itertools.count()
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, warm_up: Callable[[], None] | None = None, decoders: int = 0) -> None:
-        """Start the batching thread; it runs `warm_up` first, then sets `ready`. At most
-        `decoders` images are decoded at once (0: no limit)."""
+    def start(self, warm_up: Callable[[], None] | None = None) -> None:
+        """Start the batching thread; it runs `warm_up` first, then sets `ready`."""
         if self._thread is not None:
             raise RuntimeError("batcher already started")
-        self.turns.set_limit(decoders)
         with self._cond:
             self._accepting = True
         self._thread = threading.Thread(
@@ -178,7 +164,7 @@ class Batcher:
             if len(self._queue) + self._decoding + n > self.queue_max:
                 raise Overloaded(f"{self.queue_max} images already queued")
             self._decoding += n
-        return Reservation(self, n, deadline, verb, next(self._admitted))
+        return Reservation(self, n, deadline, verb)
 
     def _submit(self, verb: str, tensor: torch.Tensor, deadline: float) -> Future[Inference]:
         item = _Item(verb, tensor, Future(), self._clock(), deadline)
@@ -292,17 +278,11 @@ class Batcher:
 class Reservation:
     """Places in the queue held for one request while its images are decoded."""
 
-    def __init__(self, batcher: Batcher, n: int, deadline: float, verb: str, admitted: int):
+    def __init__(self, batcher: Batcher, n: int, deadline: float, verb: str) -> None:
         self._batcher = batcher
         self._left = n
         self.deadline = deadline
         self.verb = verb
-        self._admitted = admitted  # the order of admission: older reservations decode first
-
-    def turn(self) -> AbstractContextManager[None]:
-        """Decode one image inside this: it waits while `decoders` others decode, and the
-        oldest reservation waiting goes next."""
-        return self._batcher.turns.hold(self._admitted)
 
     def submit(self, tensor: torch.Tensor) -> Future[Inference]:
         """Queue one decoded image; its future resolves to an Inference."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,8 +97,7 @@ class Engine:
         self._report_depth()
         metrics.MODEL_IN_FLIGHT.labels(classifier.name, classifier.version).inc(0)
         metrics.start_model(classifier.name, classifier.version)
-        # As many decodes at once as CPUs this worker may run on (pinned by now).
-        self.batcher.start(warm_up=self._warm_up, decoders=len(os.sched_getaffinity(0)))
+        self.batcher.start(warm_up=self._warm_up)
 
     def _warm_up(self) -> None:
         """On the batcher thread: name it (its OpenMP helpers, started now, inherit the name)."""

@@ -1,8 +1,8 @@
 """The classifier: a model artifact with its manifest, placed on a device, ready to run.
 
-The artifact is TorchScript (fp32, cast and frozen when placed) or a .pt2 package (compiled for one
-device and precision at export time, app/pt2.py); a backend in app/backends/ owns what differs
-between them, and both are called the same way.
+The artifact is TorchScript (fp32, cast and frozen when placed), a .pt2 package (compiled for
+one device and precision at export time, app/export/pt2.py) or ONNX; the backend of its kind
+(the table in app/backends/) owns what differs between them, and all are called the same way.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import torch
 from app import backends, imaging
 from app import labels as labelling
 from app.artifact import ArtifactError, read_manifest
+from app.backends.base import Backend, Reported
 
 log = logging.getLogger(__name__)
 
 
-class Classifier(backends.Reported):
+class Classifier(Reported):
     """Run batches of images (uint8 pixels or normalised floats) through the model and return
     probabilities."""
 
-    def __init__(self, backend: backends.Backend, manifest: dict[str, Any], path: Path) -> None:
+    def __init__(self, backend: Backend, manifest: dict[str, Any], path: Path) -> None:
         self.backend = backend
         self.manifest = manifest
         self.path = path
@@ -44,11 +45,11 @@ class Classifier(backends.Reported):
 
     @property
     def module(self) -> Any:
-        """The loaded artifact: a ScriptModule or an app.pt2.Package."""
+        """The loaded artifact: a ScriptModule, an app.backends.pt2.Package, or an ONNX file."""
         return self.backend.module
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:
-        """The precision WANWU_PRECISION means for this artifact on `device` (see app.pt2)."""
+        """The precision WANWU_PRECISION means for this artifact on `device` (see app.backends)."""
         return self.backend.resolve_precision(setting, device, max_batch)
 
     def batching(self, max_batch: int, max_wait_ms: float) -> tuple[int, float]:

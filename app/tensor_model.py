@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.artifact import ArtifactError
-from app.backends import Reported
-from app.backends.libtorch import LibtorchBackend
-from app.backends.onnx import OnnxBackend
+from app import backends
+from app.backends.base import Backend, Reported
 from app.repository.triton import TensorSpec, TritonModel
 
 log = logging.getLogger(__name__)
@@ -32,7 +30,7 @@ class TensorModel(Reported):
     arch = None
     trained = True  # the user's own weights; wanwu never initialised them
 
-    def __init__(self, spec: TritonModel, backend: OnnxBackend | LibtorchBackend) -> None:
+    def __init__(self, spec: TritonModel, backend: Backend) -> None:
         self.spec = spec
         self.backend = backend
         self.path = spec.artifact
@@ -44,20 +42,7 @@ class TensorModel(Reported):
     def load(cls, spec: TritonModel) -> TensorModel:
         """Open the model file the config names, without running it (safe before fork)."""
         inputs, outputs = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
-        if spec.platform == "pytorch_libtorch":
-            return cls(spec, LibtorchBackend.load(spec.artifact, inputs, outputs))
-        backend = OnnxBackend.load(spec.artifact)
-        for kind, named, found in (
-            ("input", inputs, backend.inputs),
-            ("output", outputs, backend.outputs),
-        ):
-            missing = sorted(set(named) - set(found))
-            if missing:
-                raise ArtifactError(
-                    f"{spec.artifact}: {kind} {missing[0]!r} of config.pbtxt is not in the model "
-                    f"(it has {', '.join(found)})"
-                )
-        return cls(spec, backend)
+        return cls(spec, backends.load_tensors(spec.platform, spec.artifact, inputs, outputs))
 
     # -- what the engine, the registry and the adapters read ----------------------------------
 

@@ -40,7 +40,6 @@ from typing import Any
 import torch
 
 from app import runtime
-from app.pt2 import is_package
 from app.settings import Settings
 
 ALLOWED_NAMESPACES = frozenset({"aten", "prim", "quantized"})
@@ -168,9 +167,7 @@ def _signature(sha256: str, key: bytes) -> str:
 
 
 def seal(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A manifest being written here; a package's with this installation's signature."""
-    if not is_package(manifest):
-        return manifest
+    """A package's manifest being written here, with this installation's signature."""
     return {**manifest, "built_by": _signature(manifest["artifact_sha256"], _key(create=True))}
 
 

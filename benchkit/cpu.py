@@ -23,14 +23,14 @@ STAGES: dict[str, tuple[str, ...]] = {
     "decode": ("decode (app/imaging.py", "to_rgb (app/imaging.py"),
     "resize/crop": ("torchvision/transforms/", "resize_crop (app/imaging.py"),
     "normalise": ("preprocess (app/imaging.py", "normalise (app/imaging.py"),
-    "forward": ("app/model.py", "app/pt2.py", "app/aoti.py", "app/backends/", "torch/"),
+    "forward": ("app/model.py", "app/backends/", "torch/"),
     "metrics": ("prometheus_client/", "app/metrics.py"),
     "logging": ("logging/",),
     "JSON": ("json/", "jsonify", "orjson"),
     "framing": ("app/intake/framing.py", "gunicorn/http/"),
     "connections": ("app/intake/", "gunicorn/workers/", "concurrent/futures/thread.py"),
     "web framework": ("flask/", "werkzeug/"),
-    "batching hand-offs": ("app/batcher.py", "app/turns.py", "concurrent/futures/", "threading.py"),
+    "batching hand-offs": ("app/batcher.py", "concurrent/futures/", "threading.py"),
 }
 REST = "rest (adapters, core, sockets)"
 # A sample whose innermost frame is one of these is a thread blocked, not spending CPU.

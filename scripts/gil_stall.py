@@ -6,9 +6,9 @@ pass holds the GIL they wait for it, and decoding no longer overlaps inference. 
 artifact: batches on a model thread (the service's Classifier, one torch thread) while the
 main thread spins, recording the longest gap between two of its loop iterations; the median of
 --reps passes. A .pt2 package is measured twice: called through torch's own loader (which holds
-the GIL) and as served (app.pt2 picks its runner: `ctypes`, app/aoti.py, when its self-check
-passes). On a loaded machine the scheduler's own pauses show up as gaps too: the last row
-of each artifact measures them alone, with a thread hashing as long as the pass took.
+the GIL) and as served (app.backends.pt2 picks its runner: `ctypes`, app/backends/aoti.py, when
+its self-check passes). On a loaded machine the scheduler's own pauses show up as gaps too: the
+last row of each artifact measures them alone, with a thread hashing as long as the pass took.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from app import imaging, pt2
+from app import imaging
 from app.artifact import read_manifest, write_artifact
+from app.export import pt2
 from app.model import Classifier
 from benchkit import digits
 from benchkit.bench import header

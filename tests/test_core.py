@@ -61,3 +61,22 @@ def test_the_core_classifies_uploads_and_checks_keys(tiny_model_path):
         assert refused.value.message.startswith("bad.jpg: ")
     finally:
         engine.stop(10)
+
+
+def test_every_route_asks_the_one_readiness_rule(tiny_model_path):
+    from app.web import create_app
+
+    settings = make_settings(tiny_model_path)
+    engine = Engine(Classifier.load(settings.model), settings)
+    client = create_app(settings, engine).test_client()
+    routes = ("/ping", "/readyz", "/v2/health/ready", "/v2/models/tiny/ready")
+    assert [client.get(r).status_code for r in routes] == [503] * 4
+    assert all(client.get(r).headers["Retry-After"] == "1" for r in routes)
+    assert client.get("/v1/model").get_json()["ready"] is False
+    engine.start()
+    try:
+        assert engine.batcher.ready.wait(30)
+        assert [client.get(r).status_code for r in routes] == [200] * 4
+        assert client.get("/v1/model").get_json()["ready"] is True
+    finally:
+        engine.stop(10)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app import imaging
 from app.artifact import read_manifest
-from app.export import main as export
+from app.export.cli import main as export
 from benchkit.images import image_bytes, sample_photos
 
 timm = pytest.importorskip("timm", reason="timm is not installed: pip install 'wanwu[models]'")

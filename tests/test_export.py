@@ -93,7 +93,7 @@ def test_a_tampered_artifact_is_refused(tmp_path, tiny_model_path):
 
 
 def run_export(*args: str) -> int:
-    from app import export as exporter
+    from app.export import cli as exporter
 
     return exporter.main(list(args))
 

@@ -46,7 +46,7 @@ def test_export_from_mar_serves_the_archive_under_its_name_and_labels(
     tiny_model_path, labels_file, tmp_path
 ):
     from app.engine import Engine
-    from app.export import main as export
+    from app.export.cli import main as export
     from app.model import Classifier
     from app.web import create_app
     from tests.conftest import make_settings
@@ -77,7 +77,7 @@ def test_export_from_mar_serves_the_archive_under_its_name_and_labels(
 
 
 def test_export_refuses_an_eager_archive_and_writes_nothing(tmp_path, caplog):
-    from app.export import main as export
+    from app.export.cli import main as export
 
     weights = tmp_path / "weights.pth"
     torch.save(TinyNet().state_dict(), weights)

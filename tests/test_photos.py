@@ -37,10 +37,11 @@ def test_fast_resamples_only_the_crop_window_of_a_full_decode(photo):
     assert picture.size == imaging.decode(data, MAX_PIXELS).size  # below the floor: in full
     exact = imaging.load_pixels(data, INPUT_SPEC, MAX_PIXELS, "exact").int()
     fast = imaging.load_pixels(data, INPUT_SPEC, MAX_PIXELS, "fast").int()
-    # The same window, resampled in single precision: a shift of one pixel would put the
-    # mean near 6 levels (docs/BENCHMARKS.md, issue 38); rounding leaves it near 0.02.
+    # The same window, its corners in single precision: a pixel may round the other way
+    # (docs/BENCHMARKS.md, issue 38); a shifted window or another pass order would be off
+    # by several levels at edges.
     assert fast.shape == exact.shape
-    assert float((fast - exact).abs().float().mean()) < 0.5
+    assert int((fast - exact).abs().max()) <= 1
 
 
 def test_a_crop_larger_than_the_resized_picture_is_padded_as_with_exact():

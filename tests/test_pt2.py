@@ -18,9 +18,12 @@ import pytest
 import requests
 import torch
 
-from app import aoti, imaging, pt2
-from app.artifact import read_manifest, write_manifest
+from app import imaging
+from app.artifact import PT2_FORMAT, read_manifest, write_manifest
+from app.backends import aoti
+from app.backends import pt2 as served
 from app.engine import Engine
+from app.export import pt2
 from app.model import Classifier
 from app.settings import SettingsError
 from app.web import create_app
@@ -34,11 +37,11 @@ CALIBRATION_IMAGES = 24
 
 def _cache_key() -> str:
     """What shapes the packages: torch, the build code, the tiny model, the fixture's choices."""
-    choices = f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES} {pt2.reduced_range()}"
+    choices = f"{torch.__version__} {MAX_BATCH} {CALIBRATION_IMAGES} {served.reduced_range()}"
     digest = hashlib.sha256(choices.encode())
     for source in ("app/imaging.py", "tests/conftest.py"):
         digest.update((ROOT / source).read_bytes())
-    # The build code only: serving changes to app/pt2.py do not recompile.
+    # The build code only: serving changes (app/backends/pt2.py) do not recompile.
     builders = (
         pt2._ReLU,
         pt2.own_relus,
@@ -99,25 +102,25 @@ def batch_of(n: int) -> torch.Tensor:
 
 def test_manifest_and_package_record_precision_and_calibration(packages, calibration_dir):
     manifest = read_manifest(packages["int8"])
-    assert manifest["format"] == pt2.FORMAT and manifest["precision"] == "int8"
+    assert manifest["format"] == PT2_FORMAT and manifest["precision"] == "int8"
     assert manifest["max_batch"] == MAX_BATCH and manifest["device"] == "cpu"
     calibration = manifest["calibration"]
     assert calibration["images"] == CALIBRATION_IMAGES
     assert calibration["sha256"] == pt2.calibration_set(calibration_dir, INPUT_SPEC)[1]["sha256"]
     runner = torch._inductor.aoti_load_package(str(packages["int8"]))
-    assert runner.get_metadata()[pt2.PRECISION_KEY] == "int8"
-    assert manifest["int8_reduced_range"] is pt2.reduced_range()  # what this CPU needed
+    assert runner.get_metadata()[served.PRECISION_KEY] == "int8"
+    assert manifest["int8_reduced_range"] is served.reduced_range()  # what this CPU needed
 
 
 def test_an_8_bit_package_on_a_cpu_without_vnni_says_to_export_it_again(
     packages, monkeypatch, caplog
 ):
     manifest = {**read_manifest(packages["int8"]), "int8_reduced_range": False}
-    monkeypatch.setattr(pt2, "reduced_range", lambda: True)  # as on a CPU without VNNI
-    pt2.Package(packages["int8"], manifest)
+    monkeypatch.setattr(served, "reduced_range", lambda: True)  # as on a CPU without VNNI
+    served.Package(packages["int8"], manifest)
     assert "this CPU has no VNNI" in caplog.text and "export it again here" in caplog.text
     caplog.clear()
-    pt2.Package(packages["int8"], {**manifest, "int8_reduced_range": True})
+    served.Package(packages["int8"], {**manifest, "int8_reduced_range": True})
     assert "VNNI" not in caplog.text
 
 
@@ -151,20 +154,20 @@ def test_one_package_serves_every_batch_size_like_the_eager_model(packages):
 
 
 def test_the_package_decides_the_precision(packages, caplog):
-    package = pt2.Package(packages["int8"], read_manifest(packages["int8"]))
+    package = served.Package(packages["int8"], read_manifest(packages["int8"]))
     cpu = torch.device("cpu")
-    assert pt2.serving_precision("auto", package, cpu, MAX_BATCH) == "int8"
-    assert pt2.serving_precision("int8", package, cpu, MAX_BATCH) == "int8"
-    with caplog.at_level(logging.INFO, logger="app.pt2"):
+    assert served.serving_precision("auto", package, cpu, MAX_BATCH) == "int8"
+    assert served.serving_precision("int8", package, cpu, MAX_BATCH) == "int8"
+    with caplog.at_level(logging.INFO, logger="app.backends.pt2"):
         # fp32 is the default: it cannot be told from unset, so it never conflicts.
-        assert pt2.serving_precision("fp32", package, cpu, MAX_BATCH) == "int8"
+        assert served.serving_precision("fp32", package, cpu, MAX_BATCH) == "int8"
     assert "serving int8" in caplog.text
     with pytest.raises(SettingsError, match="WANWU_PRECISION=bf16 conflicts"):
-        pt2.serving_precision("bf16", package, cpu, MAX_BATCH)
+        served.serving_precision("bf16", package, cpu, MAX_BATCH)
     with pytest.raises(SettingsError, match="compiled for cpu"):
-        pt2.serving_precision("auto", package, torch.device("cuda"), MAX_BATCH)
+        served.serving_precision("auto", package, torch.device("cuda"), MAX_BATCH)
     with pytest.raises(SettingsError, match="at most 4"):
-        pt2.serving_precision("auto", package, cpu, MAX_BATCH + 1)
+        served.serving_precision("auto", package, cpu, MAX_BATCH + 1)
 
 
 def test_a_package_whose_metadata_disagrees_with_its_manifest_is_refused(packages, tmp_path):
@@ -197,7 +200,7 @@ def test_in_process_app_serves_a_package(packages):
 
 
 def test_export_options_are_checked_before_any_work():
-    from app.export import main
+    from app.export.cli import main
 
     with pytest.raises(SystemExit):
         main(["--precision", "int8"])  # no --calibrate
@@ -262,7 +265,7 @@ def test_a_conflicting_precision_stops_start_up_with_the_fix(packages, gunicorn)
         srv.start(timeout=60)
 
 
-# -- the GIL-free runner (app/aoti.py) and int8 agreement -------------------------------------
+# -- the GIL-free runner (app/backends/aoti.py) and int8 agreement ---------------------------------
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +274,7 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def test_the_gil_free_runner_answers_exactly_as_torchs_loader(packages):
     for precision in ("fp32", "int8"):
-        package = pt2.Package(packages[precision], read_manifest(packages[precision]))
+        package = served.Package(packages[precision], read_manifest(packages[precision]))
         package.load()
         assert package.runner == "unchecked"  # the first call decides, in the worker
         loader = torch._inductor.aoti_load_package(str(packages[precision]))
@@ -316,7 +319,7 @@ def test_a_package_the_runner_cannot_run_is_served_by_torchs_loader_and_says_so(
     path = tmp_path / "older.pt2"
     without_symbol(packages["int8"], path, b"AOTInductorGetLastError")  # torch's loader copes
     settings = make_settings(path, max_batch=MAX_BATCH)
-    with caplog.at_level(logging.WARNING, logger="app.pt2"):
+    with caplog.at_level(logging.WARNING, logger="app.backends.pt2"):
         engine = Engine(Classifier.load(settings.model), settings)
     assert "lacks AOTInductorGetLastError" in caplog.text and "holds the GIL" in caplog.text
     engine.start()
@@ -357,7 +360,7 @@ def test_an_int8_package_that_disagrees_with_fp32_is_refused_and_removed(
     out = tmp_path / "ties-int8.pt2"
     judged = len(range(CALIBRATION_IMAGES)[:: pt2.HOLD_OUT_EVERY])  # 5 of the 24
     refusal = f"on only 0 of {judged} held-out images"
-    with caplog.at_level(logging.INFO, logger="app.pt2"):
+    with caplog.at_level(logging.INFO, logger="app.export.pt2"):
         with pytest.raises(pt2.AgreementError, match=refusal):
             pt2.compile_package(NearTie(), out, "int8", MAX_BATCH, INPUT_SPEC["crop"], images)
     assert f"agrees with fp32 on 0 of {judged} held-out" in caplog.text  # printed at export

@@ -9,8 +9,8 @@ import pytest
 import requests
 import torch
 
-from app import backends, pt2, trust
-from app.artifact import read_manifest, write_manifest
+from app import backends, trust
+from app.artifact import PT2_FORMAT, read_manifest, write_manifest
 from app.export.library import export
 from app.export.request import ExportError, ExportRequest
 from app.model import Classifier
@@ -134,7 +134,7 @@ def package(tmp_path: Path, **changes: object) -> tuple[Path, dict]:
     """A file with a .pt2 manifest written here (signed), then `changes` made to it."""
     path = tmp_path / "model.pt2"
     path.write_bytes(b"not a real package: opening it would fail differently")
-    manifest = write_manifest(path, format=pt2.FORMAT, precision="fp32", device="cpu")
+    manifest = write_manifest(path, format=PT2_FORMAT, precision="fp32", device="cpu")
     return path, {**manifest, **changes}
 
 

@@ -6,17 +6,18 @@ Policy:
   long-lived, so per connection). Workers answer the RPCs of the v2 core (ServerLive,
   ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer), Triton's ModelConfig
   and ModelStatistics (app/statistics.py); Triton's others answer UNIMPLEMENTED.
-- ModelInfer reads the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images,
-  from `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), checks it
-  and shapes `PROBS` exactly as OIP over HTTP does (`app.adapters.oip_tensors`), with the
-  classification extension (`class_count`), and answers in `raw_output_contents`; the
-  parameter `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py). A Triton
-  model's tensors come from `raw_input_contents` or the typed `contents` and are read exactly
-  as over HTTP (app/adapters/tensor_io.py).
-- Every image goes through the request core (`app.core`, called directly: no web framework
-  here): the same keys and tokens (metadata `authorization: Bearer <key>`), per-caller rate
-  limit (a caller without a key is its address), limits, admission, batcher and deadline as
-  /predict. A message over WANWU_MAX_UPLOAD_MB is refused by gRPC itself
+- ModelInfer reads its message once into the core's `InferRequest` (app/adapters/grpc_wire.py):
+  the model's one input, `IMAGE` (BYTES `[N]` or `[N, 1]` of encoded images, from
+  `raw_input_contents` as tritonclient sends it, or `contents.bytes_contents`), is checked and
+  `PROBS` shaped exactly as OIP over HTTP does (`app.adapters.oip_infer`), with the
+  classification extension (`class_count`), answered in `raw_output_contents`; the parameter
+  `explain: true` adds HEATMAP as over HTTP (app/adapters/oip_explain.py). A Triton model's
+  tensors come from `raw_input_contents` or the typed `contents` and are read exactly as over
+  HTTP (app/adapters/tensor_io.py).
+- Every image goes through the request core (`app.core.verbs`, called directly: no web
+  framework here): the same keys and tokens (metadata `authorization: Bearer <key>`),
+  per-caller rate limit (a caller without a key is its address), limits, admission, batcher
+  and deadline as /predict. A message over WANWU_MAX_UPLOAD_MB is refused by gRPC itself
   (RESOURCE_EXHAUSTED).
 - Errors map to status codes: 400/415/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404
   NOT_FOUND, 413, 429 and a full queue RESOURCE_EXHAUSTED, not ready UNAVAILABLE, 501 (a
@@ -45,12 +46,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from app import errors, metrics, statistics
-from app.adapters import common, oip_infer, oip_tensors, tensor_io
-from app.adapters.oip_tensors import INPUT
+from app.adapters import common, grpc_wire, oip_infer, oip_tensors, tensor_io
 from app.core import ready
 from app.core.types import Classified
 from app.core.verbs import Core
-from app.engine import Engine
 from app.grpc_proto import grpc_service_pb2 as pb
 from app.grpc_proto import grpc_service_pb2_grpc as pb_grpc
 from app.tensor_model import TensorModel
@@ -152,53 +151,6 @@ def _address(peer: str) -> str:
     return peer
 
 
-def _parameters(params: Any, drop: str = "") -> dict[str, Any]:
-    """An InferParameter map as the plain values OIP's JSON would hold, less `drop`."""
-    return {  # an InferParameter with no value set is absent, as a JSON null would be
-        key: getattr(value, choice)
-        for key, value in params.items()
-        if (choice := value.WhichOneof("parameter_choice")) and key != drop
-    }
-
-
-def _images(request: pb.ModelInferRequest, most: int) -> list[bytes]:
-    """The encoded images of the one input, checked exactly as OIP over HTTP checks them
-    (at most `most`, WANWU_MAX_FILES)."""
-    if len(request.inputs) != 1:
-        raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
-    tensor = request.inputs[0]
-    if len(request.raw_input_contents) > 1:
-        raise errors.BadRequest("raw_input_contents must hold one entry per input.")
-    if len(tensor.contents.bytes_contents) > most:  # before they are framed again
-        raise errors.too_many_files(len(tensor.contents.bytes_contents), most)
-    if request.raw_input_contents:
-        data = request.raw_input_contents[0]
-    else:  # one layout for both, so that one check covers both
-        data = oip_tensors.serialize_bytes(list(tensor.contents.bytes_contents))
-    oip_tensors.bounded_parameters(_parameters(tensor.parameters), "Input")
-    header = {
-        "name": tensor.name,
-        "datatype": tensor.datatype,
-        "shape": list(tensor.shape),
-        "parameters": {"binary_data_size": len(data)},
-    }
-    return oip_tensors.images({"inputs": [header]}, data, most)
-
-
-def _outputs(request: pb.ModelInferRequest) -> dict[str, Any]:
-    """The requested outputs as OIP's JSON header names them, all binary (raw_output_contents,
-    whatever an output's `binary_data` says); the request's parameters (`explain`) bounded as
-    over HTTP."""
-    parameters = oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
-    header: dict[str, Any] = {"parameters": {**parameters, "binary_data_output": True}}
-    if request.outputs:
-        header["outputs"] = [
-            {"name": o.name, "parameters": _parameters(o.parameters, drop="binary_data")}
-            for o in request.outputs
-        ]
-    return header
-
-
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """The v2 core RPCs over the request core."""
 
@@ -243,23 +195,17 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         with core.lease(request.model_name, request.model_version or None) as engine:
             model = engine.classifier
             if isinstance(model, TensorModel):
-                return self._infer_tensors(request, call, model, engine)
-            images = _images(request, core.settings.max_files)
-            header = _outputs(request)
-            call.classified, described = oip_infer.classify(
-                core, engine, header, images, call.started
-            )
-        return _answer(request, model, described)
-
-    def _infer_tensors(
-        self, request: Any, call: _Call, model: TensorModel, engine: Engine
-    ) -> pb.ModelInferResponse:
-        rows = tensor_io.rows(model, *tensor_io.grpc_inputs(request))
-        header = _outputs(request)
-        call.classified, described = oip_infer.infer(
-            self.core, model, engine, header, rows, call.started
-        )
-        return _answer(request, model, described)
+                typed = grpc_wire.infer_request(request)
+                call.classified, outputs = oip_infer.infer(core, model, engine, typed, call.started)
+            else:
+                most = core.settings.max_files
+                grpc_wire.bound_images(request, most)
+                typed = grpc_wire.infer_request(request)
+                images = oip_tensors.images(typed, most)
+                call.classified, outputs = oip_infer.classify(
+                    core, engine, typed, images, call.started
+                )
+        return grpc_wire.answer(request, model, outputs)
 
     @_rpc
     def ModelConfig(self, request: Any, call: _Call) -> pb.ModelConfigResponse:
@@ -268,25 +214,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     def ModelStatistics(self, request: Any, call: _Call) -> pb.ModelStatisticsResponse:
-        registry = self.core.registry
-        if not request.name:
-            names = list(registry.plans)
-        elif request.version:
-            return statistics.statistics([self.core.model(request.name, request.version)])
-        else:
-            names = [request.name]
-        return statistics.statistics([e for n in names for e in registry.loaded(n)[1].values()])
-
-
-def _answer(request: Any, model: Any, described: oip_infer.Described) -> pb.ModelInferResponse:
-    """The infer response, every output in raw_output_contents."""
-    answer = pb.ModelInferResponse(
-        model_name=model.name, model_version=model.version, id=request.id
-    )
-    for description, blob in described:
-        answer.outputs.add(**description)
-        answer.raw_output_contents.append(blob)
-    return answer
+        engines = oip_infer.counted(self.core, request.name or None, request.version or None)
+        return statistics.statistics(engines)
 
 
 def serve(core: Core) -> grpc.Server:

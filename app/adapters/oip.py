@@ -16,61 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g
 
-from app import bounds, errors, openapi, statistics
-from app.adapters import context, oip_infer, oip_tensors, tensor_io
+from app import errors, openapi, statistics
+from app.adapters import context, oip_infer, oip_tensors, oip_wire, tensor_io
 from app.core import ready
-from app.engine import Engine
+from app.core.types import InferRequest
 from app.model import Classifier
 from app.tensor_model import TensorModel
 
 bp = Blueprint("oip", __name__)
 
 PATH_PREFIXES = ("/v2",)  # errors here answer in OIP's shape
-
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def read_body() -> tuple[dict[str, Any] | None, memoryview]:
-    """The request's JSON header and the binary data after it (the binary-data extension);
-    None and the whole body when `Inference-Header-Content-Length: 0` makes it one image."""
-    encoding = request.headers.get("Content-Encoding", "identity").lower()
-    if encoding not in ("", "identity"):
-        raise errors.UnsupportedMediaType(
-            f"Content-Encoding {encoding} is not accepted; send the body uncompressed."
-        )
-    body = memoryview(request.get_data(cache=False))
-    raw_length = request.headers.get(HEADER_LENGTH)
-    if raw_length is None:
-        return _json(body), body[len(body) :]
-    try:
-        length = bounds.parse_count(raw_length, len(body))
-    except ValueError as e:
-        raise errors.BadRequest(
-            f"{HEADER_LENGTH} is a byte count within the body: it {e}."
-        ) from None
-    if length == 0:
-        return None, body
-    return _json(body[:length]), body[length:]
-
-
-def _read() -> tuple[dict[str, Any], list[bytes]]:
-    """Return the request's JSON header and its encoded images."""
-    header, binary = read_body()
-    if header is None:  # a raw binary request: the whole body is the one image
-        return {}, [bytes(binary)]
-    return header, oip_tensors.images(header, binary, context.core().settings.max_files)
-
-
-def _json(data: bytes | memoryview) -> dict[str, Any]:
-    try:
-        header = bounds.loads_json(bytes(data))
-    except ValueError as e:
-        raise errors.BadRequest(f"The request is not valid JSON: {str(e)[:200]}.") from None
-    if not isinstance(header, dict):
-        raise errors.BadRequest("The request must be a JSON object.")
-    return header
 
 
 def error_body(error: errors.ApiError) -> dict[str, Any]:
@@ -122,44 +79,23 @@ def infer(model_name: str, version: str | None = None) -> Response:
     model's tensors run as its config says (app/adapters/tensor_io.py)."""
     context.authorize()
     engine = context.lease(model_name, version)
-    if isinstance(engine.classifier, TensorModel):
-        return _infer_tensors(engine.classifier, engine)
-    header, images = _read()
-    g.classified, described = oip_infer.classify(context.core(), engine, header, images, g.started)
-    return _answer(header, engine, described)
-
-
-def _infer_tensors(model: TensorModel, engine: Engine) -> Response:
-    header, binary = read_body()
-    if header is None:
-        raise errors.BadRequest(f"Model {model.name} takes tensors: send a JSON header.")
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list):
-        raise errors.BadRequest("'inputs' must be a list of input tensors.")
-    rows = tensor_io.rows(model, inputs, binary)
-    core = context.core()
-    g.classified, described = oip_infer.infer(core, model, engine, header, rows, g.started)
-    return _answer(header, engine, described)
-
-
-def _answer(header: dict[str, Any], engine: Engine, described: oip_infer.Described) -> Response:
-    """The infer response: JSON, with the binary outputs' bytes after it when there are any."""
-    model = engine.classifier
-    answer: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if "id" in header:
-        answer["id"] = header["id"]
-    answer["outputs"], blobs = [], []
-    for description, blob in described:
-        if blob is not None:
-            description["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        answer["outputs"].append(description)
-    body = current_app.json.dumps(answer).encode()
-    if not blobs:
-        return Response(body, content_type="application/json")
-    response = Response(body + b"".join(blobs), content_type="application/octet-stream")
-    response.headers[HEADER_LENGTH] = str(len(body))
-    return response
+    model, core = engine.classifier, context.core()
+    header, binary = oip_wire.read_body()
+    if isinstance(model, TensorModel):
+        if header is None:
+            raise errors.BadRequest(f"Model {model.name} takes tensors: send a JSON header.")
+        request = oip_wire.infer_request(header, binary)
+        g.classified, outputs = oip_infer.infer(core, model, engine, request, g.started)
+    elif header is None:  # a raw binary request: the whole body is the one image
+        header, request = {}, InferRequest(None)
+        g.classified, outputs = oip_infer.classify(
+            core, engine, request, [bytes(binary)], g.started
+        )
+    else:
+        request = oip_wire.infer_request(header, binary)
+        images = oip_tensors.images(request, core.settings.max_files)
+        g.classified, outputs = oip_infer.classify(core, engine, request, images, g.started)
+    return oip_wire.answer(header, model.name, model.version, outputs)
 
 
 @bp.get("/v2/models/<model_name>/config")
@@ -174,13 +110,7 @@ def model_config(model_name: str, version: str | None = None) -> Any:
 @bp.get("/v2/models/<model_name>/versions/<version>/stats")
 def model_stats(model_name: str | None = None, version: str | None = None) -> Any:
     """Triton's statistics extension: every served model's, or one model's versions'."""
-    registry = context.core().registry
-    if model_name is None:
-        engines = [e for name in registry.plans for e in registry.loaded(name)[1].values()]
-    elif version is None:
-        engines = list(registry.loaded(model_name)[1].values())
-    else:
-        engines = [context.core().model(model_name, version)]
+    engines = oip_infer.counted(context.core(), model_name, version)
     return statistics.as_json(statistics.statistics(engines))
 
 
@@ -228,7 +158,7 @@ _INFER = {
     },
 }
 _HEADER_LENGTH_PARAMETER = {
-    "name": HEADER_LENGTH,
+    "name": oip_wire.HEADER_LENGTH,
     "in": "header",
     "description": "Length of the JSON header when binary tensor data follows it.",
     "schema": {"type": "string"},

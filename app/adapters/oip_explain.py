@@ -11,14 +11,14 @@ chooses its `binary_data` like any output's; naming it without `explain: true`, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from app import errors, explain
 from app.adapters import oip_tensors
-from app.core.types import Explained
+from app.core.types import Explained, InferOutput, InferRequest
 from app.model import Classifier
 
 HEATMAP = "HEATMAP"
@@ -40,37 +40,34 @@ class Heatmaps:
             index = explain.target(str(self.target), labels)
         return [explain.classes(probs, 1, index)[0] for probs in result.probs]
 
-    def tensor(
-        self, result: Explained, classifier: Classifier
-    ) -> tuple[dict[str, Any], bytes | None]:
-        """HEATMAP's JSON description and, when it is binary, its bytes."""
+    def tensor(self, result: Explained, classifier: Classifier) -> InferOutput:
+        """HEATMAP, JSON or binary as asked."""
         maps = np.stack(
             [
                 explain.heatmap(cams, c)
                 for cams, c in zip(result.cams, self.classes(result, classifier), strict=True)
             ]
         ).astype("<f4")
-        description = {"name": HEATMAP, "datatype": "FP32", "shape": list(maps.shape)}
         if self.binary:
-            return description, maps.tobytes()
-        return {**description, "data": maps.flatten().tolist()}, None
+            return InferOutput(HEATMAP, "FP32", list(maps.shape), raw=maps.tobytes())
+        return InferOutput(HEATMAP, "FP32", list(maps.shape), data=maps.flatten().tolist())
 
 
-def split(header: dict[str, Any]) -> tuple[dict[str, Any], Heatmaps | None]:
-    """The header without HEATMAP among its outputs, and what it asks of HEATMAP (None when
+def split(request: InferRequest) -> tuple[InferRequest, Heatmaps | None]:
+    """The request without HEATMAP among its outputs, and what it asks of HEATMAP (None when
     the request does not explain)."""
-    parameters = oip_tensors.bounded_parameters(header.get("parameters"), "Request")
+    parameters = oip_tensors.bounded_parameters(request.parameters, "Request")
     wanted = parameters.get("explain", False)
     if type(wanted) is not bool:
         raise errors.BadRequest(f"The parameter explain must be true or false; got {wanted!r}.")
-    requested = oip_tensors.named_outputs(header) or []
-    named = [o for o in requested if o.get("name") == HEATMAP]
+    requested = oip_tensors.named_outputs(request) or []
+    named = [o for o in requested if o.name == HEATMAP]
     if not wanted:
         if named:
             raise errors.BadRequest(f"The {HEATMAP} output needs the parameter explain: true.")
-        return header, None
-    binary = oip_tensors.binary_output(header)
+        return request, None
+    binary = oip_tensors.binary_output(request)
     if named:
         binary = oip_tensors.choice(named[0], binary).binary
-        header = {**header, "outputs": [o for o in requested if o is not named[0]]}
-    return header, Heatmaps(parameters.get("target"), binary)
+        request = replace(request, outputs=[o for o in requested if o is not named[0]])
+    return request, Heatmaps(parameters.get("target"), binary)

@@ -1,11 +1,13 @@
-"""OIP v2 inference, the same over REST and gRPC: the server's metadata, and a request's
-outputs computed through the core, described once for either wire to render.
+"""OIP v2, the same over REST and gRPC: the server's metadata, the versions a statistics
+request covers, and a request's outputs computed through the core, once, for either wire to
+render.
 
 Policy: an image model classifies (or, with `explain: true`, explains) the encoded images and
 answers the requested PROBS (app/adapters/oip_tensors.py) and HEATMAP
 (app/adapters/oip_explain.py); a Triton model runs its rows and answers the outputs of its
-config (app/adapters/tensor_io.py). REST writes the descriptions as JSON with binary data
-after it, gRPC as messages with raw contents.
+config (app/adapters/tensor_io.py). Each wire reads its request into the core's
+`InferRequest` and renders the `InferOutput`s: REST as JSON with binary data after it, gRPC
+as messages with raw contents.
 """
 
 from __future__ import annotations
@@ -16,16 +18,13 @@ import torch
 
 from app.adapters import oip_explain, oip_tensors, tensor_io
 from app.adapters.oip_tensors import INPUT
-from app.core.types import Classified, Upload
+from app.core.types import Classified, InferOutput, InferRequest, Upload
 from app.core.verbs import Core
 from app.engine import Engine
-from app.tensor_model import Row, TensorModel
+from app.tensor_model import TensorModel
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 SERVER_VERSION = "1"
-
-# Each output: its JSON description, and its bytes when it travels binary.
-Described = list[tuple[dict[str, Any], bytes | None]]
 
 
 def server_metadata() -> dict[str, Any]:
@@ -33,12 +32,23 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "wanwu", "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
+def counted(core: Core, name: str | None, version: str | None) -> list[Engine]:
+    """The engines a statistics request covers: every loaded version of every model (no
+    name), of one model (no version), or the one version named."""
+    registry = core.registry
+    if name is None:
+        return [e for n in registry.plans for e in registry.loaded(n)[1].values()]
+    if version is None:
+        return list(registry.loaded(name)[1].values())
+    return [core.model(name, version)]
+
+
 def classify(
-    core: Core, engine: Engine, header: dict[str, Any], images: list[bytes], started: float
-) -> tuple[Classified, Described]:
-    """Classify (or explain) `images` with `engine`'s model; the outputs `header` asks for."""
-    header, heatmaps = oip_explain.split(header)
-    outputs = oip_tensors.outputs(header)
+    core: Core, engine: Engine, request: InferRequest, images: list[bytes], started: float
+) -> tuple[Classified, list[InferOutput]]:
+    """Classify (or explain) `images` with `engine`'s model; the outputs `request` asks for."""
+    request, heatmaps = oip_explain.split(request)
+    outputs = oip_tensors.outputs(request)
     uploads = [Upload(image, f"{INPUT}[{i}]") for i, image in enumerate(images)]
     verb = core.classify if heatmaps is None else core.explain
     result = verb(uploads, started, engine)
@@ -54,11 +64,11 @@ def infer(
     core: Core,
     model: TensorModel,
     engine: Engine,
-    header: dict[str, Any],
-    rows: list[Row],
+    request: InferRequest,
     started: float,
-) -> tuple[Classified, Described]:
-    """Run a Triton model's checked `rows`; the outputs `header` asks for."""
-    outputs = tensor_io.requested(model, header)
+) -> tuple[Classified, list[InferOutput]]:
+    """Run a Triton model's rows; the outputs `request` asks for."""
+    rows = tensor_io.rows(model, request)
+    outputs = tensor_io.requested(model, request)
     result = core.infer(rows, started, engine)
     return result, tensor_io.written(model, result.probs, outputs)

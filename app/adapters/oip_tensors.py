@@ -1,10 +1,11 @@
-"""OIP v2 tensors as dicts and bytes: the IMAGE input's encoded images, the PROBS output.
+"""OIP v2 tensors of an image model: the IMAGE input's encoded images, the PROBS output.
 
 Policy (docs/MIGRATING.md): one input, `IMAGE`, a BYTES tensor `[N]` or `[N, 1]` of encoded
 images, as binary data (each element a little-endian u32 length, then its bytes: Triton's
 BYTES layout, over REST and in gRPC's raw contents alike) or as JSON base64 strings; one
 output, `PROBS`, FP32 `[N, classes]` or, with the classification extension, BYTES `[N, k]` of
 `"score:index:label"` with six decimals, as Triton formats it. Malformed tensors are 400s.
+Both wires reach here as the core's types (`app.core.types`): the checks are the same.
 
 Every list and count a client sends is bounded before work is done for it: one input, each
 output named at most once (so at most the model's outputs: an answer is never a multiple of
@@ -22,6 +23,7 @@ import torch
 
 from app import errors
 from app.adapters import common
+from app.core.types import InferInput, InferOutput, InferRequest, RequestedOutput
 from app.model import Classifier
 
 INPUT, OUTPUT = "IMAGE", "PROBS"
@@ -35,18 +37,19 @@ class Output:
     binary: bool
 
 
-def images(header: dict[str, Any], binary: bytes | memoryview, most: int) -> list[bytes]:
-    """Return the encoded images of the one input, from binary data or base64 JSON strings;
-    a shape of more than `most` (WANWU_MAX_FILES) is refused before anything is split."""
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+def images(request: InferRequest, most: int) -> list[bytes]:
+    """Return the encoded images of the one input, from binary data, base64 JSON strings or
+    gRPC's bytes; a shape of more than `most` (WANWU_MAX_FILES) is refused before anything is
+    split."""
+    inputs = request.inputs
+    if inputs is None or len(inputs) != 1 or inputs[0] is None:
         raise errors.BadRequest(f"Send exactly one input, {INPUT!r}.")
     tensor = inputs[0]
-    if tensor.get("name") != INPUT:
-        raise errors.BadRequest(f"Unknown input {tensor.get('name')!r}: the input is {INPUT!r}.")
-    if tensor.get("datatype") != "BYTES":
+    if tensor.name != INPUT:
+        raise errors.BadRequest(f"Unknown input {tensor.name!r}: the input is {INPUT!r}.")
+    if tensor.datatype != "BYTES":
         raise errors.BadRequest(f"{INPUT} must be BYTES (encoded images).")
-    shape = tensor.get("shape")
+    shape = tensor.shape
     if (
         not isinstance(shape, list)
         or len(shape) not in (1, 2)
@@ -57,21 +60,37 @@ def images(header: dict[str, Any], binary: bytes | memoryview, most: int) -> lis
         raise errors.BadRequest(f"The shape of {INPUT} must be [N] or [N, 1]; got {shape!r}.")
     if shape[0] > most:
         raise errors.too_many_files(shape[0], most)
-    parameters = bounded_parameters(tensor.get("parameters"), "Input")
-    in_binary = "binary_data_size" in parameters or (binary and "data" not in tensor)
-    if in_binary:
-        size = parameters.get("binary_data_size", len(binary))
-        if type(size) is not int or size != len(binary):
-            raise errors.BadRequest(
-                f"binary_data_size is {size!r} but {len(binary)} bytes follow the JSON."
-            )
+    parameters = bounded_parameters(tensor.parameters, "Input")
+    binary = _binary(tensor, parameters, request.binary)
+    if binary is not None:
         elements = deserialize_bytes(binary, shape[0])
     else:
-        elements = _flatten(tensor.get("data"))
+        elements = _flatten(tensor.data)
     if len(elements) != shape[0]:  # counted before any base64 is decoded
         held = f"more than {shape[0]}" if len(elements) > shape[0] else len(elements)
         raise errors.BadRequest(f"{INPUT} has shape {shape} but holds {held} elements.")
-    return elements if in_binary else [common.base64_image(v, _NOT_BASE64) for v in elements]
+    if binary is not None:
+        return elements
+    # JSON's strings are base64; gRPC's bytes_contents are the encoded images themselves.
+    return [v if isinstance(v, bytes) else common.base64_image(v, _NOT_BASE64) for v in elements]
+
+
+def _binary(
+    tensor: InferInput, parameters: dict[str, Any], following: memoryview
+) -> bytes | memoryview | None:
+    """The input's bytes in Triton's layout: its raw contents (gRPC), or over REST all the
+    binary data after the JSON, sized by `binary_data_size` (or sent without `data`); None
+    when its elements are JSON's."""
+    if tensor.raw is not None:
+        return tensor.raw
+    if "binary_data_size" not in parameters and not (following and tensor.data is None):
+        return None
+    size = parameters.get("binary_data_size", len(following))
+    if type(size) is not int or size != len(following):
+        raise errors.BadRequest(
+            f"binary_data_size is {size!r} but {len(following)} bytes follow the JSON."
+        )
+    return following
 
 
 def deserialize_bytes(data: bytes | memoryview, most: int) -> list[bytes]:
@@ -112,35 +131,31 @@ def bounded_parameters(value: Any, whose: str) -> dict[str, Any]:
     return value
 
 
-def outputs(header: dict[str, Any]) -> list[Output]:
+def outputs(request: InferRequest) -> list[Output]:
     """Return the requested outputs; all of them (one) when none are named."""
-    binary = binary_output(header)
-    requested = named_outputs(header)
+    binary = binary_output(request)
+    requested = named_outputs(request)
     if requested is None:
         return [Output(None, binary)]
     for output in requested:
-        if output.get("name") != OUTPUT:
-            raise errors.BadRequest(
-                f"Unknown output {output.get('name')!r}: the output is {OUTPUT!r}."
-            )
+        if output.name != OUTPUT:
+            raise errors.BadRequest(f"Unknown output {output.name!r}: the output is {OUTPUT!r}.")
     return [choice(output, binary) for output in requested]
 
 
-def binary_output(header: dict[str, Any]) -> bool:
+def binary_output(request: InferRequest) -> bool:
     """Whether outputs are binary unless they say otherwise (`binary_data_output`)."""
-    parameters = bounded_parameters(header.get("parameters"), "Request")
+    parameters = bounded_parameters(request.parameters, "Request")
     return parameters.get("binary_data_output", False) is True
 
 
-def named_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
+def named_outputs(request: InferRequest) -> list[RequestedOutput] | None:
     """The outputs the request names, None when it names none; a name given twice is a 400
     before anything is computed (an answer is never a multiple of what the model made)."""
-    requested = header.get("outputs")
+    requested = request.outputs
     if requested is None:
         return None
-    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise errors.BadRequest("'outputs' must be a list of objects.")
-    names = Counter(o.get("name") for o in requested if isinstance(o.get("name"), str))
+    names = Counter(o.name for o in requested if isinstance(o.name, str))
     for name, count in names.items():
         if count > 1:
             raise errors.BadRequest(
@@ -149,9 +164,9 @@ def named_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
     return requested
 
 
-def choice(output: dict[str, Any], binary_default: bool) -> Output:
+def choice(output: RequestedOutput, binary_default: bool) -> Output:
     """How one requested output is answered: its classification's k, binary or JSON."""
-    params = bounded_parameters(output.get("parameters"), "Output")
+    params = bounded_parameters(output.parameters, "Output")
     k = params.get("classification")
     if k is not None and (type(k) is not int or k < 1):
         raise errors.BadRequest(f"classification must be an integer >= 1; got {k!r}.")
@@ -162,25 +177,23 @@ def serialize_bytes(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def tensor(
-    probs: torch.Tensor, output: Output, labels: tuple[str, ...]
-) -> tuple[dict[str, Any], bytes | None]:
-    """Return one output's JSON description and, when it is binary, its bytes."""
+def tensor(probs: torch.Tensor, output: Output, labels: tuple[str, ...]) -> InferOutput:
+    """Return one output, JSON or binary as asked."""
     if output.classification is None:
-        description = {"name": OUTPUT, "datatype": "FP32", "shape": list(probs.shape)}
+        shape = list(probs.shape)
         if output.binary:
-            return description, probs.numpy().astype("<f4").tobytes()
-        return {**description, "data": probs.flatten().tolist()}, None
+            return InferOutput(OUTPUT, "FP32", shape, raw=probs.numpy().astype("<f4").tobytes())
+        return InferOutput(OUTPUT, "FP32", shape, data=probs.flatten().tolist())
     k = min(output.classification, probs.shape[1])
     items = [
         f"{p['score']:.6f}:{p['index']}:{p['label']}"
         for row in probs
         for p in common.top_k(row, k, labels)
     ]
-    description = {"name": OUTPUT, "datatype": "BYTES", "shape": [probs.shape[0], k]}
+    shape = [probs.shape[0], k]
     if output.binary:
-        return description, serialize_bytes([item.encode() for item in items])
-    return {**description, "data": items}, None
+        return InferOutput(OUTPUT, "BYTES", shape, raw=serialize_bytes([i.encode() for i in items]))
+    return InferOutput(OUTPUT, "BYTES", shape, data=items)
 
 
 def metadata(classifier: Classifier) -> dict[str, Any]:

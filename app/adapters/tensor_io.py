@@ -1,9 +1,11 @@
-"""OIP v2 tensors of a Triton model: read, checked against its config, and written back.
+"""OIP v2 tensors of a Triton model: read from the core's types, checked against its
+config, and written back.
 
 Policy: a request names each input of the config once, with its datatype and a shape of
 `[-1] + dims` (at most `max_batch_size` rows) or, with `max_batch_size` 0, `dims`; the data is
 JSON (`data`, nested or flat, BYTES as strings) or binary (the binary-data extension over HTTP,
-`raw_input_contents` over gRPC: little-endian, BYTES as u32-length-prefixed elements). A
+`raw_input_contents` over gRPC: little-endian, BYTES as u32-length-prefixed elements), or
+gRPC's typed contents. A
 mismatch is a 400 in Triton's words, naming what the model expects. Outputs are every output
 of the config unless the request names some; each is JSON or binary as asked, or with the
 classification extension the top k of each row as `"score:index:label"` (`"score:index"`
@@ -21,8 +23,9 @@ import numpy as np
 from app import errors
 from app.adapters import oip_tensors
 from app.adapters.oip_tensors import deserialize_bytes, serialize_bytes
+from app.core.types import InferInput, InferOutput, InferRequest
 from app.model import Classifier
-from app.repository.triton import DTYPES, TensorSpec
+from app.repository.triton import TensorSpec
 from app.tensor_model import Row, TensorModel
 
 
@@ -58,19 +61,21 @@ def _shape(dims: list[int] | tuple[int, ...]) -> str:
     return f"[{','.join(str(d) for d in dims)}]"
 
 
-def rows(model: TensorModel, inputs: list[dict[str, Any]], binary: memoryview) -> list[Row]:
-    """Each request row's arrays, in the config's input order; `binary` is the data that
-    follows the JSON header, read in the order the inputs carry `binary_data_size`."""
-    spec, name = model.spec, model.name
-    by_name: dict[str, dict[str, Any]] = {}
+def rows(model: TensorModel, request: InferRequest) -> list[Row]:
+    """Each request row's arrays, in the config's input order; the request's binary data
+    (REST's, after the JSON header) is read in the order the inputs carry `binary_data_size`."""
+    spec, name, inputs, binary = model.spec, model.name, request.inputs, request.binary
+    if inputs is None:
+        raise errors.BadRequest("'inputs' must be a list of input tensors.")
+    by_name: dict[str, InferInput] = {}
     for tensor in inputs:
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        if tensor is None or not isinstance(tensor.name, str):
             raise errors.BadRequest("Each input must be an object with a 'name'.")
-        if tensor["name"] not in {t.name for t in spec.inputs}:
+        if tensor.name not in {t.name for t in spec.inputs}:
             raise errors.BadRequest(
-                f"unexpected inference input '{tensor['name']}' for model '{name}'"
+                f"unexpected inference input '{tensor.name}' for model '{name}'"
             )
-        by_name[tensor["name"]] = tensor
+        by_name[tensor.name] = tensor
     missing = [t.name for t in spec.inputs if t.name not in by_name]
     if missing or len(inputs) != len(spec.inputs):
         raise errors.BadRequest(
@@ -79,8 +84,8 @@ def rows(model: TensorModel, inputs: list[dict[str, Any]], binary: memoryview) -
             "Please provide all required input(s)."
         )
     offset, arrays = 0, {}
-    for tensor in inputs:  # binary data comes in the request's input order
-        config = next(t for t in spec.inputs if t.name == tensor["name"])
+    for tensor in by_name.values():  # binary data comes in the request's input order
+        config = next(t for t in spec.inputs if t.name == tensor.name)
         array, offset = _array(model, config, tensor, binary, offset)
         arrays[config.name] = array
     if offset != len(binary):
@@ -95,16 +100,16 @@ def rows(model: TensorModel, inputs: list[dict[str, Any]], binary: memoryview) -
 
 
 def _array(
-    model: TensorModel, config: TensorSpec, tensor: dict[str, Any], binary: memoryview, offset: int
+    model: TensorModel, config: TensorSpec, tensor: InferInput, binary: memoryview, offset: int
 ) -> tuple[np.ndarray, int]:
     """One input's array, and where the next input's binary data starts."""
     name, spec = model.name, model.spec
-    if tensor.get("datatype") != config.datatype:
+    if tensor.datatype != config.datatype:
         raise errors.BadRequest(
-            f"inference input '{config.name}' data-type is '{tensor.get('datatype')}', but "
+            f"inference input '{config.name}' data-type is '{tensor.datatype}', but "
             f"model '{name}' expects '{config.datatype}'"
         )
-    shape = tensor.get("shape")
+    shape = tensor.shape
     expected = [-1, *config.dims] if spec.batched else list(config.dims)
     fits = (
         isinstance(shape, list)
@@ -132,7 +137,9 @@ def _array(
             f"inference request batch-size must be <= {spec.config.max_batch_size} for '{name}'"
         )
     count = math.prod(shape)  # Python's integers: a client's dims cannot overflow it
-    parameters = oip_tensors.bounded_parameters(tensor.get("parameters"), "Input")
+    parameters = oip_tensors.bounded_parameters(tensor.parameters, "Input")
+    if tensor.raw is not None:  # gRPC's raw_input_contents
+        return _from_bytes(config, shape, count, memoryview(tensor.raw)), offset
     if "binary_data_size" in parameters:
         size = parameters["binary_data_size"]
         if type(size) is not int or size < 0 or offset + size > len(binary):
@@ -141,7 +148,7 @@ def _array(
                 f"{len(binary) - offset} bytes are left"
             )
         return _from_bytes(config, shape, count, binary[offset : offset + size]), offset + size
-    return _from_json(config, shape, count, tensor.get("data")), offset
+    return _from_json(config, shape, count, tensor.data), offset
 
 
 def _from_bytes(config: TensorSpec, shape: list[int], count: int, data: memoryview) -> np.ndarray:
@@ -169,10 +176,11 @@ def _from_json(config: TensorSpec, shape: list[int], count: int, data: Any) -> n
             f"unexpected number of elements {len(flat)} for inference input '{config.name}', "
             f"expecting {count}"
         )
-    if config.datatype == "BYTES":
-        if not all(isinstance(v, str) for v in flat):
+    if config.datatype == "BYTES":  # JSON's strings, or gRPC's bytes_contents
+        if not all(isinstance(v, str | bytes) for v in flat):
             raise errors.BadRequest(f"input '{config.name}' is BYTES: send strings")
-        return np.array([v.encode() for v in flat], dtype=object).reshape(shape)
+        elements = [v.encode() if isinstance(v, str) else v for v in flat]
+        return np.array(elements, dtype=object).reshape(shape)
     if not all(type(v) in (int, float, bool) for v in flat):
         raise errors.BadRequest(f"input '{config.name}' is {config.datatype}: send numbers")
     try:
@@ -190,29 +198,27 @@ def _flatten(data: Any, name: str) -> list[Any]:
     return flat
 
 
-def requested(model: TensorModel, header: dict[str, Any]) -> list[Requested]:
+def requested(model: TensorModel, request: InferRequest) -> list[Requested]:
     """The outputs to answer: those the request names, else every output of the config."""
-    binary = oip_tensors.binary_output(header)
-    named = oip_tensors.named_outputs(header)
+    binary = oip_tensors.binary_output(request)
+    named = oip_tensors.named_outputs(request)
     if named is None:
         return [Requested(spec, binary, None) for spec in model.spec.outputs]
     by_name = {spec.name: spec for spec in model.spec.outputs}
     answer = []
     for output in named:
-        spec = by_name.get(output.get("name"))  # type: ignore[arg-type]
+        spec = by_name.get(output.name)
         if spec is None:
             raise errors.BadRequest(
-                f"unexpected inference output '{output.get('name')}' for model '{model.name}'"
+                f"unexpected inference output '{output.name}' for model '{model.name}'"
             )
         how = oip_tensors.choice(output, binary)
         answer.append(Requested(spec, how.binary, how.classification))
     return answer
 
 
-def written(
-    model: TensorModel, results: list[Row], outputs: list[Requested]
-) -> list[tuple[dict[str, Any], bytes | None]]:
-    """Each requested output's JSON description and, when binary, its bytes."""
+def written(model: TensorModel, results: list[Row], outputs: list[Requested]) -> list[InferOutput]:
+    """Each requested output, JSON or binary as asked."""
     position = {spec.name: i for i, spec in enumerate(model.spec.outputs)}
     answer = []
     for output in outputs:
@@ -223,24 +229,20 @@ def written(
         datatype = spec.datatype
         if output.classification is not None:
             array, datatype = _classified(array, output.classification, spec), "BYTES"
-        description: dict[str, Any] = {
-            "name": spec.name,
-            "datatype": datatype,
-            "shape": list(array.shape),
-        }
+        shape = list(array.shape)
         if output.binary:
             if datatype == "BYTES":
                 blob = serialize_bytes([_bytes(v) for v in array.flatten()])
             else:
                 blob = np.ascontiguousarray(array, dtype=spec.dtype.newbyteorder("<")).tobytes()
-            answer.append((description, blob))
+            answer.append(InferOutput(spec.name, datatype, shape, raw=blob))
         else:
             data = array.flatten().tolist()
             if datatype == "BYTES":
                 data = [
                     v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in data
                 ]
-            answer.append(({**description, "data": data}, None))
+            answer.append(InferOutput(spec.name, datatype, shape, data=data))
     return answer
 
 
@@ -258,38 +260,3 @@ def _classified(array: np.ndarray, k: int, spec: TensorSpec) -> np.ndarray:
             label = f":{spec.labels[index]}" if spec.labels and index < len(spec.labels) else ""
             strings.append(f"{row[index]:.6f}:{index}{label}")
     return np.array(strings, dtype=object).reshape(*array.shape[:-1], k)
-
-
-# InferTensorContents' field for each datatype (FP16 and BF16 travel raw only).
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "INT8": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
-
-
-def grpc_inputs(request: Any) -> tuple[list[dict[str, Any]], memoryview]:
-    """A tensor request's inputs as OIP's JSON header holds them, and their bytes: from
-    raw_input_contents (one entry per input), or from each input's typed contents."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise errors.BadRequest("raw_input_contents must hold one entry per input.")
-    inputs, blobs = [], []
-    for i, tensor in enumerate(request.inputs):
-        if raw:
-            data = raw[i]
-        elif tensor.datatype == "BYTES":
-            data = serialize_bytes(list(tensor.contents.bytes_contents))
-        elif tensor.datatype in _CONTENTS:
-            values = getattr(tensor.contents, _CONTENTS[tensor.datatype])
-            data = np.array(values, DTYPES[tensor.datatype].newbyteorder("<")).tobytes()
-        else:
-            raise errors.BadRequest(f"input '{tensor.name}' is {tensor.datatype}: send it raw.")
-        header = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        inputs.append({**header, "parameters": {"binary_data_size": len(data)}})
-        blobs.append(data)
-    return inputs, memoryview(b"".join(blobs))

@@ -28,6 +28,7 @@ class LibtorchBackend:
     runtime = "torchscript"
     platform = "pytorch_libtorch"
     runner = "torchscript"
+    images, tensors = False, True
     explains = False  # a module exported elsewhere has no explain method
 
     def __init__(self, module: torch.jit.ScriptModule, inputs: list[str], outputs: list[str]):
@@ -38,7 +39,9 @@ class LibtorchBackend:
         self._device = torch.device("cpu")
 
     @classmethod
-    def load(cls, path: str | Path, inputs: list[str], outputs: list[str]) -> LibtorchBackend:
+    def load_tensors(
+        cls, path: str | Path, inputs: list[str], outputs: list[str]
+    ) -> LibtorchBackend:
         """Load onto the CPU without running it (safe before fork), once app.trust's screen
         passed."""
         try:

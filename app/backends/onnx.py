@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -30,6 +31,7 @@ class OnnxBackend:
     format = "onnx"
     runtime = "onnxruntime"
     platform = "onnxruntime_onnx"
+    images, tensors = True, True
     explains = False  # the graph returns logits only
 
     def __init__(self, path: Path, inputs: list[str], outputs: list[str]) -> None:
@@ -40,8 +42,10 @@ class OnnxBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxBackend:
-        """Open the model once, with one thread, to check it; run nothing (safe before fork)."""
+    def load(cls, path: str | Path, manifest: dict[str, Any] | None = None) -> OnnxBackend:
+        """Open the model once, with one thread, to check it; run nothing (safe before fork).
+
+        The model names its tensors itself: a manifest says nothing more to it."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         try:
@@ -50,6 +54,22 @@ class OnnxBackend:
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
         names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
         return cls(Path(path), *names)
+
+    @classmethod
+    def load_tensors(cls, path: str | Path, inputs: list[str], outputs: list[str]) -> OnnxBackend:
+        """Open the model as `load` does; refuse it unless it has every tensor named."""
+        backend = cls.load(path)
+        for kind, named, found in (
+            ("input", inputs, backend.inputs),
+            ("output", outputs, backend.outputs),
+        ):
+            missing = sorted(set(named) - set(found))
+            if missing:
+                raise ArtifactError(
+                    f"{path}: {kind} {missing[0]!r} of config.pbtxt is not in the model "
+                    f"(it has {', '.join(found)})"
+                )
+        return backend
 
     @property
     def runner(self) -> str:

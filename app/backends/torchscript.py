@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ class TorchScriptBackend:
     runtime = "torchscript"
     platform = "pytorch_torchscript"
     runner = "torchscript"
+    images, tensors = True, False
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
@@ -25,9 +27,9 @@ class TorchScriptBackend:
         self.explains = hasattr(module, "explain")
 
     @classmethod
-    def load(cls, path: str | Path) -> TorchScriptBackend:
+    def load(cls, path: str | Path, manifest: dict[str, Any] | None = None) -> TorchScriptBackend:
         """Load the module onto the CPU without running it (safe before fork), once
-        app.trust's screen passed."""
+        app.trust's screen passed; the module says all the manifest would."""
         return cls(trust.load_torchscript(path))
 
     def resolve_precision(self, setting: str, device: torch.device, max_batch: int) -> str:

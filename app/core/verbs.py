@@ -172,10 +172,7 @@ class Core:
             futures = []
             for upload in uploads:
                 try:
-                    with reservation.turn():  # oldest first, as many at once as CPUs
-                        tensor = imaging.load_pixels(
-                            upload.data, spec, conf.max_pixels, conf.decode
-                        )
+                    tensor = imaging.load_pixels(upload.data, spec, conf.max_pixels, conf.decode)
                 except errors.ApiError as exc:
                     if upload.filename is not None:
                         exc.message = f"{upload.filename}: {exc.message}"

@@ -36,7 +36,7 @@ the model once; --labels/--labels-zh (one per line, or JSON such as index_to_nam
 match it. Without labels, 1000 classes get the ImageNet-1K names in English and Chinese.
 
 Format: TorchScript (fp32; the service casts it), --format onnx (fp32, served by ONNX Runtime),
-or --format pt2 --precision fp32|bf16|int8 (torch.export + AOTInductor, app/pt2.py; int8
+or --format pt2 --precision fp32|bf16|int8 (torch.export + AOTInductor, app/export/pt2.py; int8
 calibrates on --calibrate DIR).
 
 Nothing is written unless everything checks out, an existing artifact is replaced only with
@@ -52,7 +52,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app import pt2
+from app.export import pt2
 from app.export.library import export
 from app.export.request import DEFAULT_ARCH, FORMATS, INTERPOLATIONS, ExportError, ExportRequest
 

@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from app import sniff
-from app.export.request import ExportError
-from app.export.sources import (
+from app.export.files import (
     RANDOM_SEED,
     Loaded,
     load_into,
@@ -37,6 +36,7 @@ from app.export.sources import (
     summary,
     weights_file,
 )
+from app.export.request import ExportError
 
 log = logging.getLogger("wanwu.export")
 

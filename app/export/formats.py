@@ -17,8 +17,8 @@ from app import imaging, runtime
 from app import labels as labelling
 from app.backends.onnx import OnnxBackend
 from app.export import explainable
+from app.export.files import summary
 from app.export.request import ExportError
-from app.export.sources import summary
 from app.labels import LabelError, read_labels
 
 log = logging.getLogger("wanwu.export")

@@ -13,15 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app import pt2
-from app.artifact import manifest_path, write_artifact
-from app.export import formats, sources
+from app.artifact import PT2_FORMAT, manifest_path, write_artifact
+from app.export import files, formats, pt2, sources
 from app.export.request import ExportError, ExportRequest
 
 
 def export(
     request: ExportRequest,
-    loaded: sources.Loaded | None = None,
+    loaded: files.Loaded | None = None,
     record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the artifact `request` asks for at `request.out`; return its manifest.
@@ -79,7 +78,7 @@ def _source_option(request: ExportRequest) -> str:
     return f"--arch {request.arch}"
 
 
-def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any]) -> tuple:
+def _saver(request: ExportRequest, loaded: files.Loaded, spec: dict[str, Any]) -> tuple:
     """How the artifact is saved, its format name, and the format's own manifest fields."""
     if request.format == "pt2":
         if not isinstance(spec["crop"], int):
@@ -103,7 +102,7 @@ def _saver(request: ExportRequest, loaded: sources.Loaded, spec: dict[str, Any])
         fields = pt2.manifest_fields(
             request.precision, request.max_batch, request.device, calibration
         )
-        return save, pt2.FORMAT, fields
+        return save, PT2_FORMAT, fields
     file_format = "onnx" if request.onnx is not None else "torchscript"  # what a file holds
     if loaded.file is not None and request.format == file_format:
         return formats.save_copy(loaded.file), request.format, {}  # served as it is

@@ -33,8 +33,8 @@ from typing import Any
 
 from app import bounds, sniff
 from app.artifact import sha256_file
+from app.export.files import Loaded, load_torchscript
 from app.export.request import ExportError
-from app.export.sources import Loaded, load_torchscript
 from app.labels import LabelError, read_labels
 
 log = logging.getLogger("wanwu.export")

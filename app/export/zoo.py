@@ -47,6 +47,8 @@ EXPORTS = {
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m app.export.zoo NAME [export options]`: export NAME as EXPORTS says."""
+    # Imported when run as a command only: `--arch app.export.zoo:NAME` imports this module
+    # for its factory, and the export library never loads the command line.
     from app.export import cli
 
     argv = sys.argv[1:] if argv is None else argv

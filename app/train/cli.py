@@ -23,9 +23,8 @@ import signal
 import sys
 from pathlib import Path
 
-from app import pt2
 from app.export import cli as export_cli
-from app.export import zoo
+from app.export import pt2, zoo
 from app.export.request import PREPROCESSING, ExportError, ExportRequest
 from app.train import data, report, rollout
 from app.train.features import HeadError

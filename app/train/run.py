@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from app.export import formats, sources
+from app.export.files import Loaded
 from app.export.library import export
 from app.export.request import ExportError, ExportRequest
 from app.settings import Settings
@@ -139,7 +140,7 @@ def train(request: ExportRequest, options: Options) -> dict[str, Any]:
     labels_zh = options.data / dataset.LABELS_ZH
     if request.labels_zh is None and labels_zh.is_file():
         request = replace(request, labels_zh=labels_zh)
-    trained_model = sources.Loaded(model, provenance, loaded.arch, spec, data.classes)
+    trained_model = Loaded(model, provenance, loaded.arch, spec, data.classes)
     manifest = export(request, trained_model, {"training": record})
     lap("export")
     return {

@@ -1,46 +1,37 @@
-"""torch.export + AOTInductor packages (.pt2): compiled at export time, loaded like TorchScript.
+""".pt2 packages built: torch.export + AOTInductor, compiled at export time (fp32, bf16, int8).
 
-Policy:
+Serving one is app/backends/pt2.py's. Policy:
 - A package holds one precision: fp32, bf16, or int8 (PT2E static quantisation with torchao's
   X86InductorQuantizer, calibrated on the user's images preprocessed by `app.imaging` exactly
   as the service does). Its batch dimension is dynamic, 1..max batch, so one compiled program
   serves every batch the batcher forms; inputs are channels-last.
 - The package records its precision twice: in its own metadata and in the manifest beside it.
-  Serving needs nothing but WANWU_MODEL; `serving_precision` says how WANWU_PRECISION is read.
 - CPU packages are compiled with dynamic threads: by default inductor bakes the compiling
   process's thread count into every kernel, and a 2 x 1 worker layout would then run two
   threads per worker.
 - int8 is checked at export: its top-1 on the calibration images against the fp32 model's,
   printed, and the package refused below a minimum share (`check_agreement`). On a CPU
   without VNNI activations are quantized to 7 bits (`reduced_range`), recorded in the
-  manifest; such a CPU serving a package made with 8 bits logs a warning.
-- A CPU package is loaded in the Gunicorn master without a forward pass (loading starts no
-  thread); a CUDA package is loaded by each worker after fork, as CUDA must not be touched in
-  the master. A CPU package runs through app.aoti (without the GIL) once a worker's first call
-  has checked it against torch's loader (`Package`).
-
-Building and serving one format sit together here, hence a little over 300 lines.
+  manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from app import aoti, imaging
-from app.settings import SettingsError
+from app import imaging
+from app.artifact import PT2_FORMAT
+from app.backends.pt2 import DTYPES, PRECISION_KEY, reduced_range
 
 log = logging.getLogger(__name__)
 
-FORMAT = "pt2-aoti"
 PRECISIONS = ("fp32", "bf16", "int8")
-PRECISION_KEY = "wanwu.precision"  # in the package's own metadata
 CALIBRATION_IMAGES = 200  # PTQ needs a few hundred representative images, not thousands
 MIN_AGREEMENT = 0.9  # of int8's top-1 answers on the held-out images equal to fp32's
 # One image in HOLD_OUT_EVERY (the 1st, 6th, 11th... by name) judges int8's agreement and is
@@ -48,8 +39,6 @@ MIN_AGREEMENT = 0.9  # of int8's top-1 answers on the held-out images equal to f
 # 100 of 100.
 HOLD_OUT_EVERY = 5
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
-_GIL_HELD = "which holds the GIL during a pass (request threads wait for it)"
 
 
 class AgreementError(ValueError):
@@ -141,13 +130,6 @@ def _quantize(
     return convert_pt2e(prepared)
 
 
-def reduced_range() -> bool:
-    """Whether int8 activations keep to 7 bits here: a CPU without VNNI multiplies u8 by s8
-    in 16-bit sums that can saturate with 8-bit activations (torchao's x86 quantizer says so),
-    and its answers can then stray far from fp32's (docs/BENCHMARKS.md, fidelity of int8)."""
-    return not torch.cpu._is_vnni_supported()  # noqa: SLF001  (torch has no public check)
-
-
 def compile_package(
     model: torch.nn.Module,
     out: Path,
@@ -168,9 +150,9 @@ def compile_package(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and (calibration is None or device != "cpu"):
         raise ValueError("int8 packages are built on the CPU from calibration images")
-    model = model.eval().to(device=device, dtype=_DTYPES[precision])
+    model = model.eval().to(device=device, dtype=DTYPES[precision])
     example = torch.randn(min(2, max_batch), 3, crop, crop, device=device)
-    example = example.to(_DTYPES[precision]).contiguous(memory_format=torch.channels_last)
+    example = example.to(DTYPES[precision]).contiguous(memory_format=torch.channels_last)
     # A dynamic dimension needs an example of at least 2; a max batch of 1 stays static.
     batch = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if max_batch > 1 else None
     if precision == "int8":
@@ -236,124 +218,12 @@ def check_agreement(
     return agreement
 
 
-class Package:
-    """A .pt2 package: loaded once, then called with an input batch, returning logits.
-
-    Two runners: torch's loader, and for a CPU package app.aoti's, which releases the GIL
-    during a pass. Both are opened by `load` (in the master, no pass run). The first call in a
-    process (a worker's warm-up, after fork) runs both on a fixed input: app.aoti's serves from
-    then on if its output equals torch's, else torch's does, with a warning, as it does when
-    app.aoti cannot open the package at all. `runner` names the one serving: "ctypes" or
-    "torch", and "unchecked" until that first call decides.
-    """
-
-    def __init__(self, path: str | Path, manifest: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.precision: str = manifest["precision"]
-        self.device_type: str = manifest["device"]
-        self.max_batch: int = manifest["max_batch"]
-        self.crop: int = manifest["input"]["crop"]
-        self.input_dtype = _DTYPES[self.precision]
-        if manifest.get("int8_reduced_range") is False and reduced_range():
-            log.warning(
-                "%s was quantized on a CPU with VNNI, with 8-bit activations; this CPU has no "
-                "VNNI, so its int8 answers may stray from fp32's: export it again here",
-                self.path.name,
-            )
-        self.runner = "torch"
-        self._loader: Any = None
-        self._serving: Any = None
-        self._candidate: aoti.Runner | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._loader is not None
-
-    def load(self, device_index: int = -1) -> None:
-        """Load the compiled program and its constants; runs nothing (safe before fork)."""
-        loader = torch._inductor.aoti_load_package(str(self.path), device_index=device_index)
-        recorded = loader.get_metadata().get(PRECISION_KEY)
-        if recorded != self.precision:
-            raise SettingsError(
-                f"{self.path} was compiled as {recorded}, its manifest says {self.precision}: "
-                "re-export the model"
-            )
-        self._loader = self._serving = loader
-        if self.device_type != "cpu":
-            return
-        try:
-            self._candidate = aoti.Runner(self.path, self.crop, self.input_dtype, self.max_batch)
-            self.runner = "unchecked"
-        except (RuntimeError, OSError, zipfile.BadZipFile) as exc:  # aoti.Unsupported, or
-            # what setting it up hit (a noexec /tmp, a failed create): torch's loader serves
-            log.warning("%s: %s; served by torch's loader, %s", self.path.name, exc, _GIL_HELD)
-
-    def _self_check(self, candidate: aoti.Runner) -> None:
-        """Serve with `candidate` if it answers a fixed input exactly as torch's loader does."""
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(min(2, self.max_batch), 3, self.crop, self.crop, generator=generator)
-        x = x.to(self.input_dtype).contiguous(memory_format=torch.channels_last)
-        try:
-            agree = torch.equal(candidate(x), self._loader(x))
-            reason = "its output differs from torch's loader's on a fixed input"
-        except (RuntimeError, ValueError) as exc:
-            agree, reason = False, str(exc)
-        if agree:
-            self._serving, self.runner = candidate, "ctypes"
-        else:
-            self.runner = "torch"
-            log.warning(
-                "%s: the GIL-free runner failed its self-check (%s); served by torch's loader, %s",
-                self.path.name,
-                reason,
-                _GIL_HELD,
-            )
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._candidate is not None:  # the first call in this process
-            candidate, self._candidate = self._candidate, None
-            self._self_check(candidate)
-        return self._serving(x)
-
-
-def serving_precision(setting: str, package: Package, device: torch.device, max_batch: int) -> str:
-    """The precision a package is served in: always its own; refuse a conflicting setting.
-
-    `auto` (the default) and the package's own precision agree. `fp32`, the default before
-    `auto`, is still in many configurations, so it is logged and the package's precision
-    served; `bf16` or `fp16` against a package of another precision stop start-up. A package
-    runs only on the device type it was compiled for, and batches no larger than it was
-    compiled for.
-    """
-    name = package.path.name
-    if max_batch > package.max_batch:
-        raise SettingsError(
-            f"WANWU_MAX_BATCH={max_batch} but {name} takes batches of at most "
-            f"{package.max_batch}: lower WANWU_MAX_BATCH or re-export with a larger max batch"
-        )
-    if device.type != package.device_type:
-        raise SettingsError(
-            f"{name} is compiled for {package.device_type} but WANWU_DEVICE resolves to "
-            f"{device}: set WANWU_DEVICE={package.device_type} or export on the serving device"
-        )
-    if setting in ("auto", package.precision):
-        return package.precision
-    if setting == "fp32":
-        log.info("%s is an %s package: serving %s", name, package.precision, package.precision)
-        return package.precision
-    raise SettingsError(
-        f"WANWU_PRECISION={setting} conflicts with {name}, an {package.precision} package: "
-        f"unset WANWU_PRECISION, or export a {setting} package "
-        f"(--format pt2 --precision {setting})"
-    )
-
-
 def manifest_fields(
     precision: str, max_batch: int, device: str, calibration: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What a package's manifest records beyond the TorchScript export's fields."""
     fields: dict[str, Any] = {
-        "format": FORMAT,
+        "format": PT2_FORMAT,
         "precision": precision,
         "device": device,
         "max_batch": max_batch,
@@ -363,8 +233,3 @@ def manifest_fields(
     if precision == "int8":
         fields["int8_reduced_range"] = reduced_range()
     return fields
-
-
-def is_package(manifest: dict[str, Any]) -> bool:
-    """Whether a manifest describes a .pt2 package (else a TorchScript artifact)."""
-    return manifest.get("format") == FORMAT

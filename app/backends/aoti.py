@@ -14,7 +14,7 @@ thread of our own still has to call some runner, and torch's holds the GIL.
 Policy:
 - Written against one torch release (TORCH_VERSION) and its private tensor-handle helpers
   (`torch._C._aoti`): another torch, a missing helper or C symbol, or a package outside what
-  this runner handles raises `Unsupported`; app.pt2 then serves with torch's loader.
+  this runner handles raises `Unsupported`; app.backends.pt2 then serves with torch's loader.
 - Handled: a CPU package holding one model as one .so with its constants inside, no proxy
   executor (a `.json` beside the .so other than `*_metadata.json` means custom ops run
   through one, which only torch's loader provides).
