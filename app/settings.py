@@ -1,7 +1,7 @@
 """Every setting of the service, read from WANWU_* environment variables and validated once.
 
-Over 300 lines on purpose: each setting is declared here once (default, help, rule) and the
-README's table is generated from these declarations, so the list stays in one place.
+It is long because each setting is declared here once (default, help, rule) and the README's
+table is generated from these declarations, so the list stays in one place.
 """
 
 from __future__ import annotations

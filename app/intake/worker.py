@@ -21,8 +21,8 @@ reaches Gunicorn's worker loop, which would exit the worker. Settings the intake
 
 Gunicorn documents none of the methods overridden here as extension points, so
 pyproject.toml pins gunicorn 27 (gthread.py of 27.0.1) and tests/test_intake.py runs this
-worker under the real server. (Some 370 lines: one class, because the methods gthread's loop
-calls share one connection's state; framing and policy live in their own modules.)
+worker under the real server. It is long because it is one class: the methods gthread's loop
+calls share one connection's state; framing and policy live in their own modules.
 """
 
 from __future__ import annotations
