@@ -3,14 +3,16 @@
 
 Starts real Gunicorn (gunicorn.conf.py) with the given WANWU_* settings, drives closed-loop
 load with real JPEGs (raw-body POSTs, one image each) at each concurrency, and reports
-images/s, p50/p90/p99 latency, mean batch size (from /metrics), the server's CPU ms and its
-forward passes' ms per image (where the time goes) and per-worker memory. In the
-same run it measures, in fresh processes, the model-only ceiling (best images/s at batch sizes
-up to WANWU_MAX_BATCH, all usable CPUs) and one unbatched pass plus decode, and prints the
-service's ratio to each. A second ceiling runs the service's own layout model-only: one fresh
-process per worker, each with the worker's threads, all at once (their images/s summed); on a
-loaded machine a pass whose threads wait for each other at every barrier stalls, so the
-all-CPUs figure can fall below what the workers' layout does.
+images/s, p50/p90/p99 latency and p99 over the mean, mean batch size (from /metrics), the
+server's CPU ms and its forward passes' ms per image (where the time goes) and per-worker
+memory. In the same run it measures, in fresh processes, the model-only ceiling (best images/s
+at batch sizes up to WANWU_MAX_BATCH, all usable CPUs), one unbatched pass plus decode, and the
+limit a service would reach if an image cost only its forward pass and its JPEG decode
+(`usable CPUs / (forward + decode CPU ms per image)`), and prints the service's ratio to each.
+A second ceiling runs the service's own layout model-only: one fresh process per worker, each
+with the worker's threads, all at once (their images/s summed); on a loaded machine a pass
+whose threads wait for each other at every barrier stalls, so the all-CPUs figure can fall
+below what the workers' layout does.
 """
 
 from __future__ import annotations
@@ -70,6 +72,15 @@ def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[f
     return best, (single + statistics.median(decode_times)) * 1000
 
 
+def decode_ms(model: Path, settings: Settings, images) -> float:
+    """CPU ms of the JPEG decode alone (the service's decode policy), per image, on average."""
+    short = imaging.decoded_short(read_manifest(model)["input"], settings.decode)
+    start = time.thread_time()
+    for _, data in images:
+        imaging.decode(data, 10**9, short)
+    return (time.thread_time() - start) * 1000 / len(images)
+
+
 def generator_cpu() -> float:
     """CPU seconds of this process and of its finished load-generator processes."""
     times = os.times()
@@ -111,11 +122,20 @@ def main() -> int:
         f"{settings.torch_threads} threads at once): {layout:.1f} images/s"
     )
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
+    # The forward pass's CPU time per image at the better of the two ceilings.
+    forward_ms = usable_cpus() * 1000 / max(ceiling, layout)
+    jpeg_ms = decode_ms(args.model, settings, images)
+    limit = usable_cpus() * 1000 / (forward_ms + jpeg_ms)
     print(
-        "\n| clients | images/s | vs ceiling | vs layout | p50 ms | p90 ms | p99 ms | mean batch "
-        "| server CPU ms/image | pass ms/image | load generator CPU | errors |"
+        f"- limit: {usable_cpus()} CPUs / (forward {forward_ms:.2f} + JPEG decode {jpeg_ms:.2f} "
+        f"CPU ms per image) = {limit:.1f} images/s"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| clients | images/s | vs ceiling | vs layout | vs limit | p50 ms | p90 ms | p99 ms "
+        "| p99/mean | mean batch | server CPU ms/image | pass ms/image | load generator CPU "
+        "| errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with options.start_server(args.model, args.set) as srv:
         make = srv.make(images)
         settle(make)
@@ -129,15 +149,18 @@ def main() -> int:
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
             server_ms = (cpu_seconds(srv.pid) - server_cpu) * 1000 / images
             pass_ms = (histogram(srv.url, PASS)[0] - passes) * 1000 / images
+            mean_ms = statistics.fmean(r.latency * 1000 for r in row.records if r.status == 200)
             print(
                 f"| {concurrency} | {row.rate:.1f} | {100 * row.rate / ceiling:.0f} % | "
-                f"{100 * row.rate / layout:.0f} % | "
-                f"{row.p50:.1f} | {row.p90:.1f} | {row.p99:.1f} | {mean_batch:.2f} | "
+                f"{100 * row.rate / layout:.0f} % | {row.rate / limit:.2f} | "
+                f"{row.p50:.1f} | {row.p90:.1f} | {row.p99:.1f} | {row.p99 / mean_ms:.2f} | "
+                f"{mean_batch:.2f} | "
                 f"{server_ms:.2f} | {pass_ms:.2f} | {100 * client_share:.0f} % | {row.errors} |",
                 flush=True,
             )
             if concurrency == 1:
-                print(f"|   | c=1 p50 vs one pass + decode: {row.p50 / single_ms:.2f}x |||||||||||")
+                ratio = row.p50 / single_ms
+                print(f"|   | c=1 p50 vs one pass + decode: {ratio:.2f}x |||||||||||||")
         pids = srv.worker_pids()
         memories = [memory.smaps_rollup(pid) for pid in pids]
     print(
