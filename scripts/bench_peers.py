@@ -204,6 +204,7 @@ def wanwu(
         max_batch=MAX_BATCH,
         max_wait_ms=WAIT_MS,
         cpu_fusion=int(fuse),
+        precision="fp32",  # as the peers run it; `auto` picks bf16 on a CPU with native bf16
     )
 
 
