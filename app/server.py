@@ -119,10 +119,13 @@ def post_worker_init(worker, settings: Settings) -> None:
             pool.shutdown(wait=False)
             while not stopped and not futures.wait([caught_up], 0.1).done:
                 worker.notify()
-    if stopped:
-        worker.log.info("worker %s: stopped during warm-up", worker.pid)
-        logging.shutdown()
-        os._exit(0)
+        if stopped:
+            # Still under this block's handlers: the master's SIGQUIT, which follows a Ctrl-C,
+            # would otherwise raise SystemExit here and run worker_exit, which waits for the
+            # warm-up to finish.
+            worker.log.info("worker %s: stopped during warm-up", worker.pid)
+            logging.shutdown()
+            os._exit(0)
     caught_up.result()
     worker.wanwu_follower.start()
     if settings.grpc_bind:  # grpcio is imported after fork, never before
