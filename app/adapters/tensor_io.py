@@ -192,6 +192,8 @@ def _from_json(config: TensorSpec, shape: list[int], count: int, data: Any) -> n
 def _flatten(data: Any, name: str) -> list[Any]:
     if not isinstance(data, list):
         raise errors.BadRequest(f"input '{name}' needs 'data' (a list) or binary data")
+    if not any(isinstance(item, list) for item in data):  # flat already (gRPC's contents)
+        return data
     flat: list[Any] = []
     for item in data:
         flat.extend(_flatten(item, name) if isinstance(item, list) else [item])
