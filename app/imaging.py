@@ -6,10 +6,10 @@ Two decode policies (WANWU_DECODE):
 - `fast` lets a large picture come back smaller, never below FAST_MARGIN x the resize target
   on its short side: a JPEG is decoded DCT-scaled by 1/2, 1/4 or 1/8 (`Image.draft`, so the
   full-size picture never exists), any other format is decoded in full and box-reduced by 2,
-  4 or 8 (`Image.reduce`). Then only the centre crop's window is resampled to the crop
-  size (`Image.resize(box=...)`), instead of the whole picture before cropping: the same
-  geometry, but Pillow takes the window in single precision, so a pixel may come out one
-  level off torchvision's (docs/BENCHMARKS.md, issue 38); top-1 is unchanged.
+  4 or 8 (`Image.reduce`). Then a bilinear or bicubic resize runs on Pillow's 8-bit bytes
+  with torch's vectorised uint8 kernels (Pillow's own antialiased algorithm, 2-3x faster on
+  the shared photos): a pixel may come out up to two levels off torchvision's reference
+  (docs/BENCHMARKS.md, issue 38); top-1 is unchanged. Other filters resize as in `exact`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import pillow_heif
 import torch
 import torchvision.transforms.functional as F
+import torchvision.transforms.v2.functional as F2
 from PIL import AvifImagePlugin, ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
@@ -67,6 +68,11 @@ _BMFF_BRANDS = (
 _REDUCIBLE = ("RGB", "RGBA", "L", "LA")
 
 _WHITE = (255, 255, 255)
+
+# The filters torch resizes on uint8 pixels in its own vectorised kernels. A lone image is
+# one unit of their parallel loop, so a request thread runs them inline: no OpenMP team of
+# its own competing with the model's thread.
+_TENSOR_FILTERS = ("bilinear", "bicubic")
 
 
 def _looks_like_image(data: bytes) -> bool:
@@ -182,40 +188,41 @@ def pixels(
             f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
             f"within {max_pixels} pixels."
         )
-    img = resize_crop(img, resize, crop, interpolation, fast)
-    # np.array, not asarray: asarray's view of Pillow's bytes is read-only, which torch warns
-    # about; one more copy of a crop's bytes costs microseconds.
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    if fast and interpolation in _TENSOR_FILTERS:
+        return resize_crop_tensor(channels_last(img), resize, crop, interpolation)
+    return channels_last(resize_crop(img, resize, crop, interpolation))
+
+
+def channels_last(img: Image.Image) -> torch.Tensor:
+    """An RGB picture's bytes as a uint8 (3, height, width) tensor whose memory is Pillow's
+    (height, width, 3) order: what the model and torch's uint8 resize take without a reorder.
+    """
+    # Pillow stores a pixel in 4 bytes, so packing them (tobytes) is the least there is; the
+    # bytearray's plain copy makes them writable, as torch wants, cheaper than np.array.
+    flat = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return flat.view(img.height, img.width, 3).permute(2, 0, 1)
 
 
 def resize_crop(
-    img: Image.Image,
-    resize: int | Sequence[int],
-    crop: int | Sequence[int],
-    interpolation: str,
-    fast: bool = False,
+    img: Image.Image, resize: int | Sequence[int], crop: int | Sequence[int], interpolation: str
 ) -> Image.Image:
-    """torchvision's Resize + CenterCrop, bit for bit; with `fast`, only the crop's window.
-
-    The fast way resamples only the columns, then the rows, that the centre crop keeps,
-    straight to the crop size: the cut-off sides are never resampled (1.6x less CPU on the
-    shared photos, docs/BENCHMARKS.md). Pillow takes the window's corners in single
-    precision, so a pixel may come out one level off. A crop larger than the resized
-    picture (which CenterCrop pads) takes the exact way.
-    """
-    filter_ = F.pil_modes_mapping[InterpolationMode(interpolation)]
-    left, top, right, bottom = crop_window(img.width, img.height, resize, crop)
-    if fast and left >= 0 and top >= 0:
-        height, width = size_hw(crop)
-        # Two passes, horizontal first, as Pillow runs a resize that keeps the aspect ratio.
-        # Given both sides of the window at once, Pillow may run the vertical pass first
-        # (it compares the window with the whole picture), and the 8-bit picture between
-        # the passes then differs: up to 15 levels at sharp edges, against 1 this way.
-        columns = img.resize((width, img.height), filter_, box=(left, 0, right, img.height))
-        return columns.resize((width, height), filter_, box=(0, top, width, bottom))
+    """torchvision's Resize + CenterCrop on a picture, bit for bit (the `exact` way)."""
     size = [resize] if isinstance(resize, int) else list(size_hw(resize))
     img = F.resize(img, size, interpolation=InterpolationMode(interpolation), antialias=True)
     return F.center_crop(img, list(size_hw(crop)))
+
+
+def resize_crop_tensor(
+    pixels: torch.Tensor,
+    resize: int | Sequence[int],
+    crop: int | Sequence[int],
+    interpolation: str,
+) -> torch.Tensor:
+    """The same Resize + CenterCrop on uint8 (3, H, W) pixels (the `fast` way): the same sizes,
+    offsets and padding; the resampling is Pillow's algorithm, rounded its own way."""
+    size = [resize] if isinstance(resize, int) else list(size_hw(resize))
+    pixels = F2.resize(pixels, size, interpolation=InterpolationMode(interpolation), antialias=True)
+    return F2.center_crop(pixels, list(size_hw(crop)))
 
 
 def crop_window(
