@@ -21,7 +21,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 # breaks ties within one frame only; the innermost matching frame decides.
 STAGES: dict[str, tuple[str, ...]] = {
     "decode": ("decode (app/imaging.py", "to_rgb (app/imaging.py"),
-    "resize/crop": ("torchvision/transforms/", "resize_crop (app/imaging.py"),
+    # With the copy of Pillow's bytes (`channels_last`, under `pixels`); torch's uint8 resize
+    # (fast mode) is the one torch.nn.functional call outside a model.
+    "resize/crop": (
+        "torchvision/transforms/",
+        "resize_crop",
+        "channels_last (app/imaging.py",
+        "pixels (app/imaging.py",
+        "torch/nn/functional.py",
+    ),
     "normalise": ("preprocess (app/imaging.py", "normalise (app/imaging.py"),
     "forward": ("app/model.py", "app/backends/", "torch/"),
     "metrics": ("prometheus_client/", "app/metrics.py"),
@@ -33,8 +41,10 @@ STAGES: dict[str, tuple[str, ...]] = {
     "batching hand-offs": ("app/batcher.py", "concurrent/futures/", "threading.py"),
 }
 REST = "rest (adapters, core, sockets)"
-# A sample whose innermost frame is one of these is a thread blocked, not spending CPU.
-_WAITS = ("Condition.wait (", "Event.wait (", "select (selectors.py", "_worker (concurrent")
+# A sample whose innermost frame is one of these is a thread blocked, or woken and waiting for
+# a CPU (py-spy counts a runnable thread as busy), not spending CPU. py-spy names methods
+# with their class, as the event loop's wait on Linux: "EpollSelector.select (selectors.py".
+_WAITS = ("Condition.wait (", "Event.wait (", "EpollSelector.select (", "_worker (concurrent")
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -104,23 +114,33 @@ def split_cpu(
     used: dict[int, tuple[str, float]],
     samples: dict[int, collections.Counter[str]],
     model_thread: str,
+    loop_threads: frozenset[int] = frozenset(),
 ) -> collections.Counter[str]:
-    """CPU seconds per stage: the sampled threads' time shared out by all their samples.
+    """CPU seconds per stage: each kind of thread's time shared out by its own samples.
 
-    Pooled, not thread by thread: at a few dozen samples a second a request thread that ran
-    for a few milliseconds may have none, and its time still belongs to some stage.
+    Three kinds, each pooled: the model's thread, the workers' event loops (`loop_threads`:
+    their main threads) and the request threads. Pooled, not thread by thread: at a few dozen
+    samples a second a request thread that ran for a few milliseconds may have none, and its
+    time still belongs to some stage. Not across kinds: py-spy samples a runnable thread
+    waiting for its CPU as busy, and the model's thread, preempted by request threads on the
+    same CPU, would take their time.
     """
     stages: collections.Counter[str] = collections.Counter()
-    pooled = collections.Counter()
-    sampled = 0.0
+    pooled: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    sampled: collections.Counter[str] = collections.Counter()
     for tid, (name, seconds) in used.items():
+        kind = "model" if name == model_thread else "loop" if tid in loop_threads else "requests"
         if tid in samples:
-            pooled.update(samples[tid])
-        if tid in samples or name != model_thread:
-            sampled += seconds
-        else:
+            pooled[kind].update(samples[tid])
+            sampled[kind] += seconds
+        elif kind == "model":
             stages["forward"] += seconds  # an OpenMP helper of the model thread
-    total = sum(pooled.values())
-    for stage, n in pooled.items():
-        stages[stage] += sampled * n / total
+        else:
+            sampled[kind] += seconds
+    for kind, seconds in sampled.items():
+        total = sum(pooled[kind].values())
+        if not total:
+            stages[REST] += seconds
+        for stage, n in pooled[kind].items():
+            stages[stage] += seconds * n / total
     return stages

@@ -82,7 +82,7 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
         lone = lone_requests(srv.url, images, args.lone)
     latencies = [1000 * r.latency for r in answered if r.status == 200]
     ok = len(latencies)
-    stages = cpu.split_cpu(used, cpu.samples_by_thread(spy_dir), MODEL_THREAD_NAME)
+    stages = cpu.split_cpu(used, cpu.samples_by_thread(spy_dir), MODEL_THREAD_NAME, frozenset(pids))
     shutil.rmtree(spy_dir, ignore_errors=True)
     return {
         "ms": {stage: 1000 * seconds / ok for stage, seconds in stages.items()},
