@@ -301,8 +301,9 @@ class Settings:
         "WANWU_DECODE",
         "fast",
         "fast decodes large photos scaled down (JPEG DCT scaling, else box reduction) to at "
-        "least twice the resize target and resamples only the crop's window; exact decodes "
-        "every pixel, bit-exact to torchvision.",
+        "least twice the resize target and resizes 8-bit pixels with torch's vectorised "
+        "kernels (within 2 levels of torchvision); exact decodes every pixel and resizes "
+        "with Pillow, bit-exact to torchvision.",
         one_of("fast", "exact"),
     )
     api_keys: tuple[str, ...] = _setting(
