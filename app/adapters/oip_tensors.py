@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,15 @@ def deserialize_bytes(data: bytes | memoryview, most: int) -> list[bytes]:
     return images
 
 
-def _flatten(data: Any) -> list[Any]:
+def is_typed_contents(data: Any) -> bool:
+    """Whether `data` is gRPC's typed contents, protobuf's flat repeated field: a sequence
+    that JSON never makes (its sequences are lists and strings)."""
+    return isinstance(data, Sequence) and not isinstance(data, list | str | bytes)
+
+
+def _flatten(data: Any) -> Sequence[Any]:
+    if is_typed_contents(data):  # gRPC's bytes_contents: flat, counted before read
+        return data
     if not isinstance(data, list):
         raise errors.BadRequest(f"{INPUT} needs 'data' (a list of base64 strings) or binary data.")
     flat: list[Any] = []

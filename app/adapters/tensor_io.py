@@ -15,6 +15,7 @@ without a label_filename), the raw values, six decimals, as Triton writes them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,10 +190,12 @@ def _from_json(config: TensorSpec, shape: list[int], count: int, data: Any) -> n
         raise errors.BadRequest(f"input '{config.name}': {exc}") from None
 
 
-def _flatten(data: Any, name: str) -> list[Any]:
+def _flatten(data: Any, name: str) -> Sequence[Any]:
+    if oip_tensors.is_typed_contents(data):  # flat already, and read only once counted
+        return data
     if not isinstance(data, list):
         raise errors.BadRequest(f"input '{name}' needs 'data' (a list) or binary data")
-    if not any(isinstance(item, list) for item in data):  # flat already (gRPC's contents)
+    if not any(isinstance(item, list) for item in data):
         return data
     flat: list[Any] = []
     for item in data:

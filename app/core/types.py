@@ -48,10 +48,10 @@ class Explained(Classified):
 class InferInput:
     """One input tensor as the client named it, not yet checked: each field holds what came.
 
-    Its contents are JSON's `data` (nested lists; from gRPC's typed contents a flat list, BYTES
-    elements as bytes) or `raw` bytes in Triton's binary layout (little-endian, BYTES elements
-    each a u32 length then its bytes), or neither: over REST, `binary_data_size` among its
-    parameters then names its share of the request's `binary`.
+    Its contents are JSON's `data` (nested lists; from gRPC's typed contents protobuf's flat
+    repeated field, BYTES elements as bytes) or `raw` bytes in Triton's binary layout
+    (little-endian, BYTES elements each a u32 length then its bytes), or neither: over REST,
+    `binary_data_size` among its parameters then names its share of the request's `binary`.
     """
 
     name: Any

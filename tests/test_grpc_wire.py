@@ -1,0 +1,64 @@
+"""gRPC's typed tensor contents read into the core's request: counted before they are read."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from app import errors
+from app.adapters import grpc_wire, tensor_io
+from app.grpc_proto import grpc_service_pb2 as pb
+from app.repository.triton import plan, read_config
+from app.tensor_model import TensorModel
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory) -> TensorModel:
+    """A pytorch_libtorch model: y = x * scale."""
+
+    class Two(torch.nn.Module):
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return x * scale
+
+    folder = tmp_path_factory.mktemp("repo") / "two"
+    (folder / "1").mkdir(parents=True)
+    torch.jit.script(Two()).save(str(folder / "1" / "model.pt"))
+    (folder / "config.pbtxt").write_text(
+        """platform: "pytorch_libtorch"
+        max_batch_size: 4
+        input [ { name: "x", data_type: TYPE_FP32, dims: [2] },
+                { name: "scale", data_type: TYPE_FP32, dims: [1] } ]
+        output [ { name: "y", data_type: TYPE_FP32, dims: [2] } ]"""
+    )
+    return TensorModel.load(plan(folder, "1", read_config(folder), "cpu"))
+
+
+def typed(x: object, x_shape: list[int]) -> pb.ModelInferRequest:
+    """A ModelInfer request as a plain gRPC client may build it: numbers in fp32_contents."""
+    request = pb.ModelInferRequest(model_name="two")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=x_shape)
+    tensor.contents.fp32_contents.extend(x)
+    scale = request.inputs.add(name="scale", datatype="FP32", shape=[1, 1])
+    scale.contents.fp32_contents.append(3.0)
+    return request
+
+
+def test_typed_contents_are_served(two):
+    rows = tensor_io.rows(two, grpc_wire.infer_request(typed([1.0, 2.0], [1, 2])))
+    (y,) = two(two.collate(rows))[0]
+    assert y.tolist() == [3.0, 6.0]
+
+
+def test_typed_contents_their_shape_does_not_hold_are_refused_unread(two):
+    request = typed(np.arange(1_000_000, dtype=np.float32), [1, 2])
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.BadRequest, match="unexpected number of elements 1000000"):
+            tensor_io.rows(two, grpc_wire.infer_request(request))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # as a list, the values would be about 32 MB of Python floats
