@@ -129,6 +129,31 @@ def libtorch(root: Path, name: str = "seeded_pt", classes: int = CLASSES) -> Pat
     return folder
 
 
+class Scaled(torch.nn.Module):
+    """y = x * scale: inputs bound by forward's argument names, not their order."""
+
+    def forward(self, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * scale
+
+
+SCALED_CONFIG = """\
+platform: "pytorch_libtorch"
+max_batch_size: 4
+input [ { name: "x", data_type: TYPE_FP32, dims: [2] },
+        { name: "scale", data_type: TYPE_FP32, dims: [1] } ]
+output [ { name: "y", data_type: TYPE_FP32, dims: [2] } ]
+"""
+
+
+def scaled(root: Path, name: str = "two") -> Path:
+    """A `pytorch_libtorch` model of two FP32 inputs, `Scaled`, scripted."""
+    folder = root / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    torch.jit.script(Scaled()).save(str(folder / "1" / "model.pt"))
+    (folder / "config.pbtxt").write_text(SCALED_CONFIG)
+    return folder
+
+
 DTYPES_CONFIG = """\
 name: "{name}"
 backend: "onnxruntime"

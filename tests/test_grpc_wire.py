@@ -6,33 +6,18 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
 
 from app import errors
 from app.adapters import grpc_wire, tensor_io
 from app.grpc_proto import grpc_service_pb2 as pb
 from app.repository.triton import plan, read_config
 from app.tensor_model import TensorModel
+from benchkit import triton_repo
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> TensorModel:
-    """A pytorch_libtorch model: y = x * scale."""
-
-    class Two(torch.nn.Module):
-        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-            return x * scale
-
-    folder = tmp_path_factory.mktemp("repo") / "two"
-    (folder / "1").mkdir(parents=True)
-    torch.jit.script(Two()).save(str(folder / "1" / "model.pt"))
-    (folder / "config.pbtxt").write_text(
-        """platform: "pytorch_libtorch"
-        max_batch_size: 4
-        input [ { name: "x", data_type: TYPE_FP32, dims: [2] },
-                { name: "scale", data_type: TYPE_FP32, dims: [1] } ]
-        output [ { name: "y", data_type: TYPE_FP32, dims: [2] } ]"""
-    )
+    folder = triton_repo.scaled(tmp_path_factory.mktemp("repo"))  # y = x * scale
     return TensorModel.load(plan(folder, "1", read_config(folder), "cpu"))
 
 

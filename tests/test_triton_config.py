@@ -130,20 +130,7 @@ def test_a_model_file_without_the_configs_tensors_is_refused(tmp_path, onnx_file
 
 
 def test_libtorch_inputs_by_forward_argument_name(tmp_path):
-    class Two(torch.nn.Module):
-        def forward(self, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return x * scale
-
-    folder = tmp_path / "two"
-    (folder / "1").mkdir(parents=True)
-    torch.jit.script(Two()).save(str(folder / "1" / "model.pt"))
-    (folder / "config.pbtxt").write_text(
-        """platform: "pytorch_libtorch"
-        max_batch_size: 4
-        input [ { name: "x", data_type: TYPE_FP32, dims: [2] },
-                { name: "scale", data_type: TYPE_FP32, dims: [1] } ]
-        output [ { name: "y", data_type: TYPE_FP32, dims: [2] } ]"""
-    )
+    folder = triton_repo.scaled(tmp_path)  # forward(scale, x); the config lists x first
     model = TensorModel.load(plan(folder, "1", read_config(folder), "cpu"))
     row = (np.array([1.0, 2.0], np.float32), np.array([3.0], np.float32))
     (y,) = model(model.collate([row]))[0]
