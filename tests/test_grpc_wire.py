@@ -47,3 +47,23 @@ def test_typed_contents_their_shape_does_not_hold_are_refused_unread(two):
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000  # as a list, the values would be about 32 MB of Python floats
+
+
+@pytest.mark.parametrize("whose", ["Request", "Input", "Output"])
+def test_a_parameter_map_past_the_bound_is_refused_unread(whose):
+    request = typed([1.0, 2.0], [1, 2])
+    params = {
+        "Request": request.parameters,
+        "Input": request.inputs[0].parameters,
+        "Output": request.outputs.add(name="y").parameters,
+    }[whose]
+    for i in range(100_000):
+        params[f"p{i}"].string_param = "x" * 16
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.BadRequest, match=f"{whose} parameters hold 100000 entries"):
+            grpc_wire.infer_request(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # as a dict, the entries would be about 20 MB of Python objects

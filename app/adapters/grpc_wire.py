@@ -18,8 +18,10 @@ from app.core.types import InferInput, InferOutput, InferRequest, RequestedOutpu
 from app.grpc_proto import grpc_service_pb2 as pb
 
 
-def _parameters(params: Any, drop: str = "") -> dict[str, Any]:
-    """An InferParameter map as the plain values OIP's JSON would hold, less `drop`."""
+def _parameters(params: Any, whose: str, drop: str = "") -> dict[str, Any]:
+    """An InferParameter map as the plain values OIP's JSON would hold, less `drop`; counted
+    before any entry is read (oip_tensors.MAX_PARAMETERS, as over REST)."""
+    oip_tensors.count_parameters(len(params), whose)
     return {  # an InferParameter with no value set is absent, as a JSON null would be
         key: getattr(value, choice)
         for key, value in params.items()
@@ -41,9 +43,9 @@ def infer_request(request: pb.ModelInferRequest) -> InferRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise errors.BadRequest("raw_input_contents must hold one entry per input.")
-    parameters = oip_tensors.bounded_parameters(_parameters(request.parameters), "Request")
+    parameters = _parameters(request.parameters, "Request")
     outputs = [
-        RequestedOutput(o.name, _parameters(o.parameters, drop="binary_data"))
+        RequestedOutput(o.name, _parameters(o.parameters, "Output", drop="binary_data"))
         for o in request.outputs
     ]
     return InferRequest(
@@ -72,7 +74,7 @@ def _input(tensor: Any, raw: bytes | None) -> InferInput:
     The values stay protobuf's repeated field, read only once counted against a shape the
     model accepts: as a Python list, 20 MB of FP32 would be about 160 MB of objects.
     """
-    parameters = _parameters(tensor.parameters)
+    parameters = _parameters(tensor.parameters, "Input")
     if raw is not None:
         return InferInput(tensor.name, tensor.datatype, list(tensor.shape), parameters, raw=raw)
     field = _CONTENTS.get(tensor.datatype)

@@ -133,11 +133,16 @@ def bounded_parameters(value: Any, whose: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise errors.BadRequest(f"{whose} parameters must be a JSON object.")
-    if len(value) > MAX_PARAMETERS:
-        raise errors.BadRequest(
-            f"{whose} parameters hold {len(value)} entries; at most {MAX_PARAMETERS} are taken."
-        )
+    count_parameters(len(value), whose)
     return value
+
+
+def count_parameters(count: int, whose: str) -> None:
+    """A 400 for more than MAX_PARAMETERS entries in a `parameters` object."""
+    if count > MAX_PARAMETERS:
+        raise errors.BadRequest(
+            f"{whose} parameters hold {count} entries; at most {MAX_PARAMETERS} are taken."
+        )
 
 
 def outputs(request: InferRequest) -> list[Output]:
