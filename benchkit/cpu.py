@@ -110,6 +110,30 @@ def samples_by_thread(out: Path) -> dict[int, collections.Counter[str]]:
     return samples
 
 
+# What each kind of worker thread is called in reports.
+KINDS = {
+    "model": "the model's thread and its OpenMP helpers",
+    "requests": "request threads",
+    "loop": "event loops",
+}
+
+
+def kind_of(tid: int, name: str, model_thread: str, loop_threads: frozenset[int]) -> str:
+    """A worker thread's kind: the model's (and its helpers, which share its name), an event
+    loop (a worker's main thread), or a request thread."""
+    return "model" if name == model_thread else "loop" if tid in loop_threads else "requests"
+
+
+def cpu_by_kind(
+    used: dict[int, tuple[str, float]], model_thread: str, loop_threads: frozenset[int]
+) -> collections.Counter[str]:
+    """CPU seconds per kind of thread, exactly as /proc counts them."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for tid, (name, seconds) in used.items():
+        kinds[kind_of(tid, name, model_thread, loop_threads)] += seconds
+    return kinds
+
+
 def split_cpu(
     used: dict[int, tuple[str, float]],
     samples: dict[int, collections.Counter[str]],
@@ -129,7 +153,7 @@ def split_cpu(
     pooled: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     sampled: collections.Counter[str] = collections.Counter()
     for tid, (name, seconds) in used.items():
-        kind = "model" if name == model_thread else "loop" if tid in loop_threads else "requests"
+        kind = kind_of(tid, name, model_thread, loop_threads)
         if tid in samples:
             pooled[kind].update(samples[tid])
             sampled[kind] += seconds

@@ -83,9 +83,11 @@ def loaded(checkout: Path, args: argparse.Namespace, precision: str, images) -> 
     latencies = [1000 * r.latency for r in answered if r.status == 200]
     ok = len(latencies)
     stages = cpu.split_cpu(used, cpu.samples_by_thread(spy_dir), MODEL_THREAD_NAME, frozenset(pids))
+    kinds = cpu.cpu_by_kind(used, MODEL_THREAD_NAME, frozenset(pids))
     shutil.rmtree(spy_dir, ignore_errors=True)
     return {
         "ms": {stage: 1000 * seconds / ok for stage, seconds in stages.items()},
+        "kinds": {kind: 1000 * seconds / ok for kind, seconds in kinds.items()},
         "rate": ok / elapsed,
         "batch": (images_after - images_before) / max(1.0, passes_after - passes_before),
         "latency": (statistics.mean(latencies), percentile(latencies, 99)),
@@ -178,6 +180,8 @@ def main() -> int:
         row(stage, [r["ms"].get(stage, 0) for r in runs.values()])
     totals = [sum(r["ms"].values()) for r in runs.values()]
     row("**total**", totals)
+    for kind, name in cpu.KINDS.items():  # exact: the stages above share these out by samples
+        row(f"{name} (/proc, exact)", [r["kinds"].get(kind, 0) for r in runs.values()])
     row("images/s", [r["rate"] for r in runs.values()], "{:.1f}")
     row("CPUs used", [r["rate"] * t / 1000 for r, t in zip(runs.values(), totals, strict=True)])
     row("mean batch", [r["batch"] for r in runs.values()])

@@ -32,6 +32,8 @@ def test_each_kind_of_thread_shares_out_only_its_own_time():
     assert stages["decode"] == pytest.approx(0.5)
     assert stages["web framework"] == pytest.approx(0.5)
     assert sum(stages.values()) == pytest.approx(4.5)
+    kinds = cpu.cpu_by_kind(used, MODEL, frozenset({100}))
+    assert kinds == {"loop": 1.0, "model": 2.5, "requests": 1.0}
 
 
 def test_time_of_threads_never_sampled_stays_in_the_total():
