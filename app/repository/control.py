@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from app import errors
-from app.repository.folder import POLL_S, ControlFolder, State
+from app.repository.folder import IDLE_POLL_S, POLL_S, ControlFolder, State
 from app.repository.plans import Plan, Plans
 from app.repository.registry import Registry
 
@@ -140,7 +140,7 @@ class Follower:
 
     def _follow(self) -> None:
         last = b""
-        while not self._stopping.wait(POLL_S):
+        while not self._stopping.wait(POLL_S if self._changing() else IDLE_POLL_S):
             try:
                 raw = self.folder.raw()
                 if raw == last:
@@ -164,6 +164,10 @@ class Follower:
                 error = str(exc)
             self.folder.answer(os.getpid(), state.step, error)
             self.registry.retire(retired, self.drain_s)
+
+    def _changing(self) -> bool:
+        """Whether this worker staged a change whose switch or abort is yet to come."""
+        return self._seen is not None and self._seen[1] == "stage"
 
     def _load(self, plans: Plans) -> None:
         for name, version in self.registry.missing(plans):
