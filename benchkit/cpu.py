@@ -113,14 +113,15 @@ def samples_by_thread(out: Path) -> dict[int, collections.Counter[str]]:
 # What each kind of worker thread is called in reports.
 KINDS = {
     "model": "the model's thread and its OpenMP helpers",
-    "requests": "request threads",
+    "requests": "request threads and the worker's other threads",
     "loop": "event loops",
 }
 
 
 def kind_of(tid: int, name: str, model_thread: str, loop_threads: frozenset[int]) -> str:
     """A worker thread's kind: the model's (and its helpers, which share its name), an event
-    loop (a worker's main thread), or a request thread."""
+    loop (a worker's main thread), or a request thread (with the few others, which /proc names
+    alike: the model-change follower)."""
     return "model" if name == model_thread else "loop" if tid in loop_threads else "requests"
 
 
