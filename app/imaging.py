@@ -7,8 +7,8 @@ Two decode policies (WANWU_DECODE):
   on its short side: a JPEG is decoded DCT-scaled by 1/2, 1/4 or 1/8 (`Image.draft`, so the
   full-size picture never exists), any other format is decoded in full and box-reduced by 2,
   4 or 8 (`Image.reduce`). Then a bilinear or bicubic resize runs on Pillow's 8-bit bytes
-  with torch's vectorised uint8 kernels (Pillow's own antialiased algorithm, 2-3x faster on
-  the shared photos): a pixel may come out up to two levels off torchvision's reference
+  with torch's vectorised uint8 kernels (Pillow's own antialiased algorithm, several times
+  faster than Pillow's): a pixel may come out up to two levels off torchvision's reference
   (docs/BENCHMARKS.md, issue 38); top-1 is unchanged. Other filters resize as in `exact`.
 """
 

@@ -28,8 +28,8 @@ from app.repository.plans import Plans, plans_from_json
 
 POLL_S = 0.02  # how often a worker looks for a change's next step, and the caller for answers
 # How often a worker looks for a new change. Each look wakes a thread that takes the GIL from
-# the requests (and 50 a second cost a worker 1 % of a CPU, idle), so between changes it
-# looks rarely: a change's first step reaches the workers up to this much later.
+# the requests, so between changes it looks rarely: a change's first step reaches the workers
+# up to this much later (docs/BENCHMARKS.md, idle wake-ups).
 IDLE_POLL_S = 0.25
 _PREFIX = "wanwu-control-"  # then the master's pid
 
