@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,6 +18,8 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import imaging
+from app.artifact import read_manifest
 from app.runtime import cpu_supports_bf16
 from app.settings import usable_cpus
 
@@ -75,6 +78,18 @@ def load_images(directory: Path | None, limit: int | None = None) -> list[tuple[
     if not files:
         raise SystemExit(f"no images in {directory}: pass --images DIR")
     return [(p.name, p.read_bytes()) for p in files[:limit]]
+
+
+def decode_times(model: Path, images: list[tuple[str, bytes]], policy: str) -> list[float]:
+    """CPU ms of decoding each image as the service does under `policy` (exact or fast),
+    for `model`'s input, in this thread."""
+    min_short = imaging.decoded_short(read_manifest(model)["input"], policy)
+    times = []
+    for _, data in images:
+        started = time.thread_time()
+        imaging.decode(data, 10**9, min_short)
+        times.append((time.thread_time() - started) * 1000)
+    return times
 
 
 def histogram(url: str, name: str) -> tuple[float, float]:

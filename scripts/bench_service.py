@@ -32,6 +32,7 @@ from app.settings import Settings, usable_cpus
 from benchkit import options
 from benchkit.bench import (
     batch_stats,
+    decode_times,
     header,
     histogram,
     in_fresh_process,
@@ -70,15 +71,6 @@ def ceilings(model: Path, settings: Settings, precision: str, images) -> tuple[f
         imaging.load(data, spec, 10**9, settings.decode)
         decode_times.append(time.perf_counter() - start)
     return best, (single + statistics.median(decode_times)) * 1000
-
-
-def decode_ms(model: Path, settings: Settings, images) -> float:
-    """CPU ms of the JPEG decode alone (the service's decode policy), per image, on average."""
-    short = imaging.decoded_short(read_manifest(model)["input"], settings.decode)
-    start = time.thread_time()
-    for _, data in images:
-        imaging.decode(data, 10**9, short)
-    return (time.thread_time() - start) * 1000 / len(images)
 
 
 def generator_cpu() -> float:
@@ -124,7 +116,7 @@ def main() -> int:
     print(f"- one unbatched pass + decode ({settings.torch_threads} threads): {single_ms:.1f} ms")
     # The forward pass's CPU time per image at the better of the two ceilings.
     forward_ms = usable_cpus() * 1000 / max(ceiling, layout)
-    jpeg_ms = decode_ms(args.model, settings, images)
+    jpeg_ms = statistics.fmean(decode_times(args.model, images, settings.decode))
     limit = usable_cpus() * 1000 / (forward_ms + jpeg_ms)
     print(
         f"- limit: {usable_cpus()} CPUs / (forward {forward_ms:.2f} + JPEG decode {jpeg_ms:.2f} "

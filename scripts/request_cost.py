@@ -32,13 +32,12 @@ from pathlib import Path
 
 import requests
 
-from app import imaging
-from app.artifact import read_manifest
 from app.engine import MODEL_THREAD_NAME
 from benchkit import cpu, options
 from benchkit.bench import (
     ROOT,
     batch_stats,
+    decode_times,
     header,
     histogram,
     load_images,
@@ -133,17 +132,6 @@ def lone_requests(url: str, images, n: int) -> tuple[float, ...]:
     return tuple(statistics.median(values) for values in (latencies, forwards, queued))
 
 
-def decode_ms(model: Path, images, policy: str) -> float:
-    """Median CPU ms of decoding one image under `policy`, here (as in every checkout)."""
-    min_short = imaging.decoded_short(read_manifest(model)["input"], policy)
-    times = []
-    for _, data in images:
-        started = time.thread_time()
-        imaging.decode(data, 40_000_000, min_short)
-        times.append((time.thread_time() - started) * 1000)
-    return statistics.median(times)
-
-
 def row(name: str, values: list[float], form: str = "{:.2f}") -> None:
     """One row of the markdown table."""
     print(f"| {name} | " + " | ".join(form.format(v) for v in values) + " |")
@@ -207,7 +195,7 @@ def main() -> int:
             for r, t in zip(runs.values(), totals, strict=True)
         ],
     )
-    load_ms = decode_ms(args.model, images, settings.decode)
+    load_ms = statistics.median(decode_times(args.model, images, settings.decode))
     row(
         "lone p50 / (forward + decode)",
         [r["lone"][0] / (r["lone"][1] + load_ms) for r in runs.values()],
