@@ -180,6 +180,14 @@ def policy(rate_limit: str) -> str:
     return Rate.parse(rate_limit).policy()
 
 
+def headers(rate_limit: str, decision: Decision | None) -> dict[str, str]:
+    """An answer's RateLimit fields while `rate_limit` is set: the caller's standing when
+    its call was counted (`decision`), else the policy alone."""
+    if not rate_limit:
+        return {}
+    return decision.headers() if decision else {"RateLimit-Policy": policy(rate_limit)}
+
+
 def check(rate_limit: str, caller: str) -> Decision | None:
     """Count a call by `caller` and return where it stands (None without a limit); raise
     RateLimited (429) when it has used its allowance.

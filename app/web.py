@@ -11,6 +11,7 @@ from flask import Flask
 
 from app import security, ui
 from app.adapters import routes
+from app.adapters.raw_predict import RawPredict
 from app.core.verbs import Core
 from app.engine import Engine
 from app.repository.registry import Registry
@@ -30,8 +31,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.registry"] = registry
-    app.extensions["wanwu.core"] = Core(registry, settings)
+    app.extensions["wanwu.core"] = core = Core(registry, settings)
     routes.init_app(app)
     ui.init_app(app)
     security.init_app(app)
+    app.wsgi_app = RawPredict(app, core)  # the hot path, around Flask's own
     return app

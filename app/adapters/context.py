@@ -38,11 +38,7 @@ def authorize() -> None:
 def rate_limit_headers() -> dict[str, str]:
     """The RateLimit fields of this answer while WANWU_RATE_LIMIT is set: the caller's standing
     when the call was counted (a 429 carries its own), else the policy alone."""
-    rate_limit = core().settings.rate_limit
-    if not rate_limit:
-        return {}
-    decision = g.get("rate_limit")
-    return decision.headers() if decision else {"RateLimit-Policy": ratelimit.policy(rate_limit)}
+    return ratelimit.headers(core().settings.rate_limit, g.get("rate_limit"))
 
 
 def lease(name: str | None, version: str | None) -> Engine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,15 +12,20 @@ from flask import Blueprint, Response, request
 from app import bounds, errors, imaging, labels, memory, metrics, openapi
 from app.adapters import common, context
 from app.core import ready
-from app.core.types import Upload
+from app.core.types import Classified, Upload
 from app.model import Classifier
 
 bp = Blueprint("api", __name__)
 
 
-def query_params(classifier: Classifier, default: int | None = None) -> tuple[int, str]:
+def query_params(
+    classifier: Classifier, default: int | None = None, args: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """`topk` and `lang` from the query (`args`, Flask's request's when None), checked
+    against the model: its classes and the languages of its labels."""
+    args = request.args if args is None else args
     low, high, usual = common.topk_range(classifier.num_classes)
-    raw_k = request.args.get("topk", str(default or usual))
+    raw_k = args.get("topk", str(default or usual))
     try:
         k = bounds.parse_count(raw_k, high)
     except ValueError:
@@ -29,7 +35,7 @@ def query_params(classifier: Classifier, default: int | None = None) -> tuple[in
             f"topk must be an integer from {low} to {high} (model {classifier.name} has "
             f"{classifier.num_classes} classes); got {raw_k!r}."
         )
-    lang = request.args.get("lang", "en")
+    lang = args.get("lang", "en")
     if lang not in classifier.languages:
         # A language the API knows but this model has no labels in is refused too, rather
         # than answered in another language the client did not ask for.
@@ -44,6 +50,18 @@ def query_params(classifier: Classifier, default: int | None = None) -> tuple[in
     return k, lang
 
 
+def is_raw_image(mimetype: str) -> bool:
+    """Whether a body of this media type is one image, whole."""
+    return mimetype.startswith("image/") or mimetype == "application/octet-stream"
+
+
+def raw_upload(data: bytes) -> list[Upload]:
+    """The one image of a raw body; a 400 when it is empty."""
+    if not data:
+        raise errors.NoImage("The request body is empty.")
+    return [Upload(data)]
+
+
 def uploads() -> list[Upload]:
     """Each image in the request body: multipart 'file' fields, or the raw body."""
     mimetype = request.mimetype
@@ -52,11 +70,8 @@ def uploads() -> list[Upload]:
         if not uploads:
             raise errors.NoImage("The multipart body has no file under the field 'file'.")
         return uploads
-    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        data = request.get_data(cache=False)
-        if not data:
-            raise errors.NoImage("The request body is empty.")
-        return [Upload(data)]
+    if is_raw_image(mimetype):
+        return raw_upload(request.get_data(cache=False))
     if not mimetype and not request.content_length:
         raise errors.NoImage("Send an image: a multipart 'file' field or a raw image body.")
     raise errors.UnsupportedMediaType(
@@ -74,7 +89,13 @@ def predict() -> Any:
     classifier = engine.classifier
     k, lang = query_params(classifier)
     images = uploads()
-    result = context.classify(images, engine)
+    return predictions(images, context.classify(images, engine), classifier, k, lang)
+
+
+def predictions(
+    images: list[Upload], result: Classified, classifier: Classifier, k: int, lang: str
+) -> dict[str, Any]:
+    """/predict's answer: each image's top `k` labels in `lang`."""
     names = classifier.labels(lang)
     answers = [common.top_k(probs, k, names) for probs in result.probs]
     return answer("predictions", images, answers, classifier, result.timing_ms)
