@@ -8,8 +8,10 @@ WSGI calls from this thread, in rounds that take turns: through the app as serve
 (app/adapters/raw_predict.py answers), through Flask alone, and only decoding (decode,
 resize and crop as the service does). Each figure is this thread's CPU time per request
 (`time.thread_time`): the model's own thread is not in it, whatever the model, so the
-differences are what each layer costs. No sockets: Gunicorn's part is not in these figures
-(scripts/request_cost.py measures a whole server).
+differences are what each layer costs. Decoding alone runs with warm caches, back to back;
+in a request it follows the model's pass and costs more, so "outside decode" is an upper
+bound. No sockets: Gunicorn's part is not in these figures (scripts/request_cost.py measures
+a whole server).
 """
 
 from __future__ import annotations
@@ -51,35 +53,38 @@ def main() -> int:
     images = [data for _, data in load_images(args.images)]
     spec = read_manifest(args.model)["input"]
 
-    def call(wsgi: Callable) -> Callable[[bytes], None]:
-        def send(data: bytes) -> None:
-            environ = EnvironBuilder(
-                "/predict", method="POST", data=data, content_type="image/jpeg"
-            ).get_environ()
-            environ[LISTENER] = "inference"
+    def environ(data: bytes) -> dict:
+        built = EnvironBuilder("/predict", method="POST", data=data, content_type="image/jpeg")
+        return {**built.get_environ(), LISTENER: "inference"}
+
+    def call(wsgi: Callable) -> Callable[[dict], None]:
+        def send(env: dict) -> None:
             statuses = []
-            b"".join(wsgi(environ, lambda status, headers: statuses.append(status)))
+            b"".join(wsgi(env, lambda status, headers: statuses.append(status)))
             if not statuses[0].startswith("200"):
                 raise SystemExit(f"/predict answered {statuses[0]}")
 
         return send
 
+    def decode(data: bytes) -> None:
+        imaging.load_pixels(data, spec, settings.max_pixels, settings.decode)
+
+    # Each path: what it is given (made before the clock starts), and what it does with it.
     paths = {
-        "outside Flask (as served)": call(app.wsgi_app),
-        "Flask's route": call(app.wsgi_app.flask),
-        "decode, resize and crop only": lambda data: imaging.load_pixels(
-            data, spec, settings.max_pixels, settings.decode
-        ),
+        "outside Flask (as served)": (environ, call(app.wsgi_app)),
+        "Flask's route": (environ, call(app.wsgi_app.flask)),
+        "decode, resize and crop only": (bytes, decode),
     }
     per_round: dict[str, list[float]] = {name: [] for name in paths}
-    for send in paths.values():  # warm every path: first calls allocate
+    for given, send in paths.values():  # warm every path: first calls allocate
         for data in images[:10]:
-            send(data)
+            send(given(data))
     for _ in range(args.rounds):
-        for name, send in paths.items():
+        for name, (given, send) in paths.items():
+            inputs = [given(images[n % len(images)]) for n in range(args.reps)]
             started = time.thread_time()
-            for n in range(args.reps):
-                send(images[n % len(images)])
+            for item in inputs:
+                send(item)
             per_round[name].append((time.thread_time() - started) * 1000 / args.reps)
     for engine in core.registry.served():
         engine.stop(timeout=30)
@@ -94,10 +99,19 @@ def main() -> int:
     medians = {name: statistics.median(times) for name, times in per_round.items()}
     for name, times in per_round.items():
         print(f"| {name} | {medians[name]:.3f} | {', '.join(f'{t:.3f}' for t in times)} |")
-    decode = medians["decode, resize and crop only"]
+    served, flask, decoded = per_round.values()
+    saved = [b - a for a, b in zip(served, flask, strict=True)]
     print(
-        "\noutside decode: "
-        + ", ".join(f"{name} {medians[name] - decode:.3f} ms" for name in list(paths)[:2])
+        f"\nFlask's route minus the served path, round by round (the machine drifts between "
+        f"rounds, not within one): {', '.join(f'{d:.3f}' for d in saved)}; median "
+        f"{statistics.median(saved):.3f} ms"
+    )
+    print(
+        "outside decode, medians: "
+        + ", ".join(
+            f"{name} {medians[name] - statistics.median(decoded):.3f} ms"
+            for name in list(paths)[:2]
+        )
     )
     return 0
 
