@@ -1,4 +1,5 @@
-"""Debian packages that some tests drive for real (nginx, Chromium, Prometheus), found or installed.
+"""Debian packages that some tests drive for real (nginx, Chromium, Prometheus, wrk), found or
+installed.
 
 `python -m benchkit.system` (what `make test` runs first) installs the missing ones with apt
 when it runs as root on Debian or Ubuntu; otherwise it prints one line naming them and the
@@ -22,9 +23,10 @@ COMMANDS = {
     "promtool": "prometheus",
     "dockerd": "docker.io",
     "debootstrap": "debootstrap",
+    "wrk": "wrk",
 }
 # What the test suite drives; the image check's commands are installed when it runs.
-FOR_TESTS = ("nginx", "chromium", "prometheus", "promtool")
+FOR_TESTS = ("nginx", "chromium", "prometheus", "promtool", "wrk")
 # Packages with no command to look for: a CJK font, so screenshots show Chinese labels.
 FONTS = ("fonts-wqy-zenhei",)
 # Debian installs nginx under /usr/sbin, which an unprivileged user's PATH often omits.

@@ -2,7 +2,9 @@
 """Service throughput and latency under concurrent load, against the model-only ceiling.
 
 Starts real Gunicorn (gunicorn.conf.py) with the given WANWU_* settings, drives closed-loop
-load with real JPEGs (raw-body POSTs, one image each) at each concurrency, and reports
+load with real JPEGs (raw-body POSTs, one image each) at each concurrency, from Python's
+`requests` or, with --client wrk, from wrk (which leaves the server more of the CPUs it
+shares with the load generator), and reports
 images/s, p50/p90/p99 latency and p99 over the mean, mean batch size (from /metrics), the
 server's CPU ms and its forward passes' ms per image (where the time goes) and per-worker
 memory. In the same run it measures, in fresh processes, the model-only ceiling (best images/s
@@ -29,7 +31,7 @@ from app import imaging, memory, runtime
 from app.artifact import read_manifest
 from app.model import Classifier
 from app.settings import Settings, usable_cpus
-from benchkit import options
+from benchkit import options, wrk
 from benchkit.bench import (
     batch_stats,
     decode_times,
@@ -88,6 +90,13 @@ def main() -> int:
         help="spread the clients over this many load-generator processes (one Python process "
         "sends a few thousand requests/s at most)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("python", "wrk"),
+        default="python",
+        help="the load generator: Python's requests (default), or wrk (apt install wrk), "
+        "which leaves the server most of the CPUs it shares with the clients",
+    )
     args = parser.parse_args()
     settings = options.server_settings(args.set)
     images = load_images(args.images)
@@ -134,14 +143,18 @@ def main() -> int:
         for concurrency in args.concurrency:
             before, client_cpu = batch_stats(srv.url), generator_cpu()
             server_cpu, passes = cpu_seconds(srv.pid), histogram(srv.url, PASS)[0]
-            row = measure(make, concurrency, args.seconds, args.client_processes)
+            if args.client == "wrk":
+                url = f"{srv.url}/predict"
+                row, mean_ms = wrk.measure(url, images, concurrency, args.seconds, "image/jpeg")
+            else:
+                row = measure(make, concurrency, args.seconds, args.client_processes)
+                mean_ms = statistics.fmean(r.latency * 1000 for r in row.records if r.status == 200)
             client_share = (generator_cpu() - client_cpu) / row.seconds / usable_cpus()
             after = batch_stats(srv.url)
-            images = max(1.0, after[0] - before[0])
+            served = max(1.0, after[0] - before[0])
             mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-            server_ms = (cpu_seconds(srv.pid) - server_cpu) * 1000 / images
-            pass_ms = (histogram(srv.url, PASS)[0] - passes) * 1000 / images
-            mean_ms = statistics.fmean(r.latency * 1000 for r in row.records if r.status == 200)
+            server_ms = (cpu_seconds(srv.pid) - server_cpu) * 1000 / served
+            pass_ms = (histogram(srv.url, PASS)[0] - passes) * 1000 / served
             print(
                 f"| {concurrency} | {row.rate:.1f} | {100 * row.rate / ceiling:.0f} % | "
                 f"{100 * row.rate / layout:.0f} % | {row.rate / limit:.2f} | "
