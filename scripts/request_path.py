@@ -16,8 +16,10 @@ a whole server).
 
 from __future__ import annotations
 
+import cProfile
 import logging
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -32,6 +34,14 @@ from benchkit.bench import header, load_images
 
 def main() -> int:
     parser = options.parser(__doc__, server=True, rounds=5, reps=100)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then profile N more requests on the served path (cProfile on this thread's "
+        "CPU clock) and print the functions that took the most",
+    )
     args = parser.parse_args()
     # As a worker's: prometheus_client reads the folder when it is first imported.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wanwu-metrics-")
@@ -86,6 +96,10 @@ def main() -> int:
             for item in inputs:
                 send(item)
             per_round[name].append((time.thread_time() - started) * 1000 / args.reps)
+    profile = cProfile.Profile(time.thread_time)
+    given, send = paths["outside Flask (as served)"]
+    inputs = [given(images[n % len(images)]) for n in range(args.profile)]
+    profile.runcall(lambda: [send(item) for item in inputs])
     for engine in core.registry.served():
         engine.stop(timeout=30)
 
@@ -113,6 +127,9 @@ def main() -> int:
             for name in list(paths)[:2]
         )
     )
+    if args.profile:
+        print(f"\nthe served path, {args.profile} requests, by own CPU time (cProfile):\n")
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(20)
     return 0
 
 
