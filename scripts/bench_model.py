@@ -22,6 +22,7 @@ import torch
 
 from app import imaging, memory
 from app.artifact import read_manifest
+from app.model import Classifier
 from app.runtime import cpu_supports_bf16
 from app.settings import DEFAULT_MODEL
 from benchkit import options
@@ -43,15 +44,22 @@ def agreement(
     """Yield, for each (artifact, precision), its top-1 agreement and largest gap against fp32."""
     reference = load(model, "fp32", device=device)
     batch = torch.stack([imaging.load(data, reference.input_spec, 10**9) for _, data in images])
-    p32 = reference(batch)
+    p32 = scores(reference, model, batch)
     for path, precision in reduced:
-        p16 = load(path, precision, device=device)(batch)
+        p16 = scores(load(path, precision, device=device), path, batch)
         same = int((p32.argmax(1) == p16.argmax(1)).sum())
         yield (
             f"{path.name} {precision} vs fp32 on {len(images)} photos ({device}): top-1 agreement "
             f"{same}/{len(images)} ({100 * same / len(images):.1f} %), "
             f"max |Δp| {float((p32 - p16).abs().max()):.4f}, trained weights: {reference.trained}"
         )
+
+
+def scores(classifier: Classifier, path: Path, batch: torch.Tensor) -> torch.Tensor:
+    """The classifier's probabilities for `batch`, in passes no larger than its artifact
+    takes (a .pt2 package is compiled for batches up to its manifest's max_batch)."""
+    most = read_manifest(path).get("max_batch") or len(batch)
+    return torch.cat([classifier(part) for part in batch.split(most)])
 
 
 def rows(args: argparse.Namespace, threads: int, model: Path, precision: str, fuse: int) -> None:
