@@ -1,8 +1,8 @@
 """`POST /predict` with one raw image body, answered without Flask's request machinery.
 
 This is the request most clients send, and on a small CPU the web framework's share of it
-(contexts, routing, hooks, request and response objects) is a cost the size of the JPEG
-decode (docs/BENCHMARKS.md). Here a WSGI middleware answers it with the very functions the
+(contexts, routing, hooks, request and response objects) is CPU the model's passes then lack
+(docs/BENCHMARKS.md). Here a WSGI middleware answers it with the very functions the
 Flask route calls, in the same order: the caller's key and rate limit, the model's lease,
 `topk` and `lang`, the core's `classify`, the answer, the access log and metrics, the
 request id, the security and RateLimit headers, and errors in wanwu's shape. Its bytes are
