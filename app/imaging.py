@@ -6,10 +6,16 @@ Two decode policies (WANWU_DECODE):
 - `fast` lets a large picture come back smaller, never below FAST_MARGIN x the resize target
   on its short side: a JPEG is decoded DCT-scaled by 1/2, 1/4 or 1/8 (`Image.draft`, so the
   full-size picture never exists), any other format is decoded in full and box-reduced by 2,
-  4 or 8 (`Image.reduce`). Then a bilinear or bicubic resize runs on Pillow's 8-bit bytes
+  4 or 8 (`Image.reduce`). Then a bilinear or bicubic resize runs on the 8-bit pixels
   with torch's vectorised uint8 kernels (Pillow's own antialiased algorithm, several times
   faster than Pillow's): a pixel may come out up to two levels off torchvision's reference
   (docs/BENCHMARKS.md, issue 38); top-1 is unchanged. Other filters resize as in `exact`.
+  An upright YCbCr or gray JPEG goes to those kernels straight from libjpeg-turbo
+  (`decode_jpeg_pixels`): the pixels Pillow would decode, without its copies.
+
+It is long because it is one pipeline under two policies whose steps must agree where they
+meet (the same opening checks, the same DCT scales, the same crop geometry), and the tests
+hold each fast step to its exact twin.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pillow_heif
+import simplejpeg
 import torch
 import torchvision.transforms.functional as F
 import torchvision.transforms.v2.functional as F2
@@ -69,6 +76,10 @@ _REDUCIBLE = ("RGB", "RGBA", "L", "LA")
 
 _WHITE = (255, 255, 255)
 
+# What Pillow's decoders (and libavif, libheif, libjpeg through simplejpeg) raise on corrupt
+# data; libavif and libheif report some of it as RuntimeError, at open and at load.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError)
+
 # The filters torch resizes on uint8 pixels in its own vectorised kernels. A lone image is
 # one unit of their parallel loop, so a request thread runs them inline: no OpenMP team of
 # its own competing with the model's thread.
@@ -89,14 +100,29 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
     With `min_short`, the picture may come back scaled down, its short side no shorter than
     `min_short` (the fast policy above); without it, at full size.
     """
+    img = _opened(data, max_pixels)
+    try:
+        if min_short:
+            # Before load(), in stored orientation: a square request bounds both sides.
+            img.draft(img.mode, (min_short, min_short))
+        img.load()
+        if min_short:
+            img = _reduce(img, min_short)
+        return to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError:
+        raise _too_large(max_pixels) from None
+    except _DECODE_ERRORS:
+        raise UndecodableImage("The image data is corrupt or truncated.") from None
+
+
+def _opened(data: bytes, max_pixels: int) -> Image.Image:
+    """The upload opened by Pillow (its header read, no pixel decoded), within `max_pixels`;
+    or the ApiError its data earns."""
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
-        raise ImageTooLarge(
-            f"The image is larger than {max_pixels} pixels (WANWU_MAX_PIXELS)."
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError):
-        # libavif and libheif report some corrupt data as RuntimeError, at open and at load.
+        raise _too_large(max_pixels) from None
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
         if _looks_like_image(data):
             raise UndecodableImage("The image data is corrupt or truncated.") from None
         raise UnsupportedMediaType(
@@ -108,20 +134,41 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
             f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
             "(WANWU_MAX_PIXELS)."
         )
+    return img
+
+
+def _too_large(max_pixels: int) -> ImageTooLarge:
+    return ImageTooLarge(f"The image is larger than {max_pixels} pixels (WANWU_MAX_PIXELS).")
+
+
+def decode_jpeg_pixels(data: bytes, max_pixels: int, min_short: int) -> torch.Tensor | None:
+    """A JPEG that needs no more than libjpeg-turbo gives, as `decode` would make it under
+    the fast policy, in uint8 (3, H, W) channels-last pixels; None for anything else.
+
+    simplejpeg runs the same libjpeg-turbo decode as Pillow (the same DCT scaling, chosen by
+    Pillow's `draft` here, the same IDCT and upsampling) straight into one array, without
+    Pillow's two copies of the picture. It is given only what needs nothing after libjpeg:
+    YCbCr, RGB or gray data, upright (no EXIF orientation to apply), no box reduction left
+    to do, and nothing libjpeg warns about; the rest, and every refusal, is `decode`'s.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    img = _opened(data, max_pixels)
     try:
-        if min_short:
-            # Before load(), in stored orientation: a square request bounds both sides.
-            img.draft(img.mode, (min_short, min_short))
-        img.load()
-        if min_short:
-            img = _reduce(img, min_short)
-        return to_rgb(ImageOps.exif_transpose(img))
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(
-            f"The image is larger than {max_pixels} pixels (WANWU_MAX_PIXELS)."
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, RuntimeError):
-        raise UndecodableImage("The image data is corrupt or truncated.") from None
+        if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+            return None
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            return None
+        img.draft(img.mode, (min_short, min_short))
+        width, height = img.size
+        if min(width, height) // min_short >= 2:  # _reduce would reduce further
+            return None
+        array = simplejpeg.decode_jpeg(data, "RGB", min_height=height, min_width=width)
+    except _DECODE_ERRORS:
+        return None  # decode says what is wrong, as it would have
+    if array.shape != (height, width, 3):
+        return None
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def _reduce(img: Image.Image, min_short: int) -> Image.Image:
@@ -182,15 +229,20 @@ def pixels(
     The result is a uint8 (3, height, width) view of Pillow's (height, width, 3) pixels, that
     is channels-last: the model's own layout, so no copy is made to reorder it.
     """
-    short, long = sorted(img.size)
-    if isinstance(resize, int) and resize * resize * long / short > max_pixels:
-        raise ImageTooLarge(
-            f"The image is {img.width}x{img.height}: its aspect ratio is too extreme to resize "
-            f"within {max_pixels} pixels."
-        )
+    check_resizable(img.width, img.height, resize, max_pixels)
     if fast and interpolation in _TENSOR_FILTERS:
         return resize_crop_tensor(channels_last(img), resize, crop, interpolation)
     return channels_last(resize_crop(img, resize, crop, interpolation))
+
+
+def check_resizable(width: int, height: int, resize: int | Sequence[int], max_pixels: int) -> None:
+    """Refuse a picture whose short side resized to `resize` would exceed `max_pixels`."""
+    short, long = sorted((width, height))
+    if isinstance(resize, int) and resize * resize * long / short > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height}: its aspect ratio is too extreme to resize "
+            f"within {max_pixels} pixels."
+        )
 
 
 def channels_last(img: Image.Image) -> torch.Tensor:
@@ -303,8 +355,14 @@ def load_pixels(
 ) -> torch.Tensor:
     """Decode (`policy` exact or fast), resize and crop one upload for the model's input
     `spec`: uint8 pixels, which the classifier normalises a batch at a time."""
-    picture = decode(data, max_pixels, decoded_short(spec, policy))
     interpolation = spec.get("interpolation", "bilinear")
+    min_short = decoded_short(spec, policy)
+    if min_short and interpolation in _TENSOR_FILTERS:
+        direct = decode_jpeg_pixels(data, max_pixels, min_short)
+        if direct is not None:
+            check_resizable(direct.shape[2], direct.shape[1], spec["resize"], max_pixels)
+            return resize_crop_tensor(direct, spec["resize"], spec["crop"], interpolation)
+    picture = decode(data, max_pixels, min_short)
     return pixels(
         picture, spec["resize"], spec["crop"], max_pixels, interpolation, policy == "fast"
     )

@@ -32,6 +32,7 @@ BUNDLE = {
     "gunicorn": "27.0.1",
     "pillow": "13.0.0",  # pillow-heif 1.8.1 needs a recent Pillow; the image's is not pinned
     "pillow-heif": "1.8.1",
+    "simplejpeg": "1.9.0",  # fast-policy JPEG decoding (app/imaging.py); needs numpy only
     "torchao": "0.18.0",  # builds the int8 package that tests/test_pt2.py's fixture compiles
     "pyjwt": "2.15.1",  # signed bearer tokens (app/tokens.py), with its crypto extra:
     "cryptography": "51.0.1",

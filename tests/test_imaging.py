@@ -107,6 +107,69 @@ def test_non_images_are_a_415(data):
         imaging.decode(data, MAX_PIXELS)
 
 
+def rotated_jpeg(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(size=(600, 400)))).save(buf, "JPEG", exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "save"),
+    [
+        ((640, 480), "RGB", {}),  # no DCT scaling: short side under 2 x min_short
+        ((2000, 1500), "RGB", {}),  # 1/2
+        ((4032, 3024), "RGB", {}),  # 1/4, a phone's size
+        ((3024, 4032), "RGB", {"progressive": True}),
+        ((1001, 777), "RGB", {"subsampling": 0}),  # 4:4:4, odd sides
+        ((1235, 998), "RGB", {"subsampling": 1}),  # 4:2:2
+        ((900, 700), "L", {}),  # gray: RGB by repetition, as Pillow's convert
+    ],
+)
+@pytest.mark.parametrize("min_short", [512, 60])  # 60: scaled by 1/8 where the size allows
+def test_jpegs_from_libjpeg_directly_are_pillows_pixels_bit_for_bit(size, mode, save, min_short):
+    data = image_bytes("JPEG", size=size, mode=mode, seed=size[0], **save)
+    direct = imaging.decode_jpeg_pixels(data, MAX_PIXELS, min_short)
+    through_pillow = imaging.decode(data, MAX_PIXELS, min_short)
+    header = Image.open(io.BytesIO(data))
+    header.draft(header.mode, (min_short, min_short))
+    if min(header.size) // min_short >= 2:  # 1/8 was not enough: Pillow reduces on
+        assert direct is None
+        return
+    assert direct is not None and direct.dtype == torch.uint8
+    assert torch.equal(direct, imaging.channels_last(through_pillow))
+    assert direct.permute(1, 2, 0).is_contiguous()  # channels-last, as the model takes it
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        rotated_jpeg(6),  # EXIF orientation: Pillow turns it
+        image_bytes("JPEG", mode="CMYK"),  # Adobe CMYK: Pillow converts it
+        image_bytes("PNG"),
+        image_bytes("JPEG", size=(640, 480))[:9000],  # truncated: Pillow refuses it
+    ],
+    ids=["rotated", "cmyk", "png", "truncated"],
+)
+def test_what_libjpeg_alone_would_get_wrong_is_left_to_pillow(data):
+    assert imaging.decode_jpeg_pixels(data, MAX_PIXELS, 512) is None
+
+
+def test_the_fast_policy_serves_direct_jpegs_as_it_served_pillows():
+    data = image_bytes("JPEG", size=(2000, 1500), seed=7)
+    spec = {**INPUT_SPEC, "interpolation": "bicubic"}
+    served = imaging.load_pixels(data, spec, MAX_PIXELS, "fast")
+    picture = imaging.decode(data, MAX_PIXELS, imaging.decoded_short(spec, "fast"))
+    expected = imaging.pixels(picture, 256, 224, MAX_PIXELS, "bicubic", fast=True)
+    assert torch.equal(served, expected)
+    with pytest.raises(errors.UndecodableImage):
+        imaging.load_pixels(data[:9000], spec, MAX_PIXELS, "fast")
+    with pytest.raises(errors.ImageTooLarge, match="aspect ratio"):
+        strip = image_bytes("JPEG", size=(8000, 16), seed=1)
+        imaging.load_pixels(strip, spec, 10_000_000, "fast")
+
+
 def test_too_many_pixels_is_refused_from_the_header():
     data = image_bytes("PNG", size=(2000, 1000))
     with pytest.raises(errors.ImageTooLarge, match="2000x1000"):
