@@ -20,7 +20,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 # Stage: frames (a "function (file" prefix, or a path) that put a sample in it. The order
 # breaks ties within one frame only; the innermost matching frame decides.
 STAGES: dict[str, tuple[str, ...]] = {
-    "decode": ("decode (app/imaging.py", "to_rgb (app/imaging.py"),
+    "decode": (
+        "decode (app/imaging.py",
+        "decode_jpeg_pixels (app/imaging.py",
+        "_opened (app/imaging.py",
+        "to_rgb (app/imaging.py",
+    ),
     # With the copy of Pillow's bytes (`channels_last`, under `pixels`); torch's uint8 resize
     # (fast mode) is the one torch.nn.functional call outside a model.
     "resize/crop": (
