@@ -350,6 +350,12 @@ def decoded_short(spec: Mapping[str, Any], policy: str) -> int | None:
     return math.ceil(short_side(spec) * FAST_MARGIN) if policy == "fast" else None
 
 
+def takes_direct_jpegs(spec: Mapping[str, Any], policy: str) -> bool:
+    """Whether `load_pixels` tries `decode_jpeg_pixels` for `spec` under `policy`: fast, with
+    a filter torch resizes on uint8 pixels."""
+    return policy == "fast" and spec.get("interpolation", "bilinear") in _TENSOR_FILTERS
+
+
 def load_pixels(
     data: bytes, spec: Mapping[str, Any], max_pixels: int, policy: str = "exact"
 ) -> torch.Tensor:
@@ -357,7 +363,7 @@ def load_pixels(
     `spec`: uint8 pixels, which the classifier normalises a batch at a time."""
     interpolation = spec.get("interpolation", "bilinear")
     min_short = decoded_short(spec, policy)
-    if min_short and interpolation in _TENSOR_FILTERS:
+    if takes_direct_jpegs(spec, policy):
         direct = decode_jpeg_pixels(data, max_pixels, min_short)
         if direct is not None:
             check_resizable(direct.shape[2], direct.shape[1], spec["resize"], max_pixels)
