@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import re
+import uuid
 
 import pytest
 from flask import request_started
@@ -100,13 +101,19 @@ def test_on_the_management_listener_it_is_not_served(start_app):
 
 
 def test_keys_and_rate_limits_as_the_flask_route(start_app):
-    lean, flask = both(start_app(rate_limit="2/hour", api_keys=("k1", "k2")))
+    # Keys of this test's own: the rate-limit table is the process's, and other tests' calls
+    # as "k1" count in it.
+    keys = (f"lean-{uuid.uuid4().hex}", f"flask-{uuid.uuid4().hex}")
+    lean, flask = both(start_app(rate_limit="2/hour", api_keys=keys))
     refused = [comparable(post(c)) for c in (lean, flask)]
     assert refused[0][0] == 401
     assert refused[0] == refused[1]
     # Each path calls as its own key, so each has its own allowance of two.
     for n in range(3):
-        pair = [post(c, Authorization=f"Bearer {key}") for c, key in ((lean, "k1"), (flask, "k2"))]
+        pair = [
+            post(c, Authorization=f"Bearer {key}")
+            for c, key in zip((lean, flask), keys, strict=True)
+        ]
         assert [r.status_code for r in pair] == ([200, 200] if n < 2 else [429, 429])
         assert sorted(pair[0].headers.keys()) == sorted(pair[1].headers.keys())
         assert pair[0].headers["RateLimit-Policy"] == pair[1].headers["RateLimit-Policy"]
