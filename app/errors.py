@@ -29,6 +29,12 @@ class ApiError(Exception):
         self.retry_after = retry_after
         self.headers = dict(headers or {})  # more response headers (RateLimit-* on a 429)
 
+    def http_headers(self) -> dict[str, str]:
+        """The headers an HTTP answer of this error carries: Retry-After when set, then its
+        own (RateLimit-* on a 429)."""
+        retry = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        return {**retry, **self.headers}
+
     def body(self) -> dict[str, Any]:
         """Return the JSON body for this error."""
         return {"error": {"code": self.code, "message": self.message}}

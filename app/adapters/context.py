@@ -86,9 +86,7 @@ def error_response(exc: Exception, shape: Callable[[errors.ApiError], Any]) -> R
     error = as_api_error(exc)
     response = jsonify(shape(error))
     response.status_code = error.status
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    response.headers.update(error.headers)
+    response.headers.update(error.http_headers())
     return response
 
 

@@ -113,10 +113,7 @@ class RawPredict:
     def error(self, exc: Exception) -> tuple[int, bytes, dict[str, str]]:
         """Status, body and headers of an error, as the app's error handler answers it."""
         error = common.as_api_error(exc)
-        headers = dict(error.headers)
-        if error.retry_after is not None:
-            headers["Retry-After"] = str(error.retry_after)
-        return error.status, self.json(error.body()), headers
+        return error.status, self.json(error.body()), error.http_headers()
 
     def json(self, value: Any) -> bytes:
         """`value` as the bytes Flask's JSON response would hold."""

@@ -115,8 +115,7 @@ def answer(
     ]
     if request_id:
         head.append(f"X-Request-ID: {request_id}")
-    if error.retry_after is not None:
-        head.append(f"Retry-After: {error.retry_after}")
+    head += [f"{name}: {value}" for name, value in error.http_headers().items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
