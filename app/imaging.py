@@ -100,7 +100,12 @@ def decode(data: bytes, max_pixels: int, min_short: int | None = None) -> Image.
     With `min_short`, the picture may come back scaled down, its short side no shorter than
     `min_short` (the fast policy above); without it, at full size.
     """
-    img = _opened(data, max_pixels)
+    return _decoded(_opened(data, max_pixels), max_pixels, min_short)
+
+
+def _decoded(img: Image.Image, max_pixels: int, min_short: int | None) -> Image.Image:
+    """`decode` of a picture `_opened` has checked. A JPEG `_libjpeg_pixels` declined may
+    be drafted already; Pillow keeps the first draft and ignores the second, the same one."""
     try:
         if min_short:
             # Before load(), in stored orientation: a square request bounds both sides.
@@ -153,7 +158,11 @@ def decode_jpeg_pixels(data: bytes, max_pixels: int, min_short: int) -> torch.Te
     """
     if not data.startswith(b"\xff\xd8\xff"):
         return None
-    img = _opened(data, max_pixels)
+    return _libjpeg_pixels(_opened(data, max_pixels), data, min_short)
+
+
+def _libjpeg_pixels(img: Image.Image, data: bytes, min_short: int) -> torch.Tensor | None:
+    """`decode_jpeg_pixels` of a picture `_opened` has checked."""
     try:
         if img.format != "JPEG" or img.mode not in ("RGB", "L"):
             return None
@@ -363,12 +372,13 @@ def load_pixels(
     `spec`: uint8 pixels, which the classifier normalises a batch at a time."""
     interpolation = spec.get("interpolation", "bilinear")
     min_short = decoded_short(spec, policy)
+    img = _opened(data, max_pixels)  # once, whichever decoder takes it
     if takes_direct_jpegs(spec, policy):
-        direct = decode_jpeg_pixels(data, max_pixels, min_short)
+        direct = _libjpeg_pixels(img, data, min_short)
         if direct is not None:
             check_resizable(direct.shape[2], direct.shape[1], spec["resize"], max_pixels)
             return resize_crop_tensor(direct, spec["resize"], spec["crop"], interpolation)
-    picture = decode(data, max_pixels, min_short)
+    picture = _decoded(img, max_pixels, min_short)
     return pixels(
         picture, spec["resize"], spec["crop"], max_pixels, interpolation, policy == "fast"
     )
