@@ -10,15 +10,19 @@ runs on one thread, as in a request thread, and stops at the 8-bit pixels the se
 queues. Reports the median CPU ms per image for decode + resize/crop and for resize/crop alone,
 each path's largest difference from torchvision's reference transforms in 8-bit levels, and
 how many photos and pixels differ at all. The paths take turns on each photo, so a busy
-machine slows them alike.
+machine slows them alike. Last, whether each JPEG decoder lets go of the GIL: while it
+decodes a 6000x4000 JPEG in a thread, this thread counts its longest wait between two steps
+of a Python loop (a decoder that held the GIL would stall the loop for a whole decode).
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
+import threading
 import time
 
+import simplejpeg
 import torch
 import torchvision.transforms.functional as F
 from torchvision import transforms as T
@@ -29,6 +33,7 @@ from app import imaging
 from app.artifact import read_manifest
 from benchkit import options
 from benchkit.bench import header, load_images
+from benchkit.images import image_bytes
 
 MAX_PIXELS = 10**9
 RESNET = {"resize": 256, "crop": 224, "interpolation": "bilinear"}  # torchvision's ResNet-18
@@ -65,6 +70,21 @@ def served_fast(spec: dict):
         return (time.thread_time() - started) * 1000, out
 
     return run
+
+
+def longest_stall(decode, data: bytes, times: int = 3) -> tuple[float, float]:
+    """ms of one `decode(data)` alone, and the longest gap (ms) between two steps of a Python
+    loop in this thread while another thread runs it `times` times."""
+    started = time.perf_counter()
+    decode(data)
+    alone = time.perf_counter() - started
+    worker = threading.Thread(target=lambda: [decode(data) for _ in range(times)])
+    worker.start()
+    last, gap = time.perf_counter(), 0.0
+    while worker.is_alive():
+        now = time.perf_counter()
+        gap, last = max(gap, now - last), now
+    return alone * 1000, gap * 1000
 
 
 def torchvision_io(data: bytes) -> torch.Tensor:
@@ -138,6 +158,16 @@ def main() -> int:
             f"{statistics.median(resizes[name]):.2f} | {worst[name]} | "
             f"{photos_off[name]}/{len(images)} | {pixels_off[name]} |"
         )
+    large = image_bytes("JPEG", size=(6000, 4000))
+    decoders = {
+        "Pillow": lambda data: imaging.decode(data, MAX_PIXELS),
+        "libjpeg's array (simplejpeg)": lambda data: simplejpeg.decode_jpeg(data, "RGB"),
+    }
+    print("\n| 6000x4000 JPEG | one decode, ms | longest stall of a Python thread beside it, ms |")
+    print("|---|---:|---:|")
+    for name, decode in decoders.items():
+        alone, stall = longest_stall(decode, large)
+        print(f"| {name} | {alone:.0f} | {stall:.1f} |")
     return 0
 
 
