@@ -168,6 +168,10 @@ def _libjpeg_pixels(img: Image.Image, data: bytes, min_short: int) -> torch.Tens
             return None
         if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             return None
+        # libjpeg reads the frame header itself: it must be the one `_opened` held to
+        # WANWU_MAX_PIXELS, or libjpeg could size its output from another.
+        if simplejpeg.decode_jpeg_header(data)[:2] != (img.height, img.width):
+            return None
         img.draft(img.mode, (min_short, min_short))
         width, height = img.size
         if min(width, height) // min_short >= 2:  # _reduce would reduce further

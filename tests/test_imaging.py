@@ -115,6 +115,15 @@ def rotated_jpeg(orientation: int) -> bytes:
     return buf.getvalue()
 
 
+def two_frame_headers() -> bytes:
+    """A 64x48 JPEG with a 6000x4000 frame header before its own: Pillow reads the last."""
+    data = image_bytes("JPEG", size=(64, 48))
+    start = data.index(b"\xff\xc0")
+    sof = data[start : start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")]
+    large = sof[:5] + (4000).to_bytes(2, "big") + (6000).to_bytes(2, "big") + sof[9:]
+    return data[:start] + large + data[start:]
+
+
 @pytest.mark.parametrize(
     ("size", "mode", "save"),
     [
@@ -149,8 +158,9 @@ def test_jpegs_from_libjpeg_directly_are_pillows_pixels_bit_for_bit(size, mode, 
         image_bytes("JPEG", mode="CMYK"),  # Adobe CMYK: Pillow converts it
         image_bytes("PNG"),
         image_bytes("JPEG", size=(640, 480))[:9000],  # truncated: Pillow refuses it
+        two_frame_headers(),  # libjpeg must not size its output from a header Pillow skipped
     ],
-    ids=["rotated", "cmyk", "png", "truncated"],
+    ids=["rotated", "cmyk", "png", "truncated", "two-frame-headers"],
 )
 def test_what_libjpeg_alone_would_get_wrong_is_left_to_pillow(data):
     assert imaging.decode_jpeg_pixels(data, MAX_PIXELS, 512) is None
