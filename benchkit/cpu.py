@@ -22,7 +22,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 STAGES: dict[str, tuple[str, ...]] = {
     "decode": (
         "decode (app/imaging.py",
+        "_decoded (app/imaging.py",
         "decode_jpeg_pixels (app/imaging.py",
+        "_libjpeg_pixels (app/imaging.py",
         "_opened (app/imaging.py",
         "to_rgb (app/imaging.py",
     ),
