@@ -14,6 +14,7 @@ from app.adapters import routes
 from app.adapters.raw_predict import RawPredict
 from app.core.verbs import Core
 from app.engine import Engine
+from app.json_provider import OrjsonProvider
 from app.repository.registry import Registry
 from app.settings import Settings
 
@@ -24,11 +25,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings.from_env()
     registry = Registry([engine], settings) if engine is not None else Registry.load(settings)
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     # A multipart text field may hold a whole base64 image (TorchServe's clients send one):
     # the upload limit bounds it, not Flask's 500 kB default for form fields.
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_bytes
-    app.json.ensure_ascii = False  # Chinese labels as text, not \u escapes
     app.extensions["wanwu.settings"] = settings
     app.extensions["wanwu.registry"] = registry
     app.extensions["wanwu.core"] = core = Core(registry, settings)

@@ -33,6 +33,7 @@ BUNDLE = {
     "pillow": "13.0.0",  # pillow-heif 1.8.1 needs a recent Pillow; the image's is not pinned
     "pillow-heif": "1.8.1",
     "simplejpeg": "1.9.0",  # fast-policy JPEG decoding (app/imaging.py); needs numpy only
+    "orjson": "3.13.0",  # the app's JSON (app/json_provider.py); no dependencies
     "torchao": "0.18.0",  # builds the int8 package that tests/test_pt2.py's fixture compiles
     "pyjwt": "2.15.1",  # signed bearer tokens (app/tokens.py), with its crypto extra:
     "cryptography": "51.0.1",
