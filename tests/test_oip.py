@@ -150,6 +150,11 @@ def test_malformed_requests_are_400(client):
     assert_oip_error(client.post(INFER, json=tensor(shape=[1, 3, 224])), 400)
     assert_oip_error(client.post(INFER, json=tensor(data=["%%%"])), 400)
     assert_oip_error(client.post(INFER, json=tensor(data=[1])), 400)
+    # The answer echoes `id`: a number, or text no UTF-8 answer can hold, is refused first.
+    for ident in (10**30, 1.5, [1], "\ud800"):  # json.dumps writes "\\ud800", JSON's escape
+        body = json.dumps({**tensor(), "id": ident})
+        response = client.post(INFER, data=body, content_type="application/json")
+        assert "'id'" in assert_oip_error(response, 400)
     bad_output = {**tensor(), "outputs": [{"name": "LOGITS"}]}
     assert "PROBS" in assert_oip_error(client.post(INFER, json=bad_output), 400)
     bad_k = {**tensor(), "outputs": [{"name": "PROBS", "parameters": {"classification": 0}}]}

@@ -50,7 +50,21 @@ def _json(data: bytes | memoryview) -> dict[str, Any]:
         raise errors.BadRequest(f"The request is not valid JSON: {str(e)[:200]}.") from None
     if not isinstance(header, dict):
         raise errors.BadRequest("The request must be a JSON object.")
+    if "id" in header and not _is_text(header["id"]):
+        # The answer echoes it: only text the answer can hold (as Triton: a string).
+        raise errors.BadRequest("'id' must be a string of Unicode text.")
     return header
+
+
+def _is_text(value: Any) -> bool:
+    """A str that UTF-8 can write (JSON's \\ud800 escape decodes to one it cannot)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def infer_request(header: dict[str, Any], binary: memoryview) -> InferRequest:
