@@ -363,10 +363,19 @@ def decoded_short(spec: Mapping[str, Any], policy: str) -> int | None:
     return math.ceil(short_side(spec) * FAST_MARGIN) if policy == "fast" else None
 
 
-def takes_direct_jpegs(spec: Mapping[str, Any], policy: str) -> bool:
-    """Whether `load_pixels` tries `decode_jpeg_pixels` for `spec` under `policy`: fast, with
-    a filter torch resizes on uint8 pixels."""
-    return policy == "fast" and spec.get("interpolation", "bilinear") in _TENSOR_FILTERS
+def decode_for(
+    data: bytes, spec: Mapping[str, Any], max_pixels: int, policy: str = "exact"
+) -> torch.Tensor | Image.Image:
+    """What `load_pixels` decodes one upload into for `spec` under `policy`: libjpeg's
+    uint8 (3, H, W) pixels where the direct path takes the JPEG (fast, with a filter torch
+    resizes on uint8), else Pillow's upright RGB picture."""
+    min_short = decoded_short(spec, policy)
+    img = _opened(data, max_pixels)  # once, whichever decoder takes it
+    if policy == "fast" and spec.get("interpolation", "bilinear") in _TENSOR_FILTERS:
+        direct = _libjpeg_pixels(img, data, min_short)
+        if direct is not None:
+            return direct
+    return _decoded(img, max_pixels, min_short)
 
 
 def load_pixels(
@@ -375,14 +384,10 @@ def load_pixels(
     """Decode (`policy` exact or fast), resize and crop one upload for the model's input
     `spec`: uint8 pixels, which the classifier normalises a batch at a time."""
     interpolation = spec.get("interpolation", "bilinear")
-    min_short = decoded_short(spec, policy)
-    img = _opened(data, max_pixels)  # once, whichever decoder takes it
-    if takes_direct_jpegs(spec, policy):
-        direct = _libjpeg_pixels(img, data, min_short)
-        if direct is not None:
-            check_resizable(direct.shape[2], direct.shape[1], spec["resize"], max_pixels)
-            return resize_crop_tensor(direct, spec["resize"], spec["crop"], interpolation)
-    picture = _decoded(img, max_pixels, min_short)
+    picture = decode_for(data, spec, max_pixels, policy)
+    if isinstance(picture, torch.Tensor):
+        check_resizable(picture.shape[2], picture.shape[1], spec["resize"], max_pixels)
+        return resize_crop_tensor(picture, spec["resize"], spec["crop"], interpolation)
     return pixels(
         picture, spec["resize"], spec["crop"], max_pixels, interpolation, policy == "fast"
     )

@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "decode": (
         "decode (app/imaging.py",
         "_decoded (app/imaging.py",
+        "decode_for (app/imaging.py",
         "decode_jpeg_pixels (app/imaging.py",
         "_libjpeg_pixels (app/imaging.py",
         "_opened (app/imaging.py",

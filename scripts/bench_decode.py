@@ -3,7 +3,7 @@
 
 `exact` is Pillow's whole-picture resize, then the crop; `fast` (WANWU_DECODE's default)
 resizes 8-bit channels-last pixels with torch's vectorised uint8 kernels, taking an upright
-JPEG straight from libjpeg-turbo (simplejpeg, `imaging.decode_jpeg_pixels`) and anything else
+JPEG straight from libjpeg-turbo (simplejpeg, `imaging.decode_for`) and anything else
 from Pillow's bytes, shown apart as the path every JPEG took before; torchvision.io decodes
 to planes and resizes them with the v1 tensor functional. All use libjpeg-turbo. Each path
 runs on one thread, as in a request thread, and stops at the 8-bit pixels the service
@@ -55,18 +55,20 @@ def served(spec: dict, policy: str):
 
 
 def served_fast(spec: dict):
-    """`fast` as the service runs it (`imaging.load_pixels`): libjpeg's own array when
-    `decode_jpeg_pixels` takes the photo, Pillow's bytes otherwise."""
-    through_pillow = served(spec, "fast")
+    """`fast` as the service runs it (`imaging.load_pixels`): libjpeg's own array where
+    `imaging.decode_for` returns one, Pillow's bytes otherwise."""
 
     def run(data: bytes) -> tuple[float, torch.Tensor]:
-        direct = imaging.decode_jpeg_pixels(data, MAX_PIXELS, imaging.decoded_short(spec, "fast"))
-        if direct is None:
-            return through_pillow(data)
+        picture = imaging.decode_for(data, spec, MAX_PIXELS, "fast")
         started = time.thread_time()
-        out = imaging.resize_crop_tensor(
-            direct, spec["resize"], spec["crop"], spec["interpolation"]
-        )
+        if isinstance(picture, torch.Tensor):
+            out = imaging.resize_crop_tensor(
+                picture, spec["resize"], spec["crop"], spec["interpolation"]
+            )
+        else:
+            out = imaging.pixels(
+                picture, spec["resize"], spec["crop"], MAX_PIXELS, spec["interpolation"], True
+            )
         return (time.thread_time() - started) * 1000, out
 
     return run
