@@ -117,4 +117,4 @@ class RawPredict:
 
     def json(self, value: Any) -> bytes:
         """`value` as the bytes Flask's JSON response would hold."""
-        return (self.app.json.dumps(value, separators=(",", ":")) + "\n").encode()
+        return (self.app.json.dumps(value) + "\n").encode()  # compact, as jsonify's
